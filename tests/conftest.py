@@ -1,0 +1,31 @@
+"""Shared fixtures: private Mosquitto brokers and fresh PostgreSQL databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from tests.support.services import Mosquitto, mosquitto, pg_database
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private Mosquitto on a free port for this test."""
+    work = tmp_path / "mosquitto"
+    work.mkdir()
+    with mosquitto(work) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session."""
+    with pg_database() as dsn:
+        yield dsn
+
+
+settings.register_profile("citywatch", deadline=None, print_blob=True)
+settings.load_profile("citywatch")

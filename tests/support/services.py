@@ -1,0 +1,147 @@
+"""Real services for tests: a private Mosquitto per test and a fresh PostgreSQL database.
+
+Every broker runs on a free port with its own config, so tests are isolated and
+parallel-safe. When a binary or server is missing, tests skip locally with the reason and
+fail under CI (``CI=true``), where ``.ci/run`` must have installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> None:
+    """Skip locally, fail in CI: a CI run that silently skips proves nothing."""
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
+
+
+def mosquitto_binary() -> str | None:
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+@dataclass
+class Mosquitto:
+    """A private broker; ``stop``/``start``/``kill`` for fault tests keep the same port."""
+
+    workdir: Path
+    port: int
+    extra_conf: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        binary = mosquitto_binary()
+        assert binary is not None
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "max_queued_messages 0\n"
+            "max_inflight_messages 20\n"
+            "log_dest none\n"
+            f"{self.extra_conf}\n"
+        )
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.host, self.port)
+        except TimeoutError:
+            self.proc.kill()
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"mosquitto did not start: {err}") from None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@contextmanager
+def mosquitto(tmp: Path, extra_conf: str = "") -> Iterator[Mosquitto]:
+    if mosquitto_binary() is None:
+        missing("mosquitto binary not found (apt-get install mosquitto)")
+    broker = Mosquitto(workdir=tmp, port=free_port(), extra_conf=extra_conf)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+PG_ADMIN_DSN = os.environ.get("CITYWATCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_reachable(dsn: str) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh database on the running PostgreSQL, dropped afterwards; yields its DSN."""
+    import psycopg
+
+    if not _pg_reachable(PG_ADMIN_DSN):
+        missing(f"PostgreSQL not reachable at {PG_ADMIN_DSN}")
+    name = f"cw_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield dsn
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
