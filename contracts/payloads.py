@@ -225,9 +225,7 @@ def encode_events(gw: str, boot: str, seq: int, events: Sequence[Event]) -> byte
             "gw": gw,
             "boot": boot,
             "seq": seq,
-            "events": [
-                {"device": e.device, "kind": e.kind, "id": e.id, "t": e.ts, "body": e.body} for e in events
-            ],
+            "events": [{"device": e.device, "kind": e.kind, "id": e.id, "t": e.ts, "body": e.body} for e in events],
         }
     )
 
@@ -436,3 +434,59 @@ def decode_alarm(raw: bytes | str) -> AlarmTransition:
     )
 
 
+# ---------------------------------------------------------------- alarm acks, open cases
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmAck:
+    alarm_id: str
+    device: str
+    actor: str
+    t: float
+    note: str = ""
+
+
+def encode_alarm_ack(ack: AlarmAck) -> bytes:
+    return _dumps(
+        {"v": VERSION, "alarm_id": ack.alarm_id, "device": ack.device, "actor": ack.actor, "t": ack.t, "note": ack.note}
+    )
+
+
+def decode_alarm_ack(raw: bytes | str) -> AlarmAck:
+    obj = _loads(raw, 1 << 16)
+    device = obj.get("device")
+    if not is_valid_id(device):
+        raise PayloadError("bad_device_id", "ack.device")
+    assert isinstance(device, str)
+    note = obj.get("note", "")
+    return AlarmAck(
+        _str(obj, "alarm_id", "ack"),
+        device,
+        _str(obj, "actor", "ack"),
+        _num(obj, "t", "ack"),
+        note if isinstance(note, str) else "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCases:
+    """Retained per device: rule names (conditions) that currently have an open case."""
+
+    device: str
+    cases: dict[str, str] = field(default_factory=dict)  # rule -> case id
+
+
+def encode_open_cases(oc: OpenCases) -> bytes:
+    return _dumps({"v": VERSION, "device": oc.device, "cases": oc.cases})
+
+
+def decode_open_cases(raw: bytes | str) -> OpenCases:
+    obj = _loads(raw, 1 << 16)
+    device = obj.get("device")
+    if not is_valid_id(device):
+        raise PayloadError("bad_device_id", "open_cases.device")
+    cases = obj.get("cases") or {}
+    if not isinstance(cases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cases.items()):
+        raise PayloadError("wrong_type", "open_cases.cases")
+    assert isinstance(device, str)
+    return OpenCases(device, cases)

@@ -52,6 +52,22 @@ def gw_filter(kind: GwKind, share_group: str | None = None) -> str:
 
 ALARMS_FILTER = f"{ROOT}/alarms/+"
 
+
+def alarm_ack(device: str) -> str:
+    """Console -> rule engine: a person acknowledged an alarm of this device."""
+    return f"{ROOT}/alarm-ack/{validate_id(device, 'device id')}"
+
+
+ALARM_ACK_FILTER = f"{ROOT}/alarm-ack/+"
+
+
+def case_open(device: str) -> str:
+    """Case bridge -> rule engine (retained): which conditions of a device have an open case."""
+    return f"{ROOT}/case-open/{validate_id(device, 'device id')}"
+
+
+CASE_OPEN_FILTER = f"{ROOT}/case-open/+"
+
 _GW_PREFIX = f"{ROOT}/gw/"
 
 

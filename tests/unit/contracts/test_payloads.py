@@ -134,3 +134,20 @@ def test_config_error_names_file_key_and_value() -> None:
     with pytest.raises(ConfigError, match="pol_interval_s"):
         parse_config("devices:\n  - pol_interval_s: 1\n", _Cfg, "gw.yaml")
     assert math.isclose(parse_config("devices: [{poll_interval_s: 2}]", _Cfg, "x").devices[0].poll_interval_s, 2)
+
+
+def test_alarm_ack_and_open_cases_round_trip() -> None:
+    from contracts.payloads import (
+        AlarmAck,
+        OpenCases,
+        decode_alarm_ack,
+        decode_open_cases,
+        encode_alarm_ack,
+        encode_open_cases,
+    )
+
+    ack = AlarmAck("a-1", "wl-0001", "duty1", 1764057600.0, "seen")
+    assert decode_alarm_ack(encode_alarm_ack(ack)) == ack
+    oc = OpenCases("wl-0001", {"road-water": "c-42"})
+    assert decode_open_cases(encode_open_cases(oc)) == oc
+    assert topics.alarm_ack("wl-0001") == "citywatch/v1/alarm-ack/wl-0001"
