@@ -62,6 +62,7 @@ class Mosquitto:
     workdir: Path
     port: int
     extra_conf: str = ""
+    allow_anonymous: bool = True
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
 
@@ -75,20 +76,24 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 20\n"
-            "log_dest none\n"
+            # as root, Mosquitto drops to user "mosquitto", which cannot read pytest's 0700 tmp dirs
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + "log_dest stderr\n"
             f"{self.extra_conf}\n"
         )
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        log.close()
         try:
             wait_port(self.host, self.port)
         except TimeoutError:
             self.proc.kill()
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            err = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"mosquitto did not start: {err}") from None
 
     def stop(self) -> None:
@@ -105,10 +110,10 @@ class Mosquitto:
 
 
 @contextmanager
-def mosquitto(tmp: Path, extra_conf: str = "") -> Iterator[Mosquitto]:
+def mosquitto(tmp: Path, extra_conf: str = "", allow_anonymous: bool = True) -> Iterator[Mosquitto]:
     if mosquitto_binary() is None:
         missing("mosquitto binary not found (apt-get install mosquitto)")
-    broker = Mosquitto(workdir=tmp, port=free_port(), extra_conf=extra_conf)
+    broker = Mosquitto(workdir=tmp, port=free_port(), extra_conf=extra_conf, allow_anonymous=allow_anonymous)
     broker.start()
     try:
         yield broker
