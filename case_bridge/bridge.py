@@ -1,0 +1,291 @@
+"""The case bridge process: alarm transitions in, cases out; the thin async shell.
+
+Threading choice: paho's network loop runs in its own thread (``loop_start``) and hands each
+message to the asyncio loop with ``call_soon_threadsafe``; everything else (store writes,
+publishing ``case-open``, verification ticks, notifications) runs on the one asyncio loop.
+Cases are a low-rate stream, so store calls run inline on the loop (a write is ~1 ms).
+
+Delivery: QoS 1, persistent session (``clean_start=False`` + session expiry) and
+``manual_ack``: an alarm is PUBACKed only after the transaction that applied it committed.
+A ``kill -9`` between the two makes the broker redeliver, and the store's idempotency
+(alarm transition key, one link per alarm id) turns the redelivery into a no-op — exactly one
+case per alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from case_bridge.config import CasesSettings
+from case_bridge.errors import StoreError
+from case_bridge.notify import Notice, Notifier
+from case_bridge.store import AlarmOutcome, CaseStore
+from contracts import topics
+from contracts.alarms import AlarmTransition, Severity, TransitionKind
+from contracts.config import MqttSettings
+from contracts.errors import ContractError, PayloadError
+from contracts.payloads import OpenCases, decode_alarm, decode_status, encode_open_cases
+from contracts.reading import DeviceInfo
+
+log = logging.getLogger("citywatch.cases")
+
+_ALARM_PREFIX = topics.ALARMS_FILTER[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+def alarm_notice(tr: AlarmTransition, outcome: AlarmOutcome) -> Notice:
+    """What the duty officer reads about an alarm and the case it opened or joined. Pure."""
+    case = outcome.case
+    title = f"{tr.severity.value.upper()} {tr.rule} @ {tr.device}"
+    lines = [f"告警 {tr.kind.value}: value={tr.value}", f"alarm {tr.alarm_id}"]
+    if case is not None:
+        title = f"{case.category_name} {title}"
+        lines.append(f"案件 #{case.id} {case.service_code} {case.category_name} → {case.unit} ({case.state})")
+        if case.deadline is not None:
+            lines.append(f"时限 {time.strftime('%Y-%m-%d %H:%M', time.localtime(case.deadline))}")
+    return Notice(f"alarm:{tr.alarm_id}:{tr.kind.value}:{tr.severity.value}", title, tuple(lines), tr.severity.value,
+                  {"alarm_id": tr.alarm_id, "device": tr.device, "rule": tr.rule,
+                   "case_id": case.id if case else None})
+
+
+class CaseBridge:
+    """Consumes alarm transitions and device births; maintains cases; publishes open-case sets."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        mqtt_settings: MqttSettings,
+        settings: CasesSettings,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.mqtt = mqtt_settings
+        self.settings = settings
+        self.notifier = notifier
+        self.clock = clock
+        self.registry: dict[str, DeviceInfo] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._published: dict[str, bytes] = {}
+        self._dead_letters: dict[str, int] = {}
+        self._store_failing = False
+        self.ready = asyncio.Event()
+        self.processed = 0
+
+    # ------------------------------------------------------------ paho thread side
+
+    def _on_connect(self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, rc: ReasonCode,
+                    _p: Properties | None) -> None:
+        if rc.is_failure:
+            log.error("broker refused the connection: %s", rc)
+            return
+        opts = SubscribeOptions(qos=1)
+        client.subscribe([(topics.gw_filter("status"), opts), (topics.ALARMS_FILTER, opts)])
+        if not self._connected:
+            log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
+        self._connected = True
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, rcs: list[ReasonCode], _p: Properties | None) -> None:
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            log.error("subscription refused: %s", ", ".join(bad))
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self.ready.set)
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode,
+                       _p: Properties | None) -> None:
+        if self._connected:
+            log.warning("disconnected from broker (%s); paho reconnects", rc)
+        self._connected = False
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+
+    def _make_client(self) -> mqtt.Client:
+        m = self.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id or self.settings.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if m.username is not None:
+            client.username_pw_set(m.username, m.password)
+        if m.tls:
+            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file)
+        client.reconnect_delay_set(1, 10)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        return client
+
+    # ------------------------------------------------------------ asyncio side
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.registry.update(self.store.known_devices())
+        client = self._client = self._make_client()
+        client.loop_start()
+        try:
+            self._publish_open(self.store.devices_with_open_cases())
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._consume(stop), name="cases.consume")
+                tg.create_task(self._ticker(stop), name="cases.tick")
+                if self.notifier is not None and self.notifier.enabled:
+                    tg.create_task(self.notifier.run(stop), name="cases.notify")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                item = await asyncio.wait_for(self._inbox.get(), 0.5)
+            except TimeoutError:
+                continue
+            while not stop.is_set():
+                try:
+                    self._handle(item)
+                except StoreError as exc:
+                    if not self._store_failing:
+                        log.error("case store failed, retrying (not acked): %s", exc)
+                        self._store_failing = True
+                    await asyncio.sleep(1.0)
+                    continue
+                if self._store_failing:
+                    log.info("case store works again")
+                    self._store_failing = False
+                self._ack(item)
+                self.processed += 1
+                break
+
+    def _ack(self, item: Inbound) -> None:
+        if item.qos > 0 and self._client is not None:
+            self._client.ack(item.mid, item.qos)
+
+    def _dead_letter(self, item: Inbound, reason: str) -> None:
+        n = self._dead_letters.get(reason, 0)
+        self._dead_letters[reason] = n + 1
+        if n == 0:
+            log.warning("dropping undecodable message on %s: %s (further ones counted)", item.topic, reason)
+
+    def _handle(self, item: Inbound) -> None:
+        if item.topic.startswith(_ALARM_PREFIX):
+            try:
+                tr = decode_alarm(item.payload)
+            except PayloadError as exc:
+                self._dead_letter(item, exc.reason)
+                return
+            self.handle_alarm(tr)
+            return
+        try:
+            _gw, kind = topics.parse_gw_topic(item.topic)
+            if kind != "status":
+                return
+            status = decode_status(item.payload)
+        except PayloadError as exc:
+            self._dead_letter(item, exc.reason)
+            return
+        except ContractError:
+            self._dead_letter(item, "bad_topic")
+            return
+        if status.devices:
+            fresh = [d for d in status.devices if self.registry.get(d.id) != d]
+            if fresh:
+                self.store.remember_devices(fresh, self.clock())
+                self.registry.update({d.id: d for d in fresh})
+
+    def handle_alarm(self, tr: AlarmTransition) -> AlarmOutcome:
+        now = self.clock()
+        outcome = self.store.apply_alarm(tr, self.registry.get(tr.device), now)
+        if outcome.effect == "duplicate":
+            return outcome
+        self._publish_open(outcome.devices)
+        if self.notifier is not None and self.notifier.enabled:
+            self._notify_alarm(tr, outcome, now)
+        return outcome
+
+    def _notify_alarm(self, tr: AlarmTransition, outcome: AlarmOutcome, now: float) -> None:
+        assert self.notifier is not None
+        if tr.kind in (TransitionKind.ACKNOWLEDGED, TransitionKind.CLEARED):
+            self.notifier.escalations.stop(tr.alarm_id)
+            return
+        if tr.kind not in (TransitionKind.RAISED, TransitionKind.ESCALATED):
+            return
+        if tr.severity.rank < self.notifier.settings.min_severity.rank:
+            return
+        notice = alarm_notice(tr, outcome)
+        self.notifier.notify(notice)
+        if tr.severity is Severity.CRITICAL and self.notifier.settings.escalate_to:
+            self.notifier.escalations.start(tr.alarm_id, notice, now)
+
+    def _publish_open(self, devices: Iterable[str]) -> None:
+        devs = list(devices)
+        if not devs or self._client is None:
+            return
+        for dev, cases in self.store.open_cases_for(devs).items():
+            payload = encode_open_cases(OpenCases(dev, cases))
+            if self._published.get(dev) == payload:
+                continue
+            try:
+                self._client.publish(topics.case_open(dev), payload, qos=1, retain=True)
+            except ContractError:
+                continue
+            self._published[dev] = payload
+
+    async def _ticker(self, stop: asyncio.Event) -> None:
+        last = self.clock()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.tick_s)
+            except TimeoutError:
+                pass
+            now = self.clock()
+            try:
+                self.tick(now, last)
+            except StoreError as exc:
+                log.error("verification tick failed: %s", exc)
+                continue
+            last = now
+
+    def tick(self, now: float, since: float) -> list[AlarmOutcome]:
+        """Sensor verification, open-case reconciliation (console-made transitions), escalations."""
+        outcomes = self.store.due_verifications(now)
+        changed: set[str] = set(self.store.devices_changed_since(since - 1.0))
+        for o in outcomes:
+            changed.update(o.devices)
+            if self.notifier is not None and self.notifier.enabled and o.case is not None \
+                    and "fail_verification" in o.actions:
+                c = o.case
+                self.notifier.notify(Notice(
+                    f"case:{c.id}:returned:{c.version}", f"核查未通过 案件 #{c.id} {c.category_name}",
+                    (f"传感器仍报警, 案件已回退 → {c.unit}", c.description), c.severity or "major", {"case_id": c.id}))
+        self._publish_open(changed)
+        if self.notifier is not None:
+            self.notifier.tick(now)
+        return outcomes

@@ -1,0 +1,329 @@
+"""A thin transaction layer over sqlite3 and psycopg 3, and the case-store schema migrations.
+
+One SQL text serves both databases: statements are written with ``?`` placeholders and
+rewritten to ``%s`` for PostgreSQL; the few dialect differences (identity column, JSON
+text, integer hour-of-day) are template tokens. SQLite runs in WAL with ``BEGIN IMMEDIATE``
+write transactions so two processes (bridge and console) never deadlock on lock upgrade.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from case_bridge.errors import StoreError
+
+Row = tuple[Any, ...]
+
+
+class Tx(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def execute_rowcount(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    def tx(self) -> Any: ...  # context manager yielding Tx
+
+    def read(self) -> Any: ...  # context manager yielding Tx (no write lock)
+
+    def close(self) -> None: ...
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    def execute_rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, tuple(params)).rowcount
+
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self.conn.execute(sql, tuple(params))
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+
+class SqliteDb:
+    dialect = "sqlite"
+
+    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(f"PRAGMA synchronous={synchronous}")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite case store {path!r}: {exc}") from exc
+        self._lock = threading.RLock()  # one connection, callers may come from a thread pool
+
+    @contextmanager
+    def tx(self) -> Iterator[_SqliteTx]:
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a write transaction: {exc}") from exc
+            try:
+                yield _SqliteTx(self.conn)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[_SqliteTx]:
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                yield _SqliteTx(self.conn)
+            finally:
+                self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_QMARK = re.compile(r"\?")
+
+
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders to psycopg's ``%s``; a literal ``%`` (modulo) must be doubled first."""
+    return _QMARK.sub("%s", sql.replace("%", "%%"))
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self.conn.execute(_pg_sql(sql), tuple(params))
+        return list(cur.fetchall()) if cur.description is not None else []
+
+    def execute_rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.conn.execute(_pg_sql(sql), tuple(params)).rowcount)
+
+    def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int:
+        row = self.conn.execute(_pg_sql(sql) + " RETURNING id", tuple(params)).fetchone()
+        return int(row[0])
+
+
+class PostgresDb:
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        try:
+            self.conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the PostgreSQL case store: {exc}") from exc
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def tx(self) -> Iterator[_PgTx]:
+        with self._lock:
+            try:
+                with self.conn.transaction():
+                    yield _PgTx(self.conn)
+            except self._psycopg.errors.UniqueViolation:
+                raise
+            except self._psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL transaction failed: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[_PgTx]:
+        with self._lock:
+            try:
+                with self.conn.transaction():
+                    yield _PgTx(self.conn)
+            except self._psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL query failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(url: str) -> SqliteDb | PostgresDb:
+    """``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:`` or ``postgresql://...``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDb(url)
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        if rest in (":memory:", "/:memory:"):
+            return SqliteDb(":memory:")
+        path = unquote(urlsplit("sqlite://" + rest).path)
+        if not path or path == "/":
+            raise StoreError(f"no file in SQLite URL {url!r}")
+        return SqliteDb(path[1:] if path.startswith("/") else path)
+    raise StoreError(f"unsupported case store URL {url!r} (use sqlite:///path.db or postgresql://...)")
+
+
+# ---------------------------------------------------------------- schema
+
+_TOKENS = {
+    "sqlite": {"{PK}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{REAL}": "REAL", "{BIGINT}": "INTEGER"},
+    "postgresql": {
+        "{PK}": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        "{REAL}": "DOUBLE PRECISION",
+        "{BIGINT}": "BIGINT",
+    },
+}
+
+# Each migration is applied once, in one transaction with its version row. Never edit an
+# applied migration; add a new one.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "cases, links, alarms, audit",
+        [
+            """CREATE TABLE cases (
+                id {PK},
+                source TEXT NOT NULL,
+                source_key TEXT UNIQUE,
+                kind TEXT NOT NULL,
+                category_code TEXT NOT NULL,
+                service_code TEXT NOT NULL,
+                category_name TEXT NOT NULL,
+                urgency TEXT NOT NULL,
+                state TEXT NOT NULL,
+                is_open INTEGER NOT NULL,
+                extension_pending INTEGER NOT NULL DEFAULT 0,
+                extensions INTEGER NOT NULL DEFAULT 0,
+                unit TEXT NOT NULL,
+                grid TEXT,
+                street TEXT,
+                district TEXT,
+                device TEXT,
+                rule TEXT,
+                severity TEXT,
+                corr_key TEXT,
+                auto_close INTEGER NOT NULL DEFAULT 0,
+                lat {REAL},
+                lon {REAL},
+                address TEXT,
+                description TEXT NOT NULL DEFAULT '',
+                reporter TEXT,
+                created_at {REAL} NOT NULL,
+                filed_at {REAL},
+                dispatched_at {REAL},
+                handled_at {REAL},
+                verified_at {REAL},
+                closed_at {REAL},
+                deadline {REAL} NOT NULL,
+                due_at {REAL},
+                updated_at {REAL} NOT NULL,
+                version INTEGER NOT NULL DEFAULT 1,
+                data TEXT NOT NULL DEFAULT '{}'
+            )""",
+            # the worklist: filter by unit (and state), sort by deadline, page
+            "CREATE INDEX cases_unit_open_deadline ON cases (unit, is_open, deadline, id)",
+            "CREATE INDEX cases_unit_state_deadline ON cases (unit, state, deadline, id)",
+            "CREATE INDEX cases_open_deadline ON cases (is_open, deadline, id)",
+            "CREATE INDEX cases_state_deadline ON cases (state, deadline, id)",
+            "CREATE INDEX cases_created ON cases (created_at)",
+            "CREATE INDEX cases_updated ON cases (updated_at)",
+            # one open case per correlation key: (device, condition) or a circuit
+            "CREATE UNIQUE INDEX cases_open_corr ON cases (corr_key) WHERE is_open = 1 AND corr_key IS NOT NULL",
+            """CREATE TABLE case_links (
+                alarm_id TEXT PRIMARY KEY,
+                case_id {BIGINT} NOT NULL REFERENCES cases (id),
+                device TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                t {REAL} NOT NULL
+            )""",
+            "CREATE INDEX case_links_case ON case_links (case_id)",
+            "CREATE INDEX case_links_device ON case_links (device, case_id)",
+            """CREATE TABLE alarm_state (
+                alarm_id TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                active INTEGER NOT NULL,
+                acked INTEGER NOT NULL DEFAULT 0,
+                severity TEXT NOT NULL,
+                raised_at {REAL},
+                cleared_at {REAL},
+                last_kind TEXT NOT NULL,
+                last_t {REAL} NOT NULL,
+                value {REAL},
+                evidence TEXT NOT NULL DEFAULT '{}'
+            )""",
+            """CREATE TABLE alarm_events (
+                alarm_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                t_ms {BIGINT} NOT NULL,
+                received_at {REAL} NOT NULL,
+                PRIMARY KEY (alarm_id, kind, t_ms)
+            )""",
+            """CREATE TABLE case_audit (
+                id {PK},
+                case_id {BIGINT} NOT NULL REFERENCES cases (id),
+                t {REAL} NOT NULL,
+                actor TEXT NOT NULL,
+                role TEXT,
+                action TEXT NOT NULL,
+                from_state TEXT,
+                to_state TEXT NOT NULL,
+                note TEXT NOT NULL DEFAULT '',
+                request_id TEXT,
+                data TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX case_audit_case ON case_audit (case_id, id)",
+            "CREATE UNIQUE INDEX case_audit_request ON case_audit (case_id, request_id) WHERE request_id IS NOT NULL",
+            """CREATE TABLE notify_log (
+                key TEXT PRIMARY KEY,
+                t {REAL} NOT NULL
+            )""",
+            # the device registry learnt from retained birth messages, so a restarted bridge
+            # maps alarms that arrive before the births correctly
+            """CREATE TABLE device_registry (
+                device TEXT PRIMARY KEY,
+                info TEXT NOT NULL,
+                updated_at {REAL} NOT NULL
+            )""",
+        ],
+    ),
+]
+
+
+def migrate(db: SqliteDb | PostgresDb) -> int:
+    """Apply pending migrations; returns the schema version. Safe to run from two processes."""
+    tokens = _TOKENS[db.dialect]
+    with db.tx() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    version = 0
+    for number, name, statements in MIGRATIONS:
+        with db.tx() as tx:
+            if db.dialect == "postgresql":
+                tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            if tx.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (number,)):
+                version = number
+                continue
+            for template in statements:
+                stmt = template
+                for token, repl in tokens.items():
+                    stmt = stmt.replace(token, repl)
+                tx.execute(stmt)
+            tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (number, name))
+            version = number
+    return version

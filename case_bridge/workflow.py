@@ -1,0 +1,234 @@
+"""The case workflow (GB/T 30428.8 立案、处置和结案) as a pure state machine.
+
+Main path::
+
+    reported ─file→ filed ─dispatch→ dispatched ─accept→ in_handling ─report_fix→ handled
+        │              │                 │                  │                      │
+      reject         park/cancel     return/park         return/park          verify / fail_verification
+        ▼                                ▼                                         ▼
+     rejected                         returned ─dispatch→ dispatched           verified ─close→ closed
+
+- ``return`` (回退): the unit says the case is not theirs (wrong dispatch); the command
+  centre re-dispatches it. A failed verification (``fail_verification``, the sensor still
+  reads abnormal) also lands in ``returned`` with the evidence.
+- ``park`` (挂账): unsolvable within the limit (season, engineering works); the clock stops.
+  ``resume`` brings it back to ``dispatched`` with a fresh handling limit.
+- 延期 (extension) is not a state: ``request_extension`` sets a pending flag while the case
+  stays where it is; ``approve_extension`` / ``deny_extension`` clear it (approval extends
+  the deadline).
+- ``rejected`` (注销 at filing), ``cancelled`` and ``closed`` are terminal.
+
+Roles (who may do what) follow the classic split: the supervision centre (监督中心) files,
+verifies and closes; the command centre (指挥中心) dispatches, parks and approves extensions;
+the responsible unit (责任单位) accepts, returns, reports the fix and asks for extensions;
+``system`` is the bridge itself (auto-filing, auto-dispatch, sensor verification).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from case_bridge.errors import IllegalTransition
+
+
+class State(StrEnum):
+    REPORTED = "reported"  # 上报
+    FILED = "filed"  # 立案
+    REJECTED = "rejected"  # 不予立案 / 注销
+    DISPATCHED = "dispatched"  # 派遣
+    IN_HANDLING = "in_handling"  # 处置中
+    HANDLED = "handled"  # 处置反馈 (fix reported)
+    VERIFIED = "verified"  # 核查通过
+    CLOSED = "closed"  # 结案
+    RETURNED = "returned"  # 回退 (awaiting re-dispatch)
+    PARKED = "parked"  # 挂账
+    CANCELLED = "cancelled"  # 作废
+
+    @property
+    def label_zh(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def is_open(self) -> bool:
+        return self not in TERMINAL
+
+
+_LABELS = {
+    State.REPORTED: "上报",
+    State.FILED: "立案",
+    State.REJECTED: "不予立案",
+    State.DISPATCHED: "派遣",
+    State.IN_HANDLING: "处置中",
+    State.HANDLED: "处置反馈",
+    State.VERIFIED: "核查通过",
+    State.CLOSED: "结案",
+    State.RETURNED: "回退",
+    State.PARKED: "挂账",
+    State.CANCELLED: "作废",
+}
+
+TERMINAL: frozenset[State] = frozenset({State.REJECTED, State.CLOSED, State.CANCELLED})
+OPEN_STATES: tuple[State, ...] = tuple(s for s in State if s not in TERMINAL)
+
+
+class Action(StrEnum):
+    FILE = "file"
+    REJECT = "reject"
+    DISPATCH = "dispatch"
+    ACCEPT = "accept"
+    RETURN = "return"
+    REPORT_FIX = "report_fix"
+    VERIFY = "verify"
+    FAIL_VERIFICATION = "fail_verification"
+    CLOSE = "close"
+    PARK = "park"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    REQUEST_EXTENSION = "request_extension"
+    APPROVE_EXTENSION = "approve_extension"
+    DENY_EXTENSION = "deny_extension"
+
+
+class Role(StrEnum):
+    SUPERVISOR = "supervisor"  # 监督中心
+    DISPATCHER = "dispatcher"  # 指挥中心
+    HANDLER = "handler"  # 责任单位 (case handler of the responsible unit)
+    SYSTEM = "system"  # the bridge: auto-file, auto-dispatch, sensor verification
+    ADMIN = "admin"
+
+
+# (from state, action) -> to state. Extension actions keep the state (see module docstring).
+TRANSITIONS: dict[tuple[State, Action], State] = {
+    (State.REPORTED, Action.FILE): State.FILED,
+    (State.REPORTED, Action.REJECT): State.REJECTED,
+    (State.REPORTED, Action.CANCEL): State.CANCELLED,
+    (State.FILED, Action.DISPATCH): State.DISPATCHED,
+    (State.FILED, Action.PARK): State.PARKED,
+    (State.FILED, Action.CANCEL): State.CANCELLED,
+    (State.DISPATCHED, Action.ACCEPT): State.IN_HANDLING,
+    (State.DISPATCHED, Action.RETURN): State.RETURNED,
+    (State.DISPATCHED, Action.REPORT_FIX): State.HANDLED,
+    (State.DISPATCHED, Action.PARK): State.PARKED,
+    (State.DISPATCHED, Action.CANCEL): State.CANCELLED,
+    (State.DISPATCHED, Action.REQUEST_EXTENSION): State.DISPATCHED,
+    (State.DISPATCHED, Action.APPROVE_EXTENSION): State.DISPATCHED,
+    (State.DISPATCHED, Action.DENY_EXTENSION): State.DISPATCHED,
+    (State.IN_HANDLING, Action.RETURN): State.RETURNED,
+    (State.IN_HANDLING, Action.REPORT_FIX): State.HANDLED,
+    (State.IN_HANDLING, Action.PARK): State.PARKED,
+    (State.IN_HANDLING, Action.CANCEL): State.CANCELLED,
+    (State.IN_HANDLING, Action.REQUEST_EXTENSION): State.IN_HANDLING,
+    (State.IN_HANDLING, Action.APPROVE_EXTENSION): State.IN_HANDLING,
+    (State.IN_HANDLING, Action.DENY_EXTENSION): State.IN_HANDLING,
+    (State.HANDLED, Action.VERIFY): State.VERIFIED,
+    (State.HANDLED, Action.FAIL_VERIFICATION): State.RETURNED,
+    (State.VERIFIED, Action.CLOSE): State.CLOSED,
+    (State.RETURNED, Action.DISPATCH): State.DISPATCHED,
+    (State.RETURNED, Action.PARK): State.PARKED,
+    (State.RETURNED, Action.CANCEL): State.CANCELLED,
+    (State.PARKED, Action.RESUME): State.DISPATCHED,
+    (State.PARKED, Action.CANCEL): State.CANCELLED,
+}
+
+EXTENSION_ACTIONS = frozenset({Action.REQUEST_EXTENSION, Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
+
+ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
+    Role.SUPERVISOR: frozenset(
+        {Action.FILE, Action.REJECT, Action.VERIFY, Action.FAIL_VERIFICATION, Action.CLOSE, Action.CANCEL}
+    ),
+    Role.DISPATCHER: frozenset(
+        {
+            Action.FILE,
+            Action.DISPATCH,
+            Action.PARK,
+            Action.RESUME,
+            Action.CANCEL,
+            Action.APPROVE_EXTENSION,
+            Action.DENY_EXTENSION,
+        }
+    ),
+    Role.HANDLER: frozenset({Action.ACCEPT, Action.RETURN, Action.REPORT_FIX, Action.REQUEST_EXTENSION}),
+    Role.SYSTEM: frozenset(
+        {Action.FILE, Action.DISPATCH, Action.VERIFY, Action.FAIL_VERIFICATION, Action.CLOSE, Action.RETURN}
+    ),
+    Role.ADMIN: frozenset(Action),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a case stands in the workflow: its state and whether an extension is pending."""
+
+    state: State
+    extension_pending: bool = False
+
+
+def _allowed_in(pos: Position) -> tuple[Action, ...]:
+    out: list[Action] = []
+    for (state, action), _to in TRANSITIONS.items():
+        if state is not pos.state:
+            continue
+        if action is Action.REQUEST_EXTENSION and pos.extension_pending:
+            continue
+        if action in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION) and not pos.extension_pending:
+            continue
+        out.append(action)
+    return tuple(out)
+
+
+def allowed_actions(pos: Position, role: Role | None = None) -> tuple[Action, ...]:
+    """Actions possible from ``pos``, optionally only those ``role`` may take (stable order)."""
+    acts = _allowed_in(pos)
+    if role is None:
+        return acts
+    permitted = ROLE_ACTIONS[role]
+    return tuple(a for a in acts if a in permitted)
+
+
+def apply(pos: Position, action: Action | str, role: Role | None = None) -> Position:
+    """The position after ``action``; :class:`IllegalTransition` if the workflow refuses it."""
+    try:
+        act = Action(action)
+    except ValueError:
+        raise IllegalTransition(pos.state.value, str(action), tuple(a.value for a in _allowed_in(pos)),
+                                "unknown action") from None
+    possible = _allowed_in(pos)
+    if act not in possible:
+        reason = ""
+        if act is Action.REQUEST_EXTENSION and pos.extension_pending:
+            reason = "an extension request is already pending"
+        elif act in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION) and not pos.extension_pending:
+            reason = "no extension request is pending"
+        raise IllegalTransition(pos.state.value, act.value, tuple(a.value for a in possible), reason)
+    if role is not None and act not in ROLE_ACTIONS[role]:
+        mine = tuple(a.value for a in allowed_actions(pos, role))
+        raise IllegalTransition(pos.state.value, act.value, mine, f"role {role.value!r} may not {act.value!r}")
+    to = TRANSITIONS[(pos.state, act)]
+    if act is Action.REQUEST_EXTENSION:
+        return Position(to, True)
+    if act in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION):
+        return Position(to, False)
+    # leaving the handling stage drops a pending extension request: nothing left to extend
+    return Position(to, pos.extension_pending and to in (State.DISPATCHED, State.IN_HANDLING))
+
+
+class Stage(StrEnum):
+    """The timed stages (环节) a state belongs to; each has its own limit."""
+
+    FILE = "file"  # reported -> filed (核实立案)
+    DISPATCH = "dispatch"  # filed -> dispatched (派遣)
+    HANDLE = "handle"  # dispatched/in_handling -> handled (处置); the overall clock
+    VERIFY = "verify"  # handled -> verified (核查)
+    CLOSE = "close"  # verified -> closed (结案)
+
+
+STAGE_OF: dict[State, Stage] = {
+    State.REPORTED: Stage.FILE,
+    State.FILED: Stage.DISPATCH,
+    State.DISPATCHED: Stage.HANDLE,
+    State.IN_HANDLING: Stage.HANDLE,
+    State.RETURNED: Stage.DISPATCH,  # back with the command centre for re-dispatch
+    State.HANDLED: Stage.VERIFY,
+    State.VERIFIED: Stage.CLOSE,
+}

@@ -1,0 +1,460 @@
+"""The ingester: MQTT in, micro-batches committed, then acknowledged, then the ack watermark out.
+
+Threading choice: paho's network loop runs in its own thread (``loop_start``); its
+``on_message`` only appends to a deque and, when the deque was empty, wakes the asyncio loop
+once with ``call_soon_threadsafe``. Everything else (validation, batching, acks, watermarks,
+metrics) runs on the one asyncio loop; store calls run in worker threads via
+``asyncio.to_thread`` so decoding the next batch overlaps the database commit of the current
+one. Driving paho from asyncio socket callbacks would save the thread but costs a loop round
+trip per packet; performance.md measured aiomqtt (which does that) at 2x paho's cost.
+
+Delivery: QoS 1 with ``manual_ack``; a message is PUBACKed only after the transaction holding
+its readings (or its dead letter) has committed, in arrival order. The MQTT 5 Receive Maximum
+caps the messages the broker sends us without an ack, so while the store is down the ingester
+holds at most ``receive_maximum`` messages and the broker queues the rest. The session is
+persistent (``clean_start=False``), so a crash redelivers everything not yet acknowledged;
+``ON CONFLICT DO NOTHING`` turns the redelivery into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from cloud_ingest.config import IngestSettings
+from cloud_ingest.errors import StoreError, StoreUnavailable
+from cloud_ingest.metrics import IngestMetrics, serve_metrics
+from cloud_ingest.store.base import DeadLetterIn, SeqMark, StatusUpdate, Store, WriteBatch, WriteResult
+from cloud_ingest.validate import Accepted, Limits, Rejected, classify
+from cloud_ingest.watermark import AckTracker, Key
+from contracts import topics
+from contracts.config import MqttSettings
+from contracts.payloads import encode_ack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Item:
+    """One received message, as handed from paho's thread to the loop."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    gen: int  # connection generation: a mid is only meaningful on the connection that delivered it
+    identity: str | None
+    received: float
+
+
+@dataclass(slots=True)
+class Pending:
+    """A micro-batch being built: its messages and the merged write."""
+
+    items: list[Item] = field(default_factory=list)
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    n_readings: int = 0
+    started: float = 0.0  # monotonic time of the first message
+    dead: list[tuple[str | None, str]] = field(default_factory=list)  # (gw, reason) per dead letter
+
+
+def add_to_batch(out: WriteBatch, item: Item, verdict: Accepted | Rejected) -> int:
+    """Merge one classified message into ``out``; returns the readings added."""
+    if isinstance(verdict, Rejected):
+        out.dead_letters.append(
+            DeadLetterIn(item.received, item.topic, verdict.gw, verdict.reason, verdict.detail, item.payload)
+        )
+        if verdict.seq is not None and verdict.gw is not None:
+            out.seqs.append(SeqMark(verdict.gw, verdict.seq[0], verdict.seq[1], verdict.kind, 0))
+        return 0
+    if verdict.status is not None:
+        out.statuses.append(StatusUpdate(verdict.gw, verdict.status, item.received))
+        return 0
+    b = verdict.batch
+    assert b is not None
+    if verdict.kind == "telemetry":
+        out.readings.extend(b.readings)
+        out.seqs.append(SeqMark(b.gw, b.boot, b.seq, "telemetry", len(b.readings)))
+        return len(b.readings)
+    out.events.extend((b.gw, e) for e in b.events)
+    out.seqs.append(SeqMark(b.gw, b.boot, b.seq, "events", len(b.events)))
+    return 0
+
+
+class Ingester:
+    """One ingester process. ``await Ingester(...).run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        settings: IngestSettings,
+        store: Store,
+        metrics: IngestMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mqtt = mqtt_settings
+        self.cfg = settings
+        self.store = store
+        self.metrics = metrics or IngestMetrics()
+        self.clock = clock
+        self.limits: Limits = settings.limits()
+        self.tracker = AckTracker(settings.first_seq, settings.gap_grace_s, settings.ack_boots)
+        self._rx: deque[Item] = deque()
+        self._wake_pending = False
+        self._gen = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._store_down_since: float | None = None
+        self._acks_sent: dict[str, bytes] = {}
+        self._dl_logged: set[tuple[str | None, str]] = set()
+        self._requeried: dict[Key, float] = {}
+        self.committed_batches = 0
+        self.ready_event: asyncio.Event | None = None  # set once subscribed (tests wait on it)
+        self.metrics_port: int | None = None
+        # Fault-injection hook for the kill -9 tests: widen the commit-to-ack window so a kill
+        # lands between them (reliability.md I1 "after_commit_before_ack"). Unset in production.
+        self._fault_ack_delay_s = float(os.environ.get("CITYWATCH_FAULT_ACK_DELAY_S", "0") or 0)
+
+    # ------------------------------------------------------------ paho thread side
+
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, _props: Properties | None
+    ) -> None:
+        if rc.is_failure:
+            log.error("broker refused the connection: %s", rc)
+            return
+        self._gen += 1
+        share = self.cfg.share_group
+        opts = SubscribeOptions(qos=1)
+        client.subscribe(
+            [
+                (topics.gw_filter("telemetry", share), opts),
+                (topics.gw_filter("events", share), opts),
+                (topics.gw_filter("status"), opts),
+            ]
+        )
+        if not self._connected:
+            log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
+        self._connected = True
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, rcs: list[ReasonCode], _p: Properties | None) -> None:
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            log.error("subscription refused: %s", ", ".join(bad))
+        elif self._loop is not None and self.ready_event is not None:
+            self._loop.call_soon_threadsafe(self.ready_event.set)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _ud: Any, _flags: mqtt.DisconnectFlags, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        if self._connected:
+            log.warning("disconnected from broker (%s); paho reconnects", rc)
+        self._connected = False
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        identity = None
+        if self.cfg.identity_property is not None:
+            props = getattr(msg, "properties", None)
+            for k, v in getattr(props, "UserProperty", None) or []:
+                if k == self.cfg.identity_property:
+                    identity = v
+        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
+        self._rx.append(Item(msg.topic, payload, msg.mid, msg.qos, self._gen, identity, self.clock()))
+        self.metrics.unacked.inc()
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(self._wake_up)
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _make_client(self) -> mqtt.Client:
+        m = self.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if m.username is not None:
+            client.username_pw_set(m.username, m.password)
+        if m.tls:
+            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file)
+        client.reconnect_delay_set(1, 10)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        return client
+
+    # ------------------------------------------------------------ asyncio side
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.ready_event = self.ready_event or asyncio.Event()
+        server = None
+        if self.cfg.metrics_port is not None:
+            server = await serve_metrics(self.metrics, self.cfg.metrics_host, self.cfg.metrics_port)
+            self.metrics_port = server.sockets[0].getsockname()[1]
+        client = self._client = self._make_client()
+        client.loop_start()
+        ready: asyncio.Queue[Pending | None] = asyncio.Queue(maxsize=1)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._collect(ready, stop), name="ingest.collect")
+                tg.create_task(self._commit_loop(ready), name="ingest.commit")
+                tg.create_task(self._gap_timer(stop), name="ingest.gaps")
+        finally:
+            self._connected = False  # an intentional disconnect is not worth a warning
+            client.disconnect()
+            client.loop_stop()
+            if server is not None:
+                server.close()
+
+    async def _collect(self, ready: asyncio.Queue[Pending | None], stop: asyncio.Event) -> None:
+        assert self._wake is not None
+        cfg = self.cfg
+        linger = cfg.linger_ms / 1000.0
+        pending = Pending()
+        while True:
+            if not self._rx:
+                timeout = 0.2
+                if pending.items:
+                    timeout = max(0.0, min(timeout, pending.started + linger - time.monotonic()))
+                if timeout > 0 and not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            self._wake_pending = False
+            while self._rx:
+                item = self._rx.popleft()
+                verdict = classify(item.topic, item.payload, item.received, self.limits, item.identity)
+                if not pending.items:
+                    pending.started = time.monotonic()
+                pending.items.append(item)
+                pending.n_readings += add_to_batch(pending.batch, item, verdict)
+                if isinstance(verdict, Rejected):
+                    pending.dead.append((verdict.gw, verdict.reason))
+                self.metrics.messages.labels(verdict.kind or "unknown").inc()
+                if pending.n_readings >= cfg.batch_max_readings or len(pending.items) >= cfg.batch_max_messages:
+                    await ready.put(pending)
+                    pending = Pending()
+            if pending.items and time.monotonic() - pending.started >= linger:
+                await ready.put(pending)
+                pending = Pending()
+            if stop.is_set() and not self._rx:
+                if pending.items:
+                    await ready.put(pending)
+                await ready.put(None)
+                return
+
+    async def _commit_loop(self, ready: asyncio.Queue[Pending | None]) -> None:
+        while True:
+            p = await ready.get()
+            if p is None:
+                return
+            await self._commit(p)
+            if self._fault_ack_delay_s:
+                await asyncio.sleep(self._fault_ack_delay_s)
+            self._ack(p.items)
+            await self._advance_watermarks(p.batch.seqs)
+
+    async def _commit(self, p: Pending) -> WriteResult:
+        delay = self.cfg.retry_initial_s
+        while True:
+            t0 = time.monotonic()
+            try:
+                try:
+                    result = await self._write_watched(p.batch, len(p.items))
+                except StoreError as exc:
+                    if isinstance(exc, StoreUnavailable):
+                        raise
+                    self.metrics.store_errors.labels("rejected").inc()
+                    log.error("store rejected a batch of %d messages (%s); writing them one by one", len(p.items), exc)
+                    result = await self._write_split(p)
+            except StoreUnavailable as exc:
+                self.metrics.store_errors.labels("unavailable").inc()
+                if self._store_down_since is None:
+                    self._store_down_since = time.monotonic()
+                    self.metrics.store_up.set(0)
+                    log.warning("store unavailable, holding %d messages unacknowledged: %s", len(p.items), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.retry_max_s)
+                continue
+            if self._store_down_since is not None:
+                log.info("store is back after %.1f s", time.monotonic() - self._store_down_since)
+                self._store_down_since = None
+                self.metrics.store_up.set(1)
+            self._account(p, result, time.monotonic() - t0)
+            return result
+
+    async def _write_watched(self, batch: WriteBatch, n_msgs: int) -> WriteResult:
+        """Write in a worker thread; log once if it stalls (a paused database) and keep waiting."""
+        fut = asyncio.ensure_future(asyncio.to_thread(self.store.write, batch))
+        done, _ = await asyncio.wait({fut}, timeout=self.cfg.stall_warn_s)
+        if not done:
+            t0 = time.monotonic()
+            self.metrics.store_up.set(0)
+            log.warning("store write stalled for %.0f s with %d messages unacknowledged", self.cfg.stall_warn_s, n_msgs)
+            result = await fut
+            log.info("stalled store write completed after %.1f s more", time.monotonic() - t0)
+            self.metrics.store_up.set(1)
+            return result
+        return fut.result()
+
+    async def _write_split(self, p: Pending) -> WriteResult:
+        """A batch the store refused for good: write message by message; refused ones become dead letters."""
+        totals = [0, 0, 0, 0, 0]
+        p.dead = []
+        for item in p.items:
+            verdict = classify(item.topic, item.payload, item.received, self.limits, item.identity)
+            one = WriteBatch()
+            add_to_batch(one, item, verdict)
+            if isinstance(verdict, Rejected):
+                p.dead.append((verdict.gw, verdict.reason))
+            try:
+                res = await asyncio.to_thread(self.store.write, one)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                gw = verdict.gw if isinstance(verdict, Accepted | Rejected) else None
+                dl = WriteBatch(
+                    dead_letters=[
+                        DeadLetterIn(item.received, item.topic, gw, "store_rejected", str(exc)[:500], item.payload)
+                    ],
+                    seqs=[SeqMark(s.gw, s.boot, s.seq, s.kind, 0) for s in one.seqs],
+                )
+                res = await asyncio.to_thread(self.store.write, dl)
+                p.dead.append((gw, "store_rejected"))
+            for i, v in enumerate(
+                (
+                    res.readings_inserted,
+                    res.readings_duplicate,
+                    res.events_inserted,
+                    res.events_duplicate,
+                    res.dead_lettered,
+                )
+            ):
+                totals[i] += v
+        return WriteResult(*totals)
+
+    def _account(self, p: Pending, result: WriteResult, elapsed: float) -> None:
+        m = self.metrics
+        m.batch_latency.observe(elapsed)
+        m.readings.labels("inserted").inc(result.readings_inserted)
+        m.readings.labels("duplicate").inc(result.readings_duplicate)
+        m.events.labels("inserted").inc(result.events_inserted)
+        m.events.labels("duplicate").inc(result.events_duplicate)
+        for gw, reason in p.dead:
+            m.dead_letters.labels(reason).inc()
+            if (gw, reason) not in self._dl_logged:
+                self._dl_logged.add((gw, reason))
+                log.warning("dead letter from gateway %s: %s (further ones are counted, not logged)", gw, reason)
+        now = self.clock()
+        if p.batch.readings:
+            m.lag.set(now - max(r.ts for r in p.batch.readings))
+        m.hold.set(now - p.items[0].received)
+        self.committed_batches += 1
+
+    def _ack(self, items: list[Item]) -> None:
+        client = self._client
+        assert client is not None
+        gen = self._gen
+        for item in items:
+            if item.qos > 0 and item.gen == gen:
+                client.ack(item.mid, item.qos)
+        self.metrics.unacked.dec(len(items))
+
+    async def _advance_watermarks(self, seqs: list[SeqMark]) -> None:
+        by_key: dict[Key, list[int]] = {}
+        for s in seqs:
+            by_key.setdefault((s.gw, s.boot), []).append(s.seq)
+        changed: set[str] = set()
+        for key, mine in by_key.items():
+            gw, boot = key
+            try:
+                if not self.tracker.known(key):
+                    committed = await asyncio.to_thread(self.store.committed_seqs, gw, boot, self.cfg.first_seq - 1)
+                    self.tracker.load(key, [*committed, *mine])
+                    changed.add(gw)
+                    continue
+                if self.tracker.add(key, mine):
+                    changed.add(gw)
+                if self.tracker.has_holes(key) and await self._requery(key):
+                    changed.add(gw)
+            except StoreError as exc:  # the watermark catches up on the next batch or timer tick
+                log.debug("watermark query failed: %s", exc)
+        for gw in changed:
+            self._publish_ack(gw)
+
+    async def _requery(self, key: Key, min_interval_s: float = 1.0) -> bool:
+        """Holes may have been filled by another ingester (shared subscription): ask the store, at most 1/s."""
+        now = time.monotonic()
+        if now - self._requeried.get(key, 0.0) < min_interval_s:
+            return False
+        self._requeried[key] = now
+        extra = await asyncio.to_thread(self.store.committed_seqs, key[0], key[1], self.tracker.wm[key])
+        return self.tracker.add(key, extra)
+
+    def _publish_ack(self, gw: str) -> None:
+        acked = self.tracker.ack_payload(gw)
+        if not acked:
+            return
+        payload = encode_ack(acked)
+        if self._acks_sent.get(gw) == payload:
+            return
+        self._acks_sent[gw] = payload
+        assert self._client is not None
+        self._client.publish(topics.ack(gw), payload, qos=1, retain=True)
+
+    async def _gap_timer(self, stop: asyncio.Event) -> None:
+        tick = max(0.05, min(1.0, self.cfg.gap_grace_s / 2))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+            try:
+                for key in [k for k in self.tracker.wm if self.tracker.has_holes(k)]:
+                    if await self._requery(key):
+                        self._publish_ack(key[0])
+                new, filled = self.tracker.check_gaps(self.clock())
+                for gap in new:
+                    await asyncio.to_thread(self.store.record_gap, gap)
+                    self.metrics.gaps.inc()
+                    log.warning(
+                        "seq gap %s boot %s: %d..%d missing for %.0f s (lost in transit?)",
+                        gap.gw,
+                        gap.boot,
+                        gap.first_seq,
+                        gap.last_seq,
+                        self.clock() - gap.detected_at,
+                    )
+                for gw, boot, wm in filled:
+                    await asyncio.to_thread(self.store.close_gaps, gw, boot, wm, self.clock())
+                    log.info("seq gap of %s boot %s filled (watermark %d)", gw, boot, wm)
+            except StoreError as exc:
+                log.debug("gap bookkeeping deferred: %s", exc)

@@ -1,0 +1,296 @@
+"""Ports over the real stores: ``cloud_ingest`` time series, ``case_bridge`` cases, alarms.
+
+The console shows what these stores hold and asks them to change it; every translation of
+their types and errors into console views happens here, once. Where a store's public API
+lacks a filter the console needs (cases by device or by creation time, for the device page
+and Open311 date ranges), :meth:`CaseAdapter._query` reads the ``cases`` table through the
+store's own read transaction and row decoder — a documented gap, see the console report.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from case_bridge import CaseStore
+from case_bridge import store as cb_store
+from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
+from case_bridge.workflow import Role as WfRole
+from cloud_ingest.errors import IngestError
+from cloud_ingest.store import Store
+from console.errors import BadRequest, Conflict, StoreUnavailable
+from console.labels import CLOSED_STATES
+from console.policy import Role
+from console.views import (
+    AlarmView,
+    CaseFilter,
+    CasePage,
+    CaseView,
+    Category,
+    DeviceView,
+    MetricValue,
+    NewReport,
+    SeriesPoint,
+    Statistics,
+    StatRow,
+    TimelineEntry,
+    UnitView,
+)
+
+# console role -> workflow roles it acts as (a supervisor is 监督中心 and 指挥中心 in one seat)
+WORKFLOW_ROLES: dict[str, tuple[WfRole, ...]] = {
+    Role.CASE_HANDLER.value: (WfRole.HANDLER,),
+    Role.SUPERVISOR.value: (WfRole.SUPERVISOR, WfRole.DISPATCHER),
+    Role.DUTY_OFFICER.value: (),
+    Role.ADMIN.value: (),
+}
+TERMINAL = ("closed", "rejected", "cancelled")
+
+
+class DeviceAdapter:
+    """Devices and readings from the ingest store; the registry+latest join is cached ``cache_s``.
+
+    A wall screen with many viewers polls the same registry; one second of staleness costs
+    nothing visible and keeps a 10 000-device registry query off every request.
+    """
+
+    def __init__(self, store: Store, cache_s: float = 1.0) -> None:
+        self.store = store
+        self.cache_s = cache_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[DeviceView], dict[str, DeviceView]] | None = None
+
+    def _load(self) -> tuple[list[DeviceView], dict[str, DeviceView]]:
+        now = time.monotonic()
+        with self._lock:
+            if self._cached is not None and now - self._cached[0] < self.cache_s:
+                return self._cached[1], self._cached[2]
+        try:
+            states = self.store.devices()
+            latest = self.store.latest()
+        except IngestError as exc:
+            raise StoreUnavailable(f"time-series store: {exc}") from exc
+        values: dict[str, dict[str, MetricValue]] = {}
+        for r in latest:
+            values.setdefault(r.device, {})[r.metric] = MetricValue(r.ts, r.value, r.unit, int(r.quality))
+        views = [
+            DeviceView(
+                id=s.info.id, kind=s.info.kind, profile=s.info.profile, gateway=s.gateway, lat=s.info.lat,
+                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, online=s.online, last_seen=s.last_seen,
+                latest=values.get(s.info.id, {}),
+            )
+            for s in states
+        ]
+        index = {v.id: v for v in views}
+        with self._lock:
+            self._cached = (now, views, index)
+        return views, index
+
+    def devices(self) -> list[DeviceView]:
+        return self._load()[0]
+
+    def device(self, device_id: str) -> DeviceView | None:
+        return self._load()[1].get(device_id)
+
+    def series(self, device_id: str, metric: str, start: float, end: float, bucket_s: float) -> list[SeriesPoint]:
+        try:
+            points = self.store.range(device_id, metric, start, end, bucket_s)
+        except IngestError as exc:
+            raise StoreUnavailable(f"time-series store: {exc}") from exc
+        return [SeriesPoint(p.ts, p.value, p.min, p.max) for p in points]
+
+
+def _case_id(case_id: str) -> int | None:
+    return int(case_id) if case_id.isdigit() and len(case_id) < 19 else None
+
+
+class CaseAdapter:
+    def __init__(self, store: CaseStore) -> None:
+        self.store = store
+        self._unit_names = {u.id: u.name for u in store.units()}
+
+    def _view(self, c: cb_store.Case) -> CaseView:
+        return CaseView(
+            id=str(c.id), category=c.service_code, category_name=c.category_name, unit=c.unit,
+            unit_name=self._unit_names.get(c.unit, c.unit), state=c.state, urgency=c.urgency,
+            created_at=c.created_at, updated_at=c.updated_at, due_at=c.deadline, closed_at=c.closed_at,
+            device=c.device, rule=c.rule, alarm_id=(c.data.get("alarm") or {}).get("alarm_id"),
+            description=c.description, lat=c.lat, lon=c.lon, address=c.address or "", source=c.source,
+            status_note="延期待批 extension pending" if c.extension_pending else "", expected_at=c.due_at,
+            overdue_now=c.overdue,
+        )
+
+    def categories(self) -> list[Category]:
+        return [Category(c.service_code, c.name, "部件" if c.kind.value == "component" else "事件",
+                         f"{c.major or ''} {c.name}".strip(), c.major or "") for c in self.store.categories()]
+
+    def units(self) -> list[UnitView]:
+        return [UnitView(u.id, u.name) for u in self.store.units()]
+
+    def get(self, case_id: str) -> CaseView | None:
+        cid = _case_id(case_id)
+        if cid is None:
+            return None
+        try:
+            return self._view(self.store.get(cid))
+        except CaseNotFound:
+            return None
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
+
+    def worklist(self, flt: CaseFilter, now: float) -> CasePage:
+        try:
+            if flt.ids:
+                items = [v for v in (self.get(i) for i in flt.ids) if v is not None]
+                if flt.unit is not None:
+                    items = [v for v in items if v.unit == flt.unit]
+                return CasePage(items, len(items))
+            if flt.device is not None or flt.created_from is not None or flt.created_to is not None:
+                return self._query(flt, now)
+            states: list[str] | None = list(flt.states) or None
+            include_closed = True
+            if flt.status == "open":
+                include_closed = False
+            elif flt.status == "closed":
+                states = [s for s in (states or TERMINAL) if s in TERMINAL] or ["closed"]
+            page = self.store.worklist(unit=flt.unit, state=states, category=flt.category, overdue=flt.overdue,
+                                       sort="deadline", limit=flt.limit, offset=flt.offset, now=now,
+                                       include_closed=include_closed)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
+        return CasePage([self._view(c) for c in page.items], page.total)
+
+    def _query(self, flt: CaseFilter, now: float) -> CasePage:
+        where: list[str] = []
+        params: list[Any] = []
+        for col, val in (("device", flt.device), ("unit", flt.unit)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if flt.category is not None:
+            where.append("service_code = ?")
+            params.append(flt.category)
+        if flt.created_from is not None:
+            where.append("created_at >= ?")
+            params.append(flt.created_from)
+        if flt.created_to is not None:
+            where.append("created_at <= ?")
+            params.append(flt.created_to)
+        if flt.states:
+            where.append(f"state IN ({', '.join('?' * len(flt.states))})")
+            params.extend(flt.states)
+        if flt.status == "open":
+            where.append("is_open = 1")
+        elif flt.status == "closed":
+            where.append("is_open = 0")
+        if flt.overdue is not None:
+            where.append("deadline < ?" if flt.overdue else "deadline >= ?")
+            params.append(now)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with self.store.db.read() as tx:
+            total = int(tx.execute(f"SELECT COUNT(*) FROM cases{clause}", params)[0][0])
+            rows = tx.execute(f"SELECT {cb_store._COLUMNS} FROM cases{clause} ORDER BY created_at DESC, id DESC "
+                              "LIMIT ? OFFSET ?", [*params, flt.limit, flt.offset])
+        return CasePage([self._view(cb_store._case(r, now)) for r in rows], total)
+
+    def timeline(self, case_id: str) -> list[TimelineEntry]:
+        cid = _case_id(case_id)
+        if cid is None:
+            return []
+        try:
+            entries = self.store.timeline(cid)
+        except CaseNotFound:
+            return []
+        return [TimelineEntry(e.t, e.actor, e.action, e.from_state, e.to_state, e.note) for e in entries]
+
+    def allowed_actions(self, case: CaseView, role: str) -> list[str]:
+        c = self.store.get(int(case.id))
+        out: list[str] = []
+        for wf in WORKFLOW_ROLES.get(role, ()):
+            out.extend(a for a in self.store.allowed_actions(c, wf) if a not in out)
+        return out
+
+    def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
+                   now: float) -> CaseView:
+        cid = _case_id(case_id)
+        if cid is None:
+            raise Conflict(f"no case {case_id!r}")
+        c = self.store.get(cid)
+        wf_role = next((r for r in WORKFLOW_ROLES.get(role, ()) if action in self.store.allowed_actions(c, r)), None)
+        if wf_role is None:
+            raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
+        try:
+            updated = self.store.transition(cid, action, actor, note=note, request_id=request_id, now=now,
+                                            role=wf_role, expected_version=c.version)
+        except (IllegalTransition, CaseConflict) as exc:
+            raise Conflict(str(exc)) from exc
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
+        return self._view(updated)
+
+    def create_reported(self, report: NewReport, now: float) -> CaseView:
+        try:
+            c = self.store.create_reported(
+                category=report.service_code, description=report.description, lat=report.lat, lon=report.lon,
+                address=report.address or None, source="open311", source_key=report.request_id,
+                reporter=report.reporter, actor=f"apikey:{report.reporter}", request_id=report.request_id,
+                data={"contact": report.contact, "attributes": report.attributes}, now=now,
+            )
+        except UnknownCategory as exc:
+            raise BadRequest(str(exc)) from exc
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
+        return self._view(c)
+
+    def statistics(self, start: float, end: float, now: float) -> Statistics:
+        st = self.store.statistics(start, end, now)
+
+        def row(r: cb_store.RateRow) -> StatRow:
+            return StatRow(r.key, r.total, r.closed, r.due, r.on_time, r.on_time_rate, r.closure_rate)
+
+        return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
+                          {(h, sc): n for h, sc, n in st.by_hour_category}, row(st.total))
+
+
+class BridgeAlarmAdapter:
+    """Alarms as the case bridge has recorded them (its ``alarm_state`` table).
+
+    Used until/unless the rule engine's own alarm store is wired: the bridge applies every
+    alarm transition it receives, acknowledgements included, so this is the same lifecycle
+    one hop later.
+    """
+
+    _COLS = "alarm_id, device, rule, active, acked, severity, raised_at, last_t, value"
+
+    def __init__(self, store: CaseStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def _view(r: Any) -> AlarmView:
+        state = "cleared" if not r[3] else ("acknowledged" if r[4] else "active")
+        raised = float(r[6]) if r[6] is not None else float(r[7])
+        return AlarmView(str(r[0]), str(r[1]), str(r[2]), str(r[5]), state, raised, float(r[7]),
+                         None if r[8] is None else float(r[8]), None)
+
+    def active(self) -> list[AlarmView]:
+        with self.store.db.read() as tx:
+            rows = tx.execute(f"SELECT {self._COLS} FROM alarm_state WHERE active = 1 ORDER BY last_t DESC LIMIT 1000")
+        return [self._view(r) for r in rows]
+
+    def for_device(self, device_id: str, limit: int) -> list[AlarmView]:
+        with self.store.db.read() as tx:
+            rows = tx.execute(f"SELECT {self._COLS} FROM alarm_state WHERE device = ? ORDER BY last_t DESC LIMIT ?",
+                              (device_id, limit))
+        return [self._view(r) for r in rows]
+
+    def get(self, alarm_id: str) -> AlarmView | None:
+        with self.store.db.read() as tx:
+            rows = tx.execute(f"SELECT {self._COLS} FROM alarm_state WHERE alarm_id = ?", (alarm_id,))
+        return self._view(rows[0]) if rows else None
+
+
+def closed_state(state: str) -> bool:
+    return state in CLOSED_STATES or state == "cancelled"

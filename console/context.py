@@ -1,0 +1,139 @@
+"""Per-app state and the request dependencies (who is calling, may they, how fast)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+
+from console.audit import AuditEntry, AuditLog
+from console.auth import RateLimiter, csrf_token, match_api_key, verify_token
+from console.config import ConsoleSettings, UserSpec
+from console.errors import AuthError, Forbidden, RateLimited
+from console.live import Hub
+from console.policy import Perm, Principal, has
+from console.views import AckPort, AlarmPort, CasePort, DevicePort
+
+SESSION_COOKIE = "cw_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Stores:
+    """The store objects the console reads; built by the caller (CLI, all-in-one, tests)."""
+
+    devices: DevicePort
+    alarms: AlarmPort
+    cases: CasePort
+    audit: AuditLog
+    acks: AckPort | None = None
+
+
+@dataclass
+class Ctx:
+    settings: ConsoleSettings
+    stores: Stores
+    hub: Hub
+    clock: Callable[[], float] = time.time
+    reload: Callable[[], ConsoleSettings] | None = None
+    users: dict[str, UserSpec] = field(default_factory=dict)
+    api_keys: dict[str, str] = field(default_factory=dict)  # sha256 digest -> client name
+    login_limiter: RateLimiter = field(init=False)
+    write_limiter: RateLimiter = field(init=False)
+    tz: ZoneInfo = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.apply(self.settings)
+
+    def apply(self, settings: ConsoleSettings) -> None:
+        """(Re)load users, keys and limits from settings; listen address and stores need a restart."""
+        self.settings = settings
+        self.users = {u.username: u for u in settings.users}
+        self.api_keys = {k.key_sha256: k.name for k in settings.api_keys}
+        self.login_limiter = RateLimiter(settings.login_rate.per_minute, settings.login_rate.burst)
+        self.write_limiter = RateLimiter(settings.write_rate.per_minute, settings.write_rate.burst)
+        self.tz = ZoneInfo(settings.timezone)
+
+    def audit(self, actor: str, action: str, obj: str, result: int, **detail: object) -> None:
+        self.stores.audit.record(AuditEntry(self.clock(), actor, action, obj, result, dict(detail)))
+
+
+def ctx_of(request: Request) -> Ctx:
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, Ctx)
+    return ctx
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def session_token(request: Request) -> tuple[str | None, bool]:
+    """(token, came_from_cookie): a bearer header wins over the page cookie."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return (cookie, True) if cookie else (None, False)
+
+
+def principal_of(request: Request) -> Principal:
+    """The logged-in user; cookie-authenticated writes must echo the CSRF value in a header."""
+    ctx = ctx_of(request)
+    token, from_cookie = session_token(request)
+    if not token:
+        raise AuthError("login required")
+    claims = verify_token(ctx.settings.secret_key, token, ctx.clock())
+    user = ctx.users.get(claims.sub)
+    if user is None or user.role is not claims.role or user.unit != claims.unit:
+        raise AuthError("user no longer exists or changed; log in again")
+    if from_cookie and request.method not in SAFE_METHODS:
+        sent = request.headers.get("x-csrf-token", "")
+        if sent != csrf_token(ctx.settings.secret_key, token):
+            raise Forbidden("missing or wrong X-CSRF-Token for a cookie-authenticated write")
+    request.state.principal = claims.principal()
+    return claims.principal()
+
+
+def need(perm: Perm) -> Callable[[Request], Principal]:
+    def dep(request: Request) -> Principal:
+        p = principal_of(request)
+        if not has(p, perm):
+            raise Forbidden(f"role {p.role} lacks {perm.value}")
+        return p
+
+    dep.__name__ = f"need_{perm.name.lower()}"
+    return dep
+
+
+def writer(perm: Perm) -> Callable[[Request], Principal]:
+    """Like :func:`need`, plus the per-user write rate limit."""
+    check = need(perm)
+
+    def dep(request: Request) -> Principal:
+        p = check(request)
+        ctx_of(request).write_limiter.take(p.actor, ctx_of(request).clock())
+        return p
+
+    dep.__name__ = f"write_{perm.name.lower()}"
+    return dep
+
+
+def api_client(request: Request, form_key: str | None) -> Principal:
+    """A machine client from ``api_key`` (Open311 form field) or the ``X-API-Key`` header."""
+    ctx = ctx_of(request)
+    key = request.headers.get("x-api-key") or form_key
+    if not key:
+        raise AuthError("api_key required")
+    name = match_api_key(key, ctx.api_keys)
+    if name is None:
+        raise AuthError("unknown api_key")
+    try:
+        ctx.write_limiter.take(f"apikey:{name}", ctx.clock())
+    except RateLimited:
+        raise
+    return Principal(name, None, None, api_key=True)

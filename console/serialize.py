@@ -1,0 +1,46 @@
+"""Views to JSON-able dicts for the REST API (one place, so pages and API agree)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from console.labels import CLOSED_STATES, KINDS, SEVERITIES, STATES, URGENCIES, zh_en
+from console.views import AlarmView, CaseView, DeviceView, TimelineEntry
+
+SEVERITY_RANK = {"critical": 3, "major": 2, "minor": 1}
+
+
+def device(d: DeviceView) -> dict[str, Any]:
+    return {
+        "id": d.id, "kind": d.kind, "kind_label": zh_en(KINDS, d.kind), "profile": d.profile, "gateway": d.gateway,
+        "lat": d.lat, "lon": d.lon, "grid": d.grid, "owner": d.owner, "online": d.online, "last_seen": d.last_seen,
+        "latest": {m: {"ts": v.ts, "value": v.value, "unit": v.unit, "q": v.quality}
+                   for m, v in sorted(d.latest.items())},
+    }
+
+
+def alarm(a: AlarmView) -> dict[str, Any]:
+    out = asdict(a)
+    out["severity_label"] = zh_en(SEVERITIES, a.severity)
+    out["severity_rank"] = SEVERITY_RANK.get(a.severity, 0)
+    return out
+
+
+def sort_alarms(alarms: list[AlarmView]) -> list[AlarmView]:
+    """Most severe first, unacknowledged before acknowledged, then newest first."""
+    return sorted(alarms, key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), a.state == "acknowledged", -a.raised_at))
+
+
+def case(c: CaseView, now: float) -> dict[str, Any]:
+    out = asdict(c)
+    out["state_label"] = zh_en(STATES, c.state)
+    out["urgency_label"] = zh_en(URGENCIES, c.urgency)
+    out["open"] = c.state not in CLOSED_STATES and c.state != "cancelled"
+    out["overdue"] = c.overdue(now)
+    out["time_to_deadline_s"] = None if c.due_at is None or c.closed_at is not None else round(c.due_at - now, 1)
+    return out
+
+
+def timeline(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
+    return [asdict(e) for e in entries]

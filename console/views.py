@@ -1,0 +1,203 @@
+"""What the console shows, as plain values, and the ports it reads them through.
+
+The console holds no business rules: devices, readings, alarms and cases come from the
+stores of ``cloud_ingest``, ``rules`` and ``case_bridge`` through the small protocols
+below. :mod:`console.adapters` implements them over the real stores; handlers, pages and
+the Open311 formatter only ever see these frozen values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    ts: float
+    value: float
+    unit: str = ""
+    quality: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    id: str
+    kind: str  # water_gauge | manhole | lamp | wim
+    profile: str = ""
+    gateway: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    grid: str | None = None
+    owner: str | None = None
+    online: bool = False
+    last_seen: float | None = None
+    latest: dict[str, MetricValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    t: float  # bucket start
+    value: float  # mean over the bucket
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmView:
+    alarm_id: str
+    device: str
+    rule: str
+    severity: str  # minor | major | critical
+    state: str  # active | acknowledged | cleared
+    raised_at: float
+    updated_at: float
+    value: float | None = None
+    acked_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    code: str
+    name: str
+    kind: str = ""  # 部件 component | 事件 event
+    description: str = ""
+    group: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaseView:
+    id: str
+    category: str
+    category_name: str
+    unit: str | None
+    unit_name: str
+    state: str
+    urgency: str
+    created_at: float
+    updated_at: float
+    due_at: float | None = None
+    closed_at: float | None = None
+    device: str | None = None
+    rule: str | None = None
+    alarm_id: str | None = None
+    description: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    address: str = ""
+    source: str = ""  # iot | open311 | citizen | ...
+    status_note: str = ""
+    expected_at: float | None = None  # overall handling deadline (Open311 expected_datetime)
+    overdue_now: bool | None = None  # the store's own verdict at read time, when it gives one
+
+    def overdue(self, now: float) -> bool:
+        if self.due_at is None or self.closed_at is not None:
+            return False
+        return now > self.due_at
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    t: float
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    states: tuple[str, ...] = ()
+    unit: str | None = None
+    category: str | None = None
+    overdue: bool | None = None
+    device: str | None = None
+    created_from: float | None = None
+    created_to: float | None = None
+    ids: tuple[str, ...] = ()
+    status: str | None = None  # Open311 open | closed, mapped to states by the adapter
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CasePage:
+    items: list[CaseView]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatRow:
+    """及时解决率 (on_time / due) and 结案率 (closed / total) for one unit or category."""
+
+    key: str
+    total: int
+    closed: int
+    due: int
+    on_time: int
+    on_time_rate: float | None
+    closure_rate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    by_unit: list[StatRow]
+    by_category: list[StatRow]
+    by_hour: dict[tuple[int, str], int]  # (local hour 0-23, category) -> cases created
+    total: StatRow | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewReport:
+    """A citizen or hotline report arriving over Open311."""
+
+    service_code: str
+    description: str
+    lat: float | None
+    lon: float | None
+    address: str
+    reporter: str  # the API client name
+    contact: dict[str, str]
+    request_id: str  # idempotency key
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class DevicePort(Protocol):
+    def devices(self) -> list[DeviceView]: ...
+    def device(self, device_id: str) -> DeviceView | None: ...
+    def series(self, device_id: str, metric: str, start: float, end: float, bucket_s: float) -> list[SeriesPoint]: ...
+
+
+class AlarmPort(Protocol):
+    def active(self) -> list[AlarmView]: ...
+    def for_device(self, device_id: str, limit: int) -> list[AlarmView]: ...
+    def get(self, alarm_id: str) -> AlarmView | None: ...
+
+
+class CasePort(Protocol):
+    def categories(self) -> list[Category]: ...
+    def units(self) -> list[UnitView]: ...
+    def worklist(self, flt: CaseFilter, now: float) -> CasePage: ...
+    def get(self, case_id: str) -> CaseView | None: ...
+    def timeline(self, case_id: str) -> list[TimelineEntry]: ...
+    def allowed_actions(self, case: CaseView, role: str) -> list[str]: ...
+    def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
+                   now: float) -> CaseView: ...
+    def create_reported(self, report: NewReport, now: float) -> CaseView: ...
+    def statistics(self, start: float, end: float, now: float) -> Statistics: ...
+
+
+class AckPort(Protocol):
+    """Send an acknowledgement to the rule engine (MQTT ``alarm-ack``)."""
+
+    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None: ...
+
+
+JSONDict = dict[str, Any]

@@ -1,0 +1,350 @@
+"""The publisher: drains the outbox to MQTT and deletes rows only on the cloud's ack watermark.
+
+Per connection: subscribe to ``.../ack`` and ``.../cmd``, publish the retained birth on
+``.../status`` (the retained last will says ``offline``), resend every formed-but-unacked batch
+in order with its original (boot, seq) and contents, then form and send new batches inside the
+window. Deletion happens only when the retained ack says a batch is committed; a PUBACK only
+means the broker has it. A PUBACK reason code >= 0x80 keeps the rows and raises a fault in the
+status message. Batches not acked within ``ack_timeout_s`` (doubling while nothing progresses)
+are resent in order. Reconnects use jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import payloads, topics
+from contracts.config import MqttSettings
+from contracts.errors import PayloadError
+from edge_agent.batching import BatchLimits, ack_timed_out, backoff_delay, encode_batch, linger_deadline, should_form
+from edge_agent.config import PublishConfig
+from edge_agent.errors import OutboxError, PublishError
+from edge_agent.mqtt_io import MqttLink, open_link
+from edge_agent.outbox import BatchHeader, Outbox, RecordClass
+
+log = logging.getLogger(__name__)
+
+#: the longest the ack timeout grows to while the cloud makes no progress
+ACK_TIMEOUT_CAP_S = 600.0
+
+
+@dataclass
+class Fault:
+    code: str
+    detail: str
+    since: float
+    count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.detail, "since": self.since, "count": self.count}
+
+
+CommandHandler = Callable[[bytes], Awaitable[bytes]]
+StatusProvider = Callable[[], payloads.Status]
+
+
+class Uplink:
+    """Owns the MQTT side. Everything runs on the agent's event loop."""
+
+    def __init__(
+        self,
+        gw: str,
+        boot: str,
+        mqtt: MqttSettings,
+        publish: PublishConfig,
+        outbox: Outbox,
+        *,
+        status: StatusProvider,
+        commands: CommandHandler | None = None,
+        status_interval_s: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.gw = gw
+        self.boot = boot
+        self.mqtt = mqtt
+        self.cfg = publish
+        self.outbox = outbox
+        self._status = status
+        self._commands = commands
+        self._status_interval_s = status_interval_s
+        self._rng = rng or random.Random()
+        self.limits = BatchLimits(publish.batch_max_readings, publish.batch_max_bytes, publish.linger_s,
+                                  publish.max_inflight_batches)
+        self._wake = asyncio.Event()
+        self._link: MqttLink | None = None
+        self._inflight: dict[int, BatchHeader] = {}  # mid -> batch, until its PUBACK
+        self._sent_at: dict[int, float] = {}  # batch id -> monotonic time of last (re)send
+        self._unbatched_since: dict[RecordClass, float | None] = {
+            c: (0.0 if outbox.unbatched(c) else None) for c in RecordClass
+        }
+        self._last_progress = time.monotonic()
+        self._ack_timeout_s = publish.ack_timeout_s
+        self._status_due = 0.0
+        self._cmd_tasks: set[asyncio.Task[None]] = set()
+        # observable counters
+        self.connected = False
+        self.connects = 0
+        self.resent_batches = 0
+        self.sent_batches = 0
+        self.last_ack: dict[str, int] = {}
+        self.last_ack_at: float | None = None
+        self.faults: dict[str, Fault] = {}
+        self.protocol: str | None = None
+
+    # ------------------------------------------------------------ called by the agent
+
+    def notify_appended(self) -> None:
+        """New rows are in the outbox: start their linger clock and wake the sender."""
+        now = time.monotonic()
+        for cls in RecordClass:
+            if self._unbatched_since[cls] is None and self.outbox.unbatched(cls):
+                self._unbatched_since[cls] = now
+        self._wake.set()
+
+    def request_status(self) -> None:
+        self._status_due = 0.0
+        self._wake.set()
+
+    def raise_fault(self, code: str, detail: str) -> None:
+        f = self.faults.get(code)
+        if f is None:
+            log.error("fault %s: %s", code, detail)
+            self.faults[code] = Fault(code, detail, time.time())
+            self.request_status()
+        else:
+            f.count += 1
+            f.detail = detail
+
+    def clear_fault(self, code: str) -> None:
+        if self.faults.pop(code, None) is not None:
+            log.info("fault %s cleared", code)
+            self.request_status()
+
+    def health(self) -> dict[str, Any]:
+        led = self.outbox.ledger()
+        return {
+            "outbox": {
+                "depth": led.depth,
+                "bytes": led.bytes,
+                "budget_bytes": self.outbox.budget_bytes,
+                "telemetry": led.telemetry.present,
+                "events": led.events.present,
+                "unacked_batches": self.outbox.unacked_count,
+            },
+            "drops": {
+                "policy": self.outbox.policy,
+                "telemetry": led.telemetry.dropped,
+                "events": led.events.dropped,
+            },
+            "ledger": {
+                "appended": led.telemetry.appended + led.events.appended,
+                "acked": led.telemetry.acked + led.events.acked,
+                "dropped": led.telemetry.dropped + led.events.dropped,
+                "present": led.depth,
+            },
+            "last_ack": {"acked": dict(self.last_ack), "at": self.last_ack_at},
+            "uplink": {
+                "connected": self.connected,
+                "protocol": self.protocol,
+                "connects": self.connects,
+                "sent_batches": self.sent_batches,
+                "resent_batches": self.resent_batches,
+            },
+            "faults": [f.to_json() for f in self.faults.values()],
+        }
+
+    # ------------------------------------------------------------ connection loop
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with jittered backoff: forever (cancel to stop)."""
+        attempt = 0
+        while True:
+            try:
+                link = await open_link(
+                    self.mqtt,
+                    self.mqtt.client_id or f"citywatch-{self.gw}",
+                    will=(topics.status(self.gw), payloads.encode_status(payloads.Status("offline", self.boot))),
+                    on_message=self._on_message,
+                    on_puback=self._on_puback,
+                    protocol=self.cfg.protocol,
+                    connect_timeout_s=self.cfg.connect_timeout_s,
+                )
+            except PublishError as exc:
+                delay = backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng)
+                if attempt == 0:
+                    log.warning("uplink down: %s (retrying with backoff)", exc)
+                else:
+                    log.debug("reconnect attempt %d failed: %s; next in %.1f s", attempt, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self._link = link
+            self.connected = True
+            self.connects += 1
+            self.protocol = link.protocol
+            log.info("uplink connected to %s (MQTT %s)", self.mqtt.url, link.protocol)
+            try:
+                await self._session(link)
+            except asyncio.CancelledError:
+                await self._goodbye(link)
+                raise
+            except PublishError as exc:
+                log.warning("uplink lost: %s", exc)
+            finally:
+                self.connected = False
+                self._link = None
+                self._inflight.clear()
+                await link.close()
+            if link.close_reason:
+                log.warning("uplink lost: %s", link.close_reason)
+            await asyncio.sleep(backoff_delay(0, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng))
+
+    async def _goodbye(self, link: MqttLink) -> None:
+        """Graceful stop: a clean disconnect suppresses the will, so say ``offline`` ourselves."""
+        with contextlib.suppress(Exception):
+            link.publish(topics.status(self.gw), payloads.encode_status(payloads.Status("offline", self.boot)),
+                         retain=True)
+            await asyncio.sleep(0.05)
+
+    async def _session(self, link: MqttLink) -> None:
+        link.subscribe([(topics.ack(self.gw), 1), (topics.cmd(self.gw), 1)])
+        self._publish_status(link)
+        self._sent_at.clear()
+        for h in self.outbox.unacked():  # resend in order, same (boot, seq) and contents
+            self._send(link, h)
+            self.resent_batches += 1
+        self._last_progress = time.monotonic()
+        closed = asyncio.ensure_future(link.closed.wait())
+        try:
+            while not link.closed.is_set():
+                now = time.monotonic()
+                self._fill_window(link, now)
+                oldest = min(self._sent_at.values(), default=None)
+                if ack_timed_out(oldest, self._last_progress, self._ack_timeout_s, now):
+                    n = len(self._sent_at)
+                    log.warning("no ack progress for %.0f s; resending %d batches in order", self._ack_timeout_s, n)
+                    for h in self.outbox.unacked():
+                        self._send(link, h)
+                    self.resent_batches += n
+                    self._last_progress = now
+                    self._ack_timeout_s = min(self._ack_timeout_s * 2, ACK_TIMEOUT_CAP_S)
+                if now >= self._status_due:
+                    self._publish_status(link)
+                await self._sleep(link, closed, self._next_deadline(now))
+        finally:
+            closed.cancel()
+
+    def _next_deadline(self, now: float) -> float:
+        deadlines = [self._status_due]
+        if self.outbox.unacked_count < self.limits.window:
+            for cls in RecordClass:
+                d = linger_deadline(self._unbatched_since[cls], self.limits)
+                if d is not None:
+                    deadlines.append(d)
+        oldest = min(self._sent_at.values(), default=None)
+        if oldest is not None:
+            deadlines.append(max(oldest, self._last_progress) + self._ack_timeout_s)
+        return min(deadlines)
+
+    async def _sleep(self, link: MqttLink, closed: asyncio.Future[Any], deadline: float) -> None:
+        timeout = max(0.0, deadline - time.monotonic())
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waker, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+        self._wake.clear()
+
+    def _fill_window(self, link: MqttLink, now: float) -> None:
+        while True:
+            formed = False
+            for cls in (RecordClass.EVENTS, RecordClass.TELEMETRY):  # events go first in a backlog
+                if not should_form(self.outbox.unbatched(cls), self._unbatched_since[cls],
+                                   self.outbox.unacked_count, self.limits, now):
+                    continue
+                h = self.outbox.form_batch(cls, self.limits.max_records, self.limits.max_bytes)
+                # rows still waiting are older than anything new: eligible as soon as the window allows
+                self._unbatched_since[cls] = now if self.outbox.unbatched(cls) else None
+                if h is not None:
+                    self._send(link, h)
+                    formed = True
+            if not formed or link.closed.is_set():
+                return
+
+    def _send(self, link: MqttLink, h: BatchHeader) -> None:
+        if h.cls is RecordClass.TELEMETRY:
+            out = encode_batch(self.gw, h, self.outbox.load_readings(h), ())
+        else:
+            out = encode_batch(self.gw, h, (), self.outbox.load_events(h))
+        mid = link.publish(out.topic, out.payload, qos=1)
+        self._inflight[mid] = h
+        self._sent_at[h.id] = time.monotonic()
+        self.sent_batches += 1
+
+    def _publish_status(self, link: MqttLink) -> None:
+        with contextlib.suppress(PublishError):
+            link.publish(topics.status(self.gw), payloads.encode_status(self._status()), qos=1, retain=True)
+        self._status_due = time.monotonic() + self._status_interval_s
+
+    # ------------------------------------------------------------ callbacks from the link
+
+    def _on_puback(self, mid: int, code: int, reason: str) -> None:
+        h = self._inflight.pop(mid, None)
+        if code >= 0x80:
+            what = f"batch {h.boot}/{h.seq}" if h is not None else f"message {mid}"
+            self.raise_fault("publish_refused", f"broker refused {what}: {code:#04x} {reason}; rows kept")
+        elif h is not None and "publish_refused" in self.faults:
+            self.clear_fault("publish_refused")
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == topics.ack(self.gw):
+            self._handle_ack(payload)
+        elif topic == topics.cmd(self.gw):
+            task = asyncio.ensure_future(self._handle_command(payload))
+            self._cmd_tasks.add(task)
+            task.add_done_callback(self._cmd_tasks.discard)
+
+    def _handle_ack(self, payload: bytes) -> None:
+        try:
+            acked = payloads.decode_ack(payload)
+        except PayloadError as exc:
+            self.raise_fault("bad_ack", f"undecodable ack watermark: {exc}")
+            return
+        self.clear_fault("bad_ack")
+        try:
+            before = {h.id for h in self.outbox.unacked()}
+            deleted = self.outbox.ack(acked)
+        except OutboxError as exc:
+            self.raise_fault("outbox", str(exc))
+            return
+        if deleted:
+            gone = before - {h.id for h in self.outbox.unacked()}
+            for bid in gone:
+                self._sent_at.pop(bid, None)
+            self._last_progress = time.monotonic()
+            self._ack_timeout_s = self.cfg.ack_timeout_s
+            self.last_ack = dict(acked)
+            self.last_ack_at = time.time()
+            self._wake.set()
+
+    async def _handle_command(self, payload: bytes) -> None:
+        if self._commands is None:
+            return
+        result = await self._commands(payload)
+        link = self._link
+        if link is None:
+            log.warning("command result not sent: uplink down")
+            return
+        with contextlib.suppress(PublishError):
+            link.publish(topics.cmd_result(self.gw), result, qos=1)

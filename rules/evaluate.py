@@ -1,0 +1,689 @@
+"""Pure rule evaluation: ``evaluate(ruleset, state, inputs, now) -> (state, transitions)``.
+
+No clock and no I/O: sample times come with the readings and ``now`` is a parameter (used
+only for staleness and for event alarms that clear themselves). The state is plain data
+(:meth:`EngineState.to_json` / :meth:`EngineState.from_json`) so the runner can persist it
+and a restart continues exactly where it stopped. ``evaluate`` updates the state it is given
+in place and returns it (copying 10 000 devices' state per message would cost more than the
+evaluation); callers that need the old state keep a JSON snapshot.
+
+Inputs are processed in the order given. A reading whose sample time is not after the last
+one processed for its (device, metric) is a duplicate or late and is ignored, so replaying a
+batch after a crash, or splitting a stream into different batches, gives the same result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from contracts.alarms import AlarmTransition, Severity, TransitionKind
+from contracts.payloads import AlarmAck, OpenCases
+from contracts.reading import DeviceInfo, Event, Quality, Reading
+from rules.lifecycle import (
+    Alarm,
+    FlapPolicy,
+    LatchState,
+    acknowledge,
+    alarm_id_for,
+    latched_severity,
+    step_alarm,
+    step_latch,
+)
+from rules.robust import theil_sen_slope
+from rules.specs import (
+    BatteryLowRule,
+    CoverOpenRule,
+    LampDarkRule,
+    LampDayBurningRule,
+    LampFailureRule,
+    RateRule,
+    Rule,
+    SensorFaultRule,
+    StalenessRule,
+    SupplyVoltageRule,
+    ThresholdRule,
+    TiltRule,
+    WimOverloadRule,
+)
+from rules.sun import sun_is_up
+
+TICK_S = 1.0  # staleness and self-clearing alarms are checked at most once per second of `now`
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """A gateway's retained birth (``online`` with its devices) or last will (``offline``), received at ``t``."""
+
+    gw: str
+    state: str
+    t: float
+    devices: tuple[DeviceInfo, ...] = ()
+
+
+Input = Reading | Event | GatewayStatus | AlarmAck | OpenCases
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpec:
+    severity: Severity
+    raise_at: float
+    clear_at: float
+    raise_after_s: float
+    clear_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """One rule bound to one device, overrides applied."""
+
+    rule: Rule
+    name: str
+    key: str  # "rule|device"
+    kind: str
+    levels: tuple[LevelSpec, ...] = ()
+    severities: tuple[Severity, ...] = ()
+    above: bool = True
+    offset: float = 0.0
+    flap: FlapPolicy | None = None
+
+
+def _flap(rule: Rule) -> FlapPolicy | None:
+    f = rule.flapping
+    return None if f is None else FlapPolicy(f.max_raises, f.window_s, f.hold_s)
+
+
+def _levels(levels: Sequence[Any], above: bool) -> tuple[LevelSpec, ...]:
+    out = []
+    for lv in levels:
+        clear = lv.raise_at - lv.hysteresis if above else lv.raise_at + lv.hysteresis
+        out.append(LevelSpec(lv.severity, lv.raise_at, clear, lv.raise_after_s, lv.clear_after_s))
+    return tuple(out)
+
+
+def compile_rule(rule: Rule, info: DeviceInfo) -> Compiled | None:
+    """Bind ``rule`` to a device (None if its per-device override disables it)."""
+    key = f"{rule.name}|{info.id}"
+    flap = _flap(rule)
+    if isinstance(rule, ThresholdRule):  # includes BatteryLowRule
+        ov = rule.overrides.get(info.id)
+        if ov is not None and not ov.enabled:
+            return None
+        levels = ov.levels if ov is not None and ov.levels is not None else rule.levels
+        offset = ov.offset if ov is not None and ov.offset is not None else rule.offset
+        above = rule.direction == "above"
+        lv = _levels(levels, above)
+        return Compiled(rule, rule.name, key, "threshold", lv, tuple(x.severity for x in lv), above, offset, flap)
+    if isinstance(rule, TiltRule):
+        tov = rule.overrides.get(info.id)
+        if tov is not None and not tov.enabled:
+            return None
+        limit = tov.limit_deg if tov is not None and tov.limit_deg is not None else rule.limit_deg
+        h = rule.hysteresis_deg
+        specs = [LevelSpec(rule.severity, limit, limit - h, rule.raise_after_s, rule.clear_after_s)]
+        if rule.severity != Severity.CRITICAL:
+            specs.append(LevelSpec(Severity.CRITICAL, 90.0, 90.0 - h, 0.0, rule.clear_after_s))
+        t = tuple(specs)
+        return Compiled(rule, rule.name, key, "threshold", t, tuple(x.severity for x in t), True, 0.0, flap)
+    if isinstance(rule, RateRule):
+        rov = rule.overrides.get(info.id)
+        if rov is not None and not rov.enabled:
+            return None
+        offset = rov.offset if rov is not None and rov.offset is not None else 0.0
+        return Compiled(rule, rule.name, key, "rate", (), (rule.severity,), rule.direction == "rising", offset, flap)
+    kind = rule.kind
+    sev = getattr(rule, "severity", Severity.MAJOR)
+    return Compiled(rule, rule.name, key, kind, (), (sev,), True, 0.0, flap)
+
+
+def rule_metrics(rule: Rule) -> tuple[str, ...]:
+    """Metrics whose readings drive a rule (empty for event/tick-driven rules)."""
+    if isinstance(rule, ThresholdRule | TiltRule | RateRule | SensorFaultRule | SupplyVoltageRule | CoverOpenRule):
+        return (rule.metric,)
+    if isinstance(rule, LampFailureRule | LampDayBurningRule | LampDarkRule):
+        return ("relay", "current")
+    return ()
+
+
+@dataclass(slots=True)
+class DevicePlan:
+    """Compiled rules of one device, by triggering metric; sensor-fault ranges per metric."""
+
+    by_metric: dict[str, list[Compiled]]
+    ranges: dict[str, list[tuple[float | None, float | None]]]
+    staleness: list[Compiled]
+    wim: list[Compiled]
+    cover_events: dict[str, list[Compiled]]
+
+
+class RuleSet:
+    """Loaded rules plus a memo of device plans (a pure function of rules and device info)."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
+        self.by_name = {r.name: r for r in self.rules}
+
+    def plan(self, info: DeviceInfo) -> DevicePlan:
+        plan = DevicePlan({}, {}, [], [], {})
+        for rule in self.rules:
+            if not rule.applies_to.matches(info):
+                continue
+            comp = compile_rule(rule, info)
+            if comp is None:
+                continue
+            if isinstance(rule, StalenessRule):
+                plan.staleness.append(comp)
+                continue
+            if isinstance(rule, WimOverloadRule):
+                plan.wim.append(comp)
+                continue
+            if isinstance(rule, CoverOpenRule):
+                for ek in rule.event_kinds:
+                    plan.cover_events.setdefault(ek, []).append(comp)
+            if isinstance(rule, SensorFaultRule):
+                plan.ranges.setdefault(rule.metric, []).append((rule.min, rule.max))
+            for m in rule_metrics(rule):
+                plan.by_metric.setdefault(m, []).append(comp)
+        return plan
+
+
+@dataclass(slots=True)
+class EngineState:
+    """Everything the engine remembers; JSON-able so a restart resumes exactly."""
+
+    last_ts: dict[str, float] = field(default_factory=dict)  # "device|metric" -> last sample time processed
+    last_seen: dict[str, float] = field(default_factory=dict)  # device -> newest sample time (any quality)
+    latest: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # device -> metric -> [t, value, good]
+    latches: dict[str, LatchState] = field(default_factory=dict)  # "rule|device"
+    scratch: dict[str, dict[str, Any]] = field(default_factory=dict)  # "rule|device" -> per-kind working data
+    alarms: dict[str, Alarm] = field(default_factory=dict)  # alarm_id -> active alarm
+    active: dict[str, str] = field(default_factory=dict)  # "rule|device" -> active alarm id
+    raises: dict[str, list[float]] = field(default_factory=dict)  # "rule|device" -> recent raise times
+    registry: dict[str, DeviceInfo] = field(default_factory=dict)
+    gw_of: dict[str, str] = field(default_factory=dict)
+    gw_state: dict[str, list[Any]] = field(default_factory=dict)  # gw -> [state, since]
+    born: dict[str, float] = field(default_factory=dict)  # device -> when it was first announced
+    open_cases: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> rule -> case id
+    next_tick_t: float = 0.0
+    plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "last_ts": self.last_ts,
+            "last_seen": self.last_seen,
+            "latest": self.latest,
+            "latches": {k: v.to_json() for k, v in self.latches.items()},
+            "scratch": self.scratch,
+            "alarms": {k: v.to_json() for k, v in self.alarms.items()},
+            "active": self.active,
+            "raises": self.raises,
+            "registry": {k: v.to_json() for k, v in self.registry.items()},
+            "gw_of": self.gw_of,
+            "gw_state": self.gw_state,
+            "born": self.born,
+            "open_cases": self.open_cases,
+            "next_tick_t": self.next_tick_t,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> EngineState:
+        reg = {}
+        for k, d in obj.get("registry", {}).items():
+            reg[k] = DeviceInfo(**{**d, "tags": tuple(d.get("tags", ()))})
+        return cls(
+            last_ts=dict(obj.get("last_ts", {})),
+            last_seen=dict(obj.get("last_seen", {})),
+            latest={k: dict(v) for k, v in obj.get("latest", {}).items()},
+            latches={k: LatchState.from_json(v) for k, v in obj.get("latches", {}).items()},
+            scratch=dict(obj.get("scratch", {})),
+            alarms={k: Alarm.from_json(v) for k, v in obj.get("alarms", {}).items()},
+            active=dict(obj.get("active", {})),
+            raises={k: list(v) for k, v in obj.get("raises", {}).items()},
+            registry=reg,
+            gw_of=dict(obj.get("gw_of", {})),
+            gw_state=dict(obj.get("gw_state", {})),
+            born=dict(obj.get("born", {})),
+            open_cases=dict(obj.get("open_cases", {})),
+            next_tick_t=float(obj.get("next_tick_t", 0.0)),
+        )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _plan(rs: RuleSet, st: EngineState, device: str) -> DevicePlan:
+    plan = st.plans.get(device)
+    if plan is None:
+        info = st.registry.get(device) or DeviceInfo(id=device, profile="", kind="")
+        plan = st.plans[device] = rs.plan(info)
+    return plan
+
+
+class Change(NamedTuple):
+    target: Severity | None
+    t: float
+    value: float | None
+    evidence: dict[str, Any]
+
+
+class Sample(NamedTuple):
+    """One evaluated sample of a single-level condition."""
+
+    t: float
+    raise_c: bool
+    clear_c: bool
+    raise_after_s: float
+    clear_after_s: float
+    value: float | None
+    evidence: dict[str, Any]
+
+
+def _set_condition(st: EngineState, c: Compiled, device: str, ch: Change, out: list[AlarmTransition]) -> None:
+    target, t, value, evidence = ch
+    aid = st.active.get(c.key)
+    alarm = st.alarms.get(aid) if aid is not None else None
+    if alarm is None and target is None:
+        return
+    case_id = st.open_cases.get(device, {}).get(c.name) if alarm is None else None
+    raises = st.raises.setdefault(c.key, []) if c.flap is not None else []
+    new = step_alarm(
+        alarm,
+        target,
+        device=device,
+        rule=c.name,
+        t=t,
+        value=value,
+        evidence=evidence,
+        raises=raises,
+        flap=c.flap,
+        case_id=case_id,
+        out=out,
+    )
+    if new is None:
+        if aid is not None:
+            st.alarms.pop(aid, None)
+            st.active.pop(c.key, None)
+    elif alarm is None:
+        st.alarms[new.alarm_id] = new
+        st.active[c.key] = new.alarm_id
+    if not raises and c.key in st.raises:
+        del st.raises[c.key]
+
+
+def _latch(st: EngineState, c: Compiled) -> LatchState:
+    latch = st.latches.get(c.key)
+    if latch is None or len(latch.on) != len(c.severities):
+        latch = st.latches[c.key] = LatchState.fresh(len(c.severities))
+    return latch
+
+
+def _levels_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransition]) -> None:
+    device, metric, t, raw = r.device, r.metric, r.ts, r.value
+    value = raw + c.offset
+    latch = _latch(st, c)
+    for i, lv in enumerate(c.levels):
+        ra, ca = lv.raise_after_s, lv.clear_after_s
+        if c.above:
+            step_latch(latch, i, value >= lv.raise_at, value < lv.clear_at, t=t, raise_after_s=ra, clear_after_s=ca)
+        else:
+            step_latch(latch, i, value <= lv.raise_at, value > lv.clear_at, t=t, raise_after_s=ra, clear_after_s=ca)
+    target = latched_severity(latch, c.severities)
+    if target is None and c.key not in st.active:
+        return
+    ev: dict[str, Any] = {"metric": metric, "value": value}
+    if c.offset:
+        ev["raw"] = raw
+    if target is not None:
+        lv = c.levels[c.severities.index(target)]
+        ev["threshold"] = lv.raise_at
+    _set_condition(st, c, device, Change(target, t, value, ev), out)
+
+
+def _single_step(st: EngineState, c: Compiled, device: str, sm: Sample, out: list[AlarmTransition]) -> None:
+    latch = _latch(st, c)
+    step_latch(latch, 0, sm.raise_c, sm.clear_c, t=sm.t, raise_after_s=sm.raise_after_s, clear_after_s=sm.clear_after_s)
+    target = c.severities[0] if latch.on[0] else None
+    if target is None and c.key not in st.active:
+        return
+    _set_condition(st, c, device, Change(target, sm.t, sm.value, sm.evidence), out)
+
+
+def _rate_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransition]) -> None:
+    device, metric, t, raw = r.device, r.metric, r.ts, r.value
+    rule = c.rule
+    assert isinstance(rule, RateRule)
+    sc = st.scratch.setdefault(c.key, {"t": [], "v": [], "e": None})
+    ts: list[float] = sc["t"]
+    vs: list[float] = sc["v"]
+    ts.append(t)
+    vs.append(raw + c.offset)
+    cutoff = t - rule.window_s
+    drop = 0
+    while drop < len(ts) and ts[drop] < cutoff:
+        drop += 1
+    if drop:
+        del ts[:drop]
+        del vs[:drop]
+    last_eval = sc["e"]
+    if last_eval is not None and t - last_eval < rule.eval_every_s:
+        return
+    if len(ts) < rule.min_points:
+        return
+    sc["e"] = t
+    slope_h = theil_sen_slope(ts, vs, rule.max_points) * 3600.0
+    if math.isnan(slope_h):
+        return
+    signed = slope_h if c.above else -slope_h
+    raise_c = signed >= rule.rate_per_h
+    clear_c = signed < rule.rate_per_h - rule.hysteresis_per_h
+    ev = {"metric": metric, "rate_per_h": round(slope_h, 6), "threshold_per_h": rule.rate_per_h, "points": len(ts)}
+    _single_step(st, c, device, Sample(t, raise_c, clear_c, rule.raise_after_s, rule.clear_after_s, slope_h, ev), out)
+
+
+def _fault_step(st: EngineState, c: Compiled, r: Reading, good: bool, out: list[AlarmTransition]) -> None:
+    device, metric, t, raw = r.device, r.metric, r.ts, r.value
+    flagged = r.quality is not Quality.GOOD
+    rule = c.rule
+    assert isinstance(rule, SensorFaultRule)
+    sc = st.scratch.setdefault(c.key, {"bad": 0, "ok": 0, "fs": None, "fmin": 0.0, "fmax": 0.0, "fn": 0})
+    if good:
+        sc["ok"] += 1
+        sc["bad"] = 0
+        if rule.flatline_window_s is not None:
+            if sc["fs"] is not None and max(sc["fmax"], raw) - min(sc["fmin"], raw) <= rule.flatline_epsilon:
+                sc["fmin"] = min(sc["fmin"], raw)
+                sc["fmax"] = max(sc["fmax"], raw)
+                sc["fn"] += 1
+            else:
+                sc["fs"], sc["fmin"], sc["fmax"], sc["fn"] = t, raw, raw, 1
+    else:
+        sc["bad"] += 1
+        sc["ok"] = 0
+    flat = (
+        rule.flatline_window_s is not None
+        and sc["fs"] is not None
+        and sc["fn"] >= rule.flatline_min_readings
+        and t - sc["fs"] >= rule.flatline_window_s
+    )
+    raise_c = sc["bad"] >= rule.bad_count or flat
+    clear_c = sc["ok"] >= rule.good_count and not flat
+    reason = "flatline" if flat else ("flagged_bad" if flagged else "out_of_range")
+    ev = {"metric": metric, "value": raw, "reason": reason}
+    _single_step(st, c, device, Sample(t, raise_c, clear_c, 0.0, 0.0, raw, ev), out)
+
+
+def _lamp_step(st: EngineState, c: Compiled, device: str, t: float, out: list[AlarmTransition]) -> None:
+    rule = c.rule
+    latest = st.latest.get(device, {})
+    relay = latest.get("relay")
+    current = latest.get("current")
+    relay_on = None if relay is None or not relay[2] else relay[1] >= 0.5
+    amps = None if current is None or not current[2] else float(current[1])
+    if isinstance(rule, LampFailureRule):
+        if relay_on is None or amps is None:
+            return
+        fail = relay_on and amps < rule.min_current_a
+        ev = {"fault": "lampFailure", "relay": relay_on, "current_a": amps}
+        _single_step(st, c, device, Sample(t, fail, not fail, rule.raise_after_s, rule.clear_after_s, amps, ev), out)
+        return
+    assert isinstance(rule, LampDayBurningRule | LampDarkRule)
+    info = st.registry.get(device)
+    if info is None or info.lat is None or info.lon is None:
+        return
+    lit = amps >= rule.on_current_a if amps is not None else relay_on
+    if lit is None:
+        return
+    sun = sun_is_up(info.lat, info.lon, t, rule.margin_s)
+    if sun is None:  # twilight: neither raise nor clear
+        return
+    if isinstance(rule, LampDayBurningRule):
+        bad, fault = lit and sun, "lampUnexpectedOn"
+    else:
+        bad, fault = (not lit) and not sun, "lampDarkAtNight"
+    ev = {"fault": fault, "lit": lit, "sun_up": sun}
+    _single_step(st, c, device, Sample(t, bad, not bad, rule.raise_after_s, rule.clear_after_s, amps, ev), out)
+
+
+def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition]) -> None:
+    device, metric, t = r.device, r.metric, r.ts
+    skey = f"{device}|{metric}"
+    last = st.last_ts.get(skey)
+    if last is not None and t <= last:
+        return  # duplicate or late: never re-evaluated, never raises anew
+    st.last_ts[skey] = t
+    seen = st.last_seen.get(device)
+    if seen is None or t > seen:
+        st.last_seen[device] = t
+    plan = _plan(rs, st, device)
+    value = r.value
+    flagged = r.quality is not Quality.GOOD
+    good = not flagged and math.isfinite(value)
+    if good:
+        for lo, hi in plan.ranges.get(metric, ()):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                good = False
+                break
+    dev_latest = st.latest.get(device)
+    if dev_latest is None:
+        dev_latest = st.latest[device] = {}
+    dev_latest[metric] = [t, value, good]
+    for stale in plan.staleness:  # a device that speaks again is no longer silent
+        if stale.key in st.active:
+            _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
+    comps = plan.by_metric.get(metric)
+    if not comps:
+        return
+    for c in comps:
+        kind = c.kind
+        if kind == "sensor_fault":
+            _fault_step(st, c, r, good, out)
+        elif not good:
+            continue  # no threshold, rate or lamp alarm from a bad reading
+        elif kind == "threshold":
+            _levels_step(st, c, r, out)
+        elif kind == "rate":
+            _rate_step(st, c, r, out)
+        elif kind == "supply_voltage":
+            rule = c.rule
+            assert isinstance(rule, SupplyVoltageRule)
+            low, high = value < rule.min_v, value > rule.max_v
+            inside = rule.min_v + rule.hysteresis_v <= value <= rule.max_v - rule.hysteresis_v
+            fault = "supplyVoltageTooLow" if low else "supplyVoltageTooHigh" if high else None
+            ev: dict[str, Any] = {"metric": metric, "value": value}
+            if fault:
+                ev["fault"] = fault
+            sm = Sample(t, low or high, inside, rule.raise_after_s, rule.clear_after_s, value, ev)
+            _single_step(st, c, device, sm, out)
+        elif kind == "cover_open":
+            rule = c.rule
+            assert isinstance(rule, CoverOpenRule)
+            is_open = value >= 0.5
+            ev = {"metric": metric, "value": value}
+            _single_step(st, c, device, Sample(t, is_open, not is_open, 0.0, rule.clear_after_s, value, ev), out)
+        elif kind in ("lamp_failure", "lamp_unexpected_on", "lamp_dark"):
+            _lamp_step(st, c, device, t, out)
+
+
+def _wim(st: EngineState, c: Compiled, ev: Event, out: list[AlarmTransition]) -> None:
+    rule = c.rule
+    assert isinstance(rule, WimOverloadRule)
+    body = ev.body
+    gross = body.get("gross_kg")
+    axle_kg = body.get("axle_kg") or []
+    axles = body.get("axles", len(axle_kg))
+    if isinstance(gross, bool) or not isinstance(gross, int | float) or not isinstance(axles, int):
+        return
+    combo = bool(body.get("combination", False))
+    limit = rule.limit_kg(axles, combo)
+    record = {"event_id": ev.id, **body}
+    if limit is not None and gross > limit * (1.0 + rule.tolerance_pct / 100.0):
+        over_pct = (gross / limit - 1.0) * 100.0
+        sev = Severity.CRITICAL if over_pct > rule.critical_over_pct else rule.severity
+        evidence = {"record": record, "limit_kg": limit, "over_pct": round(over_pct, 2)}
+        evidence["tolerance_pct"] = rule.tolerance_pct
+        _event_alarm(st, rule.name, ev, Change(sev, ev.ts + rule.auto_clear_s, float(gross), evidence), out)
+    if rule.axle_limit_kg is not None and isinstance(axle_kg, list):
+        over = [i for i, w in enumerate(axle_kg) if isinstance(w, int | float) and w > rule.axle_limit_kg]
+        if over:
+            top = max(float(axle_kg[i]) for i in over)
+            evidence = {"record": record, "axle_limit_kg": rule.axle_limit_kg, "axles_over": over}
+            _event_alarm(st, rule.axle_rule, ev, Change(rule.severity, ev.ts + rule.auto_clear_s, top, evidence), out)
+
+
+def _event_alarm(st: EngineState, rule: str, ev: Event, ch: Change, out: list[AlarmTransition]) -> None:
+    """Raise one alarm for one event; ``ch.t`` is when it clears itself."""
+    device = ev.device
+    sev, value, evidence = ch.target, ch.value, ch.evidence
+    assert sev is not None
+    aid = f"{alarm_id_for(device, rule, ev.ts)}-{ev.id}"
+    if aid in st.alarms:
+        return
+    case_id = st.open_cases.get(device, {}).get(rule)
+    if case_id is not None:
+        evidence = {**evidence, "case_id": case_id, "attach": True}
+    alarm = Alarm(aid, device, rule, sev, ev.ts, value, case_id=case_id, auto_clear_t=ch.t)
+    alarm.evidence = evidence
+    st.alarms[aid] = alarm
+    out.append(AlarmTransition(aid, device, rule, TransitionKind.RAISED, sev, ev.ts, value, evidence))
+
+
+def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) -> None:
+    ekey = f"{ev.device}|event:{ev.kind}"
+    last = st.last_ts.get(ekey)
+    if last is not None and ev.ts < last:
+        return
+    st.last_ts[ekey] = ev.ts
+    seen = st.last_seen.get(ev.device)
+    if seen is None or ev.ts > seen:
+        st.last_seen[ev.device] = ev.ts
+    plan = _plan(rs, st, ev.device)
+    for c in plan.wim:
+        rule = c.rule
+        assert isinstance(rule, WimOverloadRule)
+        if ev.kind == rule.event_kind:
+            _wim(st, c, ev, out)
+    for c in plan.cover_events.get(ev.kind, ()):
+        rule = c.rule
+        assert isinstance(rule, CoverOpenRule)
+        evidence = {"event": ev.kind, "event_id": ev.id}
+        _single_step(st, c, ev.device, Sample(ev.ts, True, False, 0.0, rule.clear_after_s, 1.0, evidence), out)
+
+
+def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTransition]) -> None:
+    prev = st.gw_state.get(s.gw)
+    if s.state == "online":
+        for info in s.devices:
+            if st.registry.get(info.id) != info:
+                st.registry[info.id] = info
+                st.plans.pop(info.id, None)
+            st.gw_of[info.id] = s.gw
+            st.born.setdefault(info.id, s.t)
+        if prev is None or prev[0] != "online":
+            st.gw_state[s.gw] = ["online", s.t]
+        for c in _gateway_conditions(rs, s.gw):
+            if c.key in st.active:
+                _set_condition(st, c, s.gw, Change(None, s.t, None, {"reason": "gateway online"}), out)
+    elif prev is None or prev[0] != "offline":
+        st.gw_state[s.gw] = ["offline", s.t]
+
+
+def _gateway_conditions(rs: RuleSet, gw: str) -> list[Compiled]:
+    out = []
+    for rule in rs.rules:
+        if isinstance(rule, StalenessRule) and rule.gateway_rule:
+            out.append(
+                Compiled(rule, rule.gateway_rule, f"{rule.gateway_rule}|{gw}", "gateway", (), (rule.gateway_severity,))
+            )
+    return out
+
+
+def _tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -> None:
+    # gateways whose last will has stood long enough
+    for gw, (state, since) in st.gw_state.items():
+        if state != "offline":
+            continue
+        for c in _gateway_conditions(rs, gw):
+            rule = c.rule
+            assert isinstance(rule, StalenessRule)
+            if c.key not in st.active and now - since >= rule.gateway_after_s:
+                devices = sorted(d for d, g in st.gw_of.items() if g == gw)
+                ev = {"reason": "gateway offline (last will)", "offline_since": since, "devices": devices}
+                _set_condition(st, c, gw, Change(rule.gateway_severity, now, None, ev), out)
+    # silent devices
+    for device in st.registry:
+        plan = _plan(rs, st, device)
+        if not plan.staleness:
+            continue
+        dev_gw = st.gw_of.get(device)
+        gws = st.gw_state.get(dev_gw) if dev_gw is not None else None
+        gw_down = gws is not None and gws[0] == "offline"
+        info = st.registry[device]
+        last = st.last_seen.get(device, st.born.get(device, now))
+        if gws is not None:
+            last = max(last, float(gws[1]))  # silence counts from the gateway's return, not across its outage
+        for c in plan.staleness:
+            if c.key in st.active or gw_down:
+                continue
+            rule = c.rule
+            assert isinstance(rule, StalenessRule)
+            interval = info.interval_s or rule.default_interval_s
+            limit = max(rule.factor * interval, rule.min_silence_s)
+            if now - last > limit:
+                ev = {"reason": "silent", "last_seen": last, "expected_interval_s": interval, "silence_s": now - last}
+                _set_condition(st, c, device, Change(rule.severity, now, None, ev), out)
+    # event alarms that clear themselves
+    for aid in [a for a, al in st.alarms.items() if al.auto_clear_t is not None and al.auto_clear_t <= now]:
+        al = st.alarms.pop(aid)
+        assert al.auto_clear_t is not None
+        cleared = TransitionKind.CLEARED
+        why = {"reason": "auto"}
+        out.append(AlarmTransition(aid, al.device, al.rule, cleared, al.severity, al.auto_clear_t, al.value, why))
+
+
+def evaluate(
+    rs: RuleSet, state: EngineState, inputs: Iterable[Input], now: float
+) -> tuple[EngineState, list[AlarmTransition]]:
+    """Apply ``inputs`` in order, then time-driven checks at ``now``; return the state and transitions."""
+    out: list[AlarmTransition] = []
+    for item in inputs:
+        if isinstance(item, Reading):
+            _reading(rs, state, item, out)
+        elif isinstance(item, Event):
+            _event(rs, state, item, out)
+        elif isinstance(item, GatewayStatus):
+            _status(rs, state, item, out)
+        elif isinstance(item, AlarmAck):
+            alarm = state.alarms.get(item.alarm_id)
+            if alarm is not None and alarm.device == item.device:
+                acknowledge(alarm, item.actor, item.t, item.note, out)
+        elif isinstance(item, OpenCases):
+            if item.cases:
+                state.open_cases[item.device] = dict(item.cases)
+            else:
+                state.open_cases.pop(item.device, None)
+            for aid in state.active.values():
+                alarm = state.alarms.get(aid)
+                if alarm is not None and alarm.device == item.device:
+                    alarm.case_id = item.cases.get(alarm.rule)
+    if now >= state.next_tick_t:
+        state.next_tick_t = now + TICK_S
+        _tick(rs, state, now, out)
+    return state, out
+
+
+def active_alarms(state: EngineState) -> list[Alarm]:
+    return sorted(state.alarms.values(), key=lambda a: (a.raised_t, a.alarm_id))
+
+
+__all__ = [
+    "BatteryLowRule",
+    "EngineState",
+    "GatewayStatus",
+    "Input",
+    "RuleSet",
+    "active_alarms",
+    "evaluate",
+]

@@ -1,0 +1,331 @@
+"""AlarmStore: rule state, alarms and their transitions, in SQLite (default) or PostgreSQL.
+
+One interface for both (:class:`AlarmStore`); :func:`open_alarm_store` picks by URL
+(``sqlite:///data/rules.db``, ``postgresql://...``). The runner commits the engine state
+snapshot, the alarms and the new transitions **in one transaction** before it acknowledges
+the MQTT messages that caused them, so a ``kill -9`` either loses the whole step (the broker
+redelivers and the same ids come out again) or none of it. Transitions double as an outbox:
+``published`` flips once the broker acknowledged the alarm message; a restart republishes the
+rest.
+
+Read API for the console (and anyone else):
+
+* ``list(active_only=False, device=None, rule=None, since=None, limit=100)`` → ``list[AlarmRecord]``,
+  newest first;
+* ``get(alarm_id)`` → ``AlarmRecord | None``;
+* ``transitions(alarm_id)`` → ``list[AlarmTransition]`` in order.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from contracts.alarms import AlarmTransition, Severity, TransitionKind
+from rules.errors import AlarmStoreError
+
+DEFAULT_URL = "sqlite:///data/rules.db"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_t DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS alarms ("
+    " alarm_id TEXT PRIMARY KEY, device TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
+    " max_severity TEXT NOT NULL, active INTEGER NOT NULL, raised_t DOUBLE PRECISION NOT NULL,"
+    " cleared_t DOUBLE PRECISION, acked_by TEXT, acked_t DOUBLE PRECISION, value DOUBLE PRECISION,"
+    " evidence TEXT NOT NULL, updated_t DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS alarms_device ON alarms (device, raised_t)",
+    "CREATE INDEX IF NOT EXISTS alarms_active ON alarms (active, raised_t)",
+    "CREATE TABLE IF NOT EXISTS alarm_transitions ("
+    " seq {autoinc}, alarm_id TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,"
+    " severity TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION, evidence TEXT NOT NULL,"
+    " actor TEXT, published INTEGER NOT NULL DEFAULT 0, UNIQUE (alarm_id, kind, t))",
+    "CREATE INDEX IF NOT EXISTS alarm_transitions_unpub ON alarm_transitions (published, seq)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRecord:
+    """An alarm as stored: its current severity, the highest it reached, and its lifecycle times."""
+
+    alarm_id: str
+    device: str
+    rule: str
+    severity: Severity
+    max_severity: Severity
+    active: bool
+    raised_t: float
+    cleared_t: float | None
+    acked_by: str | None
+    acked_t: float | None
+    value: float | None
+    evidence: dict[str, Any]
+    updated_t: float
+
+
+class AlarmStore(Protocol):
+    url: str
+
+    def load_state(self) -> dict[str, Any] | None: ...
+
+    def commit(self, state: dict[str, Any] | None, transitions: Sequence[AlarmTransition]) -> None: ...
+
+    def unpublished(self, limit: int = 1000) -> list[tuple[int, AlarmTransition]]: ...
+
+    def mark_published(self, seqs: Sequence[int]) -> None: ...
+
+    def list(
+        self,
+        active_only: bool = False,
+        device: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AlarmRecord]: ...
+
+    def get(self, alarm_id: str) -> AlarmRecord | None: ...
+
+    def transitions(self, alarm_id: str) -> builtins.list[AlarmTransition]: ...
+
+    def close(self) -> None: ...
+
+
+def _tr_from_row(row: Sequence[Any]) -> AlarmTransition:
+    alarm_id, device, rule, kind, severity, t, value, evidence, actor = row
+    return AlarmTransition(
+        alarm_id, device, rule, TransitionKind(kind), Severity(severity), float(t), value, orjson.loads(evidence), actor
+    )
+
+
+def _rec_from_row(row: Sequence[Any]) -> AlarmRecord:
+    (aid, device, rule, sev, maxsev, active, raised, cleared, acked_by, acked_t, value, evidence, updated) = row
+    return AlarmRecord(
+        aid, device, rule, Severity(sev), Severity(maxsev), bool(active), float(raised), cleared, acked_by, acked_t,
+        value, orjson.loads(evidence), float(updated),
+    )
+
+
+_ALARM_COLS = (
+    "alarm_id, device, rule, severity, max_severity, active, raised_t, cleared_t, acked_by, acked_t, value, evidence, "
+    "updated_t"
+)
+_TR_COLS = "alarm_id, device, rule, kind, severity, t, value, evidence, actor"
+
+
+class _SqlStore:
+    """SQL shared by both backends; ``?`` placeholders are rewritten for psycopg."""
+
+    url: str
+    _pg: bool = False
+
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._pg:
+            sql = sql.replace("?", "%s")
+        return cur.execute(sql, params)
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Sequence[Any], what: str) -> list[Any]:
+        with self._tx(what) as cur:
+            return list(self._execute(cur, sql, params).fetchall())
+
+    def load_state(self) -> dict[str, Any] | None:
+        rows = self._read("SELECT state FROM rule_state WHERE id = 1", (), "load_state")
+        if not rows:
+            return None
+        obj = orjson.loads(rows[0][0])
+        return obj if isinstance(obj, dict) else None
+
+    def commit(self, state: dict[str, Any] | None, transitions: Sequence[AlarmTransition]) -> None:
+        """State snapshot + alarms + transitions, atomically. Re-committing the same transitions is a no-op."""
+        with self._tx("commit") as cur:
+            if state is not None:
+                self._execute(
+                    cur,
+                    "INSERT INTO rule_state (id, state, updated_t) VALUES (1, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_t = excluded.updated_t",
+                    (orjson.dumps(state).decode(), max((tr.t for tr in transitions), default=0.0)),
+                )
+            for tr in transitions:
+                self._apply(cur, tr)
+
+    def _apply(self, cur: Any, tr: AlarmTransition) -> None:
+        ev = orjson.dumps(tr.evidence).decode()
+        row = self._execute(
+            cur,
+            f"INSERT INTO alarm_transitions ({_TR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (alarm_id, kind, t) DO NOTHING RETURNING seq",
+            (tr.alarm_id, tr.device, tr.rule, tr.kind.value, tr.severity.value, tr.t, tr.value, ev, tr.actor),
+        ).fetchone()
+        if row is None:
+            return  # already applied (a replayed step)
+        if tr.kind is TransitionKind.RAISED:
+            self._execute(
+                cur,
+                f"INSERT INTO alarms ({_ALARM_COLS}) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, NULL, NULL, ?, ?, ?) "
+                "ON CONFLICT (alarm_id) DO NOTHING",
+                (tr.alarm_id, tr.device, tr.rule, tr.severity.value, tr.severity.value, tr.t, tr.value, ev, tr.t),
+            )
+        elif tr.kind in (TransitionKind.ESCALATED, TransitionKind.DEESCALATED):
+            self._execute(
+                cur,
+                "UPDATE alarms SET severity = ?, value = ?, updated_t = ?, max_severity = CASE "
+                "WHEN ? = 'critical' OR max_severity = 'critical' THEN 'critical' "
+                "WHEN ? = 'major' OR max_severity = 'major' THEN 'major' ELSE 'minor' END WHERE alarm_id = ?",
+                (tr.severity.value, tr.value, tr.t, tr.severity.value, tr.severity.value, tr.alarm_id),
+            )
+        elif tr.kind is TransitionKind.ACKNOWLEDGED:
+            self._execute(
+                cur,
+                "UPDATE alarms SET acked_by = ?, acked_t = ?, updated_t = ? WHERE alarm_id = ? AND acked_by IS NULL",
+                (tr.actor, tr.t, tr.t, tr.alarm_id),
+            )
+        elif tr.kind is TransitionKind.CLEARED:
+            self._execute(
+                cur,
+                "UPDATE alarms SET active = 0, cleared_t = ?, updated_t = ? WHERE alarm_id = ?",
+                (tr.t, tr.t, tr.alarm_id),
+            )
+
+    def unpublished(self, limit: int = 1000) -> list[tuple[int, AlarmTransition]]:
+        rows = self._read(
+            f"SELECT seq, {_TR_COLS} FROM alarm_transitions WHERE published = 0 ORDER BY seq LIMIT ?",
+            (limit,),
+            "unpublished",
+        )
+        return [(int(r[0]), _tr_from_row(r[1:])) for r in rows]
+
+    def mark_published(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self._tx("mark_published") as cur:
+            marks = ",".join("?" * len(seqs))
+            self._execute(cur, f"UPDATE alarm_transitions SET published = 1 WHERE seq IN ({marks})", list(seqs))
+
+    def list(
+        self,
+        active_only: bool = False,
+        device: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AlarmRecord]:
+        """Alarms newest first; ``since`` filters on the last update time."""
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if active_only:
+            where.append("active = 1")
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        if rule is not None:
+            where.append("rule = ?")
+            params.append(rule)
+        if since is not None:
+            where.append("updated_t >= ?")
+            params.append(since)
+        sql = f"SELECT {_ALARM_COLS} FROM alarms"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY raised_t DESC, alarm_id LIMIT ?"
+        params.append(limit)
+        return [_rec_from_row(r) for r in self._read(sql, params, "list")]
+
+    def get(self, alarm_id: str) -> AlarmRecord | None:
+        rows = self._read(f"SELECT {_ALARM_COLS} FROM alarms WHERE alarm_id = ?", (alarm_id,), "get")
+        return _rec_from_row(rows[0]) if rows else None
+
+    def transitions(self, alarm_id: str) -> builtins.list[AlarmTransition]:
+        rows = self._read(
+            f"SELECT {_TR_COLS} FROM alarm_transitions WHERE alarm_id = ? ORDER BY seq", (alarm_id,), "transitions"
+        )
+        return [_tr_from_row(r) for r in rows]
+
+
+class SqliteAlarmStore(_SqlStore):
+    def __init__(self, path: str, url: str | None = None) -> None:
+        self.url = url or f"sqlite:///{path}"
+        self.path = path
+        try:
+            if path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            for stmt in _SCHEMA:
+                self._conn.execute(stmt.replace("{autoinc}", "INTEGER PRIMARY KEY AUTOINCREMENT"))
+        except (sqlite3.Error, OSError) as exc:
+            raise AlarmStoreError(f"cannot open alarm store {self.url}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Any]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                cur.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise AlarmStoreError(f"alarm store {what} failed ({self.url}): {exc}") from exc
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresAlarmStore(_SqlStore):
+    _pg = True
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        try:
+            self._conn = psycopg.connect(url, autocommit=False)
+            with self._conn.cursor() as cur:
+                for stmt in _SCHEMA:
+                    cur.execute(stmt.replace("{autoinc}", "BIGSERIAL PRIMARY KEY"))
+            self._conn.commit()
+        except psycopg.Error as exc:
+            raise AlarmStoreError(f"cannot open alarm store {_redact(url)}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            raise AlarmStoreError(f"alarm store {what} failed ({_redact(self.url)}): {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def open_alarm_store(url: str = DEFAULT_URL) -> AlarmStore:
+    """``sqlite:///relative.db``, ``sqlite:////abs.db``, ``sqlite:///:memory:`` or ``postgresql://...``."""
+    if url.startswith("sqlite:///"):
+        return SqliteAlarmStore(url[len("sqlite:///") :], url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresAlarmStore(url)
+    raise AlarmStoreError(f"unknown alarm store URL {url!r}: use sqlite:///path.db or postgresql://...")

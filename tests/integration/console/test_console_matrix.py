@@ -1,0 +1,107 @@
+"""Role × route × foreign-object matrix (OWASP API1/API5): every cell is an exact status.
+
+``own`` is a case of unit A (lingyin-street, handler-a's unit), ``foreign`` a case of unit B
+(hubin-street). A handler of unit A never sees or changes a case of unit B: reads and writes
+of it are 404, exactly as for a case that does not exist. One fresh environment per role so
+writes in one row cannot change another.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from console.demo import PASSWORD, build_demo
+
+pytestmark = pytest.mark.integration
+
+# (method, path, body) -> {role: expected status}; {case} is filled with the own or foreign case
+ROUTES: list[tuple[str, str, dict[str, object] | None, dict[str, tuple[int, int]]]] = [
+    # expected (own object, foreign object) per role; for routes without an object both are equal
+    ("GET", "/api/v1/auth/me", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/devices", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/devices/wl-0000/readings", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/overview", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/alarms", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("POST", "/api/v1/alarms/{alarm}/ack", {},
+     {"duty": (202, 202), "handler-a": (403, 403), "sup": (403, 403), "admin": (403, 403)}),
+    ("GET", "/api/v1/cases?unit={unit}", None,
+     {"duty": (200, 200), "handler-a": (200, 403), "sup": (200, 200), "admin": (403, 403)}),
+    ("GET", "/api/v1/cases/{case}", None,
+     {"duty": (200, 200), "handler-a": (200, 404), "sup": (200, 200), "admin": (403, 403)}),
+    ("POST", "/api/v1/cases/{case}/actions", {"action": "accept"},
+     {"duty": (403, 403), "handler-a": (200, 404), "sup": (409, 409), "admin": (403, 403)}),
+    ("POST", "/api/v1/cases/{case}/actions", {"action": "park", "note": "seasonal"},
+     {"duty": (403, 403), "handler-a": (409, 404), "sup": (200, 200), "admin": (403, 403)}),
+    ("GET", "/api/v1/statistics", None,
+     {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/admin/users", None,
+     {"duty": (403, 403), "handler-a": (403, 403), "sup": (403, 403), "admin": (200, 200)}),
+    ("POST", "/api/v1/admin/reload", None,
+     {"duty": (403, 403), "handler-a": (403, 403), "sup": (403, 403), "admin": (409, 409)}),
+    ("GET", "/api/v1/audit", None,
+     {"duty": (403, 403), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/cases/{case}", None,
+     {"duty": (200, 200), "handler-a": (200, 404), "sup": (200, 200), "admin": (403, 403)}),
+    ("GET", "/cases", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (403, 403)}),
+    ("GET", "/overview", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/stats", None,
+     {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/devices/wl-0000", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+]
+
+
+def _client(tmp: Path, role: str) -> tuple[TestClient, dict[str, str], dict[str, object]]:
+    env = build_demo(str(tmp), now=time.time())
+    c = TestClient(env.app)
+    tok = c.post("/api/v1/auth/login", json={"username": role, "password": PASSWORD}).json()["access_token"]
+    ids: dict[str, object] = {"own": env.demo.case_ids["lingyin-street"][0],
+                              "foreign": env.demo.case_ids["hubin-street"][0], "alarm": env.demo.alarm_ids[0]}
+    return c, {"Authorization": f"Bearer {tok}"}, ids
+
+
+@pytest.mark.parametrize("role", ["duty", "handler-a", "sup", "admin"])
+def test_matrix(role: str, tmp_path: Path) -> None:
+    """Reads share one environment; every write gets a fresh one (seeded state, no order effects)."""
+    mismatches = []
+    shared = _client(tmp_path / "reads", role)
+    n = 0
+    for which in ("own", "foreign"):
+        unit = "lingyin-street" if which == "own" else "hubin-street"
+        for method, path, body, expected in ROUTES:
+            if method == "POST":
+                n += 1
+                c, h, ids = _client(tmp_path / f"w{n}", role)
+            else:
+                c, h, ids = shared
+            url = path.format(case=ids[which], unit=unit, alarm=ids["alarm"])
+            want = expected[role][0 if which == "own" else 1]
+            r = c.request(method, url, headers=h, json=body)
+            if r.status_code != want:
+                mismatches.append(f"{role} {which} {method} {url}: {r.status_code} != {want} {r.text[:120]}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_every_api_route_is_in_the_matrix() -> None:
+    from console.demo import build_demo as _b
+
+    del _b
+    from console import api
+
+    covered = {p.split("?")[0].replace("{alarm}", "{alarm_id}").replace("{case}", "{case_id}")
+               .replace("wl-0000", "{device_id}") for _m, p, _b2, _e in ROUTES}
+    routes = {r.path for r in api.router.routes}  # type: ignore[attr-defined]
+    missing = routes - covered - {"/api/v1/auth/login", "/api/v1/live", "/api/v1/categories", "/api/v1/units",
+                                  "/api/v1/alarms/{alarm_id}", "/api/v1/devices/{device_id}"}
+    assert not missing, missing

@@ -1,0 +1,197 @@
+"""Uplink against a real Mosquitto: end-to-end ack, resend, refused publishes, broker outage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from contracts import payloads, topics
+from contracts.config import MqttSettings
+from contracts.payloads import ts_ms
+from contracts.reading import Event, Reading
+from edge_agent.config import PublishConfig
+from edge_agent.outbox import Outbox
+from edge_agent.testing import Acknowledger, LedgerLine
+from edge_agent.uplink import Uplink
+from tests.support.services import Mosquitto, mosquitto
+
+pytestmark = pytest.mark.integration
+
+GW = "gw-test-01"
+T0 = 1_764_057_600.0
+
+
+def _readings(start: int, n: int, device: str = "wl-0001") -> list[Reading]:
+    return [Reading(device, "depth", T0 + i, i / 1000, "m") for i in range(start, start + n)]
+
+
+def _status() -> payloads.Status:
+    return payloads.Status("online", "boot-x", "test", [], {})
+
+
+@pytest.fixture
+def acker(broker: Mosquitto) -> Iterator[Acknowledger]:
+    a = Acknowledger(broker.host, broker.port, GW)
+    yield a
+    a.close()
+
+
+@contextlib.asynccontextmanager
+async def running(up: Uplink) -> AsyncIterator[Uplink]:
+    task = asyncio.create_task(up.run())
+    try:
+        yield up
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_until(pred: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.05)
+    return bool(pred())  # type: ignore[operator]
+
+
+def _uplink(outbox: Outbox, broker: Mosquitto, **pub: object) -> Uplink:
+    cfg = PublishConfig(**{"batch_max_readings": 50, "linger_s": 0.05, "ack_timeout_s": 2.0,
+                           "reconnect_min_s": 0.1, "reconnect_max_s": 0.5, **pub})  # type: ignore[arg-type]
+    return Uplink(GW, outbox.boot, MqttSettings(url=broker.url), cfg, outbox, status=_status)
+
+
+async def test_publish_ack_delete(tmp_path: Path, broker: Mosquitto, acker: Acknowledger) -> None:
+    ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+    ob.append(_readings(0, 120), [Event("wim-0001", "vehicle", "1", T0, {"gross_kg": 5})])
+    up = _uplink(ob, broker)
+    async with running(up):
+        assert await wait_until(lambda: ob.ledger().depth == 0, 10)
+    assert len(acker.stored()) == 120 and len(acker.events) == 1
+    assert acker.watermark == {"b1": 4}  # 3 telemetry batches of <= 50 + 1 event batch, one seq
+    led = ob.ledger()
+    assert led.telemetry.acked == 120 and led.events.acked == 1
+    # retained birth is online with health
+    assert any(s.state == "online" for s in acker.status)
+    ob.close()
+
+
+async def test_lost_batch_is_resent_after_ack_timeout(tmp_path: Path, broker: Mosquitto, acker: Acknowledger) -> None:
+    ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+    acker.drop_next = 1  # the first batch vanishes after the broker PUBACKed it
+    ob.append(_readings(0, 100))
+    up = _uplink(ob, broker, ack_timeout_s=1.0)
+    async with running(up):
+        assert await wait_until(lambda: ob.ledger().depth == 0, 15)
+    assert acker.dropped_batches == [("b1", 1)]
+    assert len(acker.stored()) == 100
+    assert up.resent_batches >= 1
+    ob.close()
+
+
+async def test_refused_publish_keeps_rows_and_raises_fault(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    # anonymous may do everything except publish telemetry
+    acl.write_text(
+        f"topic readwrite {topics.status(GW)}\n"
+        f"topic readwrite {topics.ack(GW)}\n"
+        f"topic readwrite {topics.cmd(GW)}\n"
+        f"topic read {topics.telemetry(GW)}\n"
+    )
+    work = tmp_path / "mq"
+    work.mkdir()
+    with mosquitto(work, extra_conf=f"acl_file {acl}") as b:
+        ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+        ob.append(_readings(0, 10))
+        up = _uplink(ob, b)
+        async with running(up):
+            assert await wait_until(lambda: "publish_refused" in up.faults, 10)
+        assert ob.ledger().telemetry.present == 10  # nothing deleted on a refused PUBACK
+        assert "0x87" in up.faults["publish_refused"].detail
+        assert up.health()["faults"][0]["code"] == "publish_refused"
+        ob.close()
+
+
+@pytest.mark.slow
+async def test_broker_outage_60s_under_load(tmp_path: Path, broker: Mosquitto, acker: Acknowledger) -> None:
+    """Broker stopped 60 s while samples keep arriving; ledger: 0 lost."""
+    ob = Outbox(tmp_path / "o.db", 1 << 26, boot="b1")
+    up = _uplink(ob, broker, batch_max_readings=200, linger_s=0.2)
+    generated = 0
+    stop_at = None
+
+    async def produce(seconds: float) -> None:
+        nonlocal generated
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ob.append(_readings(generated, 20, device=f"wl-{generated % 7:04d}"))
+            generated += 20
+            up.notify_appended()
+            await asyncio.sleep(0.02)
+
+    async with running(up):
+        await produce(3)
+        broker.stop()
+        stop_at = time.monotonic()
+        await produce(60)
+        assert ob.ledger().depth > 0
+        broker.start()
+        await produce(3)
+        assert await wait_until(lambda: ob.ledger().depth == 0, 60)
+    assert stop_at is not None
+    expected = set()
+    for i in range(generated):
+        expected.add((f"wl-{(i - i % 20) % 7:04d}", "depth", ts_ms(T0 + i)))
+    stored = acker.stored()
+    lost = len(expected - stored)
+    led = ob.ledger()
+    line = LedgerLine(generated, len(stored & expected), lost, acker.received_total() - len(stored), 0,
+                      led.telemetry.dropped)
+    print(line.line("E9/B1 broker stopped 60 s"))
+    assert lost == 0 and led.telemetry.dropped == 0
+    assert led.telemetry.appended == led.telemetry.acked == generated
+    ob.close()
+
+
+async def test_budget_exceeded_during_outage_drops_oldest_telemetry_keeps_events(
+    tmp_path: Path, broker: Mosquitto, acker: Acknowledger
+) -> None:
+    from edge_agent.outbox import reading_nbytes
+
+    one = reading_nbytes(_readings(0, 1)[0])
+    ob = Outbox(tmp_path / "o.db", 400 * one, boot="b1")
+    up = _uplink(ob, broker, batch_max_readings=50, max_inflight_batches=2)
+    async with running(up):
+        broker.stop()
+        await asyncio.sleep(0.3)
+        events = [Event("wim-0001", "vehicle", str(i), T0 + i, {"gross_kg": 40000 + i}) for i in range(30)]
+        n = 0
+        for chunk in range(100):  # 2000 readings into a 400-reading budget, events spread among them
+            ob.append(_readings(n, 20), events[chunk // 4: chunk // 4 + 1] if chunk % 4 == 0 and chunk < 120 else [])
+            n += 20
+            up.notify_appended()
+            await asyncio.sleep(0)
+        led = ob.ledger()
+        assert led.events.dropped == 0 and led.events.present == 25
+        assert led.telemetry.dropped > 0 and ob.bytes <= ob.budget_bytes
+        dropped = led.telemetry.dropped
+        assert up.health()["drops"] == {"policy": "drop_oldest_telemetry_first", "telemetry": dropped, "events": 0}
+        broker.start()
+        assert await wait_until(lambda: ob.ledger().depth == 0, 20)
+    stored = acker.stored()
+    # exactly the newest readings survive: the policy dropped the oldest, and counted each one
+    expected_kept = {("wl-0001", "depth", ts_ms(T0 + i)) for i in range(dropped, n)}
+    assert stored == expected_kept
+    assert len(acker.events) == 25
+    led = ob.ledger()
+    line = LedgerLine(n, len(stored), n - len(stored) - led.telemetry.dropped,
+                      acker.received_total() - len(stored), 0, led.telemetry.dropped)
+    print(line.line("E8/E9 outbox budget exceeded during outage"))
+    assert line.lost == 0 and led.telemetry.appended == led.telemetry.acked + led.telemetry.dropped
+    ob.close()

@@ -1,0 +1,97 @@
+"""Sparklines, the coordinate map, the SSE hub and the console config section."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from console.config import ConsoleSettings
+from console.live import Hub, LiveEvent, stream
+from console.svg import layout_map, sparkline
+from console.views import DeviceView
+from contracts.config import parse_cloud_section
+from contracts.errors import ConfigError
+
+
+def test_sparkline_points() -> None:
+    assert sparkline([]) == ""
+    assert sparkline([1.0]) == ""
+    pts = sparkline([0.0, 1.0], width=100, height=20, pad=0)
+    assert pts == "0.0,20.0 100.0,0.0"
+    flat = sparkline([2.0, 2.0, 2.0], width=10, height=10, pad=0)
+    assert flat.count(",10.0") == 3
+
+
+def test_map_places_devices_and_grids() -> None:
+    devs = [DeviceView("a", "water_gauge", lat=30.0, lon=120.0, grid="g1"),
+            DeviceView("b", "manhole", lat=30.01, lon=120.01, grid="g1"),
+            DeviceView("c", "lamp", lat=30.02, lon=120.0, grid="g2"),
+            DeviceView("d", "wim")]
+    m = layout_map(devs, width=800, height=480, pad=20)
+    assert [p.device.id for p in m.devices] == ["a", "b", "c"]
+    assert [d.id for d in m.unplaced] == ["d"]
+    by_id = {p.device.id: p for p in m.devices}
+    assert by_id["c"].y < by_id["a"].y  # north is up
+    assert by_id["b"].x > by_id["a"].x  # east is right
+    for p in m.devices:
+        assert 0 <= p.x <= 800 and 0 <= p.y <= 480
+    assert [g.grid for g in m.grids] == ["g1", "g2"]
+    g1 = m.grids[0]
+    assert g1.x < by_id["a"].x < g1.x + g1.w
+
+
+def test_map_without_coordinates() -> None:
+    m = layout_map([DeviceView("x", "lamp")])
+    assert m.devices == [] and len(m.unplaced) == 1
+
+
+async def test_hub_coalesces_readings_and_bounds_queues() -> None:
+    hub = Hub(queue_max=3)
+    sub = hub.subscribe()
+    for i in range(100):
+        hub.reading("wl-1", "depth", ts=float(i), value=i / 100, unit="m", quality=0)
+    assert hub.flush() == 1
+    ev = sub.queue.get_nowait()
+    assert ev.kind == "reading" and ev.data["readings"][0]["value"] == 0.99
+    for i in range(10):
+        hub.publish(LiveEvent("alarm", {"i": i}))
+    assert sub.queue.qsize() == 3 and sub.dropped == 7
+    assert sub.queue.get_nowait().data == {"i": 7}  # the oldest were dropped
+
+
+async def test_stream_filters_and_reports_gaps() -> None:
+    hub = Hub(queue_max=2)
+    sub = hub.subscribe()
+    gen = stream(hub, sub, allow=lambda e: e.unit in (None, "a"), heartbeat_s=0.05)
+    assert (await gen.__anext__()).startswith(b"retry:")
+    hub.publish(LiveEvent("case", {"id": "1"}, unit="b"))
+    hub.publish(LiveEvent("case", {"id": "2"}, unit="a"))
+    hub.publish(LiveEvent("case", {"id": "3"}, unit="a"))  # drops case 1
+    first = await gen.__anext__()
+    assert first.startswith(b"event: gap")
+    assert b'"id":"2"' in await gen.__anext__()
+    assert b'"id":"3"' in await gen.__anext__()
+    assert await asyncio.wait_for(gen.__anext__(), 1) == b": keepalive\n\n"
+    await gen.aclose()
+    assert hub.subscribers == 0
+
+
+def test_sse_format() -> None:
+    assert LiveEvent("alarm", {"a": 1}).sse() == b'event: alarm\ndata: {"a":1}\n\n'
+
+
+def test_console_section_validates() -> None:
+    text = "console:\n  secret_key: " + "k" * 40 + "\n  listen_port: 8081\n"
+    s = parse_cloud_section(text, "console", ConsoleSettings, "cloud.yaml")
+    assert s.listen_port == 8081 and s.production is True
+    with pytest.raises(ConfigError, match="console.secret_key"):
+        parse_cloud_section("console:\n  secret_key: short\n", "console", ConsoleSettings, "cloud.yaml")
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_cloud_section(text + "  lisen_port: 1\n", "console", ConsoleSettings, "cloud.yaml")
+    bad_user = text + "  users:\n    - {username: bob, password_hash: plain, role: admin}\n"
+    with pytest.raises(ConfigError, match="argon2"):
+        parse_cloud_section(bad_user, "console", ConsoleSettings, "cloud.yaml")
+    no_unit = text + "  users:\n    - {username: bob, password_hash: $argon2id$x, role: case_handler}\n"
+    with pytest.raises(ConfigError, match="unit"):
+        parse_cloud_section(no_unit, "console", ConsoleSettings, "cloud.yaml")
