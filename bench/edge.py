@@ -245,6 +245,19 @@ def bench_transport_ceiling(host: str, port: int, n: int) -> float:
     return count[0] / dt
 
 
+def bench_append_cpu(tmp: Path, polls: int = 2000, per_poll: int = 5) -> float:
+    """CPU seconds per 10 000 readings of the outbox append alone (one fsync'd transaction per poll)."""
+    ob = Outbox(tmp / "append.db", 1 << 30, boot="bench-append")
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    for p in range(polls):
+        ob.append([Reading("wl-0001", m, T0 + p, 0.1, u) for m, u in
+                   (("depth", "m"), ("distance", "m"), ("install_height", "m"), ("battery", "V"), ("status", ""))
+                   ][:per_poll])
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    ob.close()
+    return ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / (polls * per_poll) * 10_000
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cw-bench-edge-") as d:
         tmp = Path(d)
@@ -258,13 +271,20 @@ def main() -> None:
                   f"= {per10k:.3f} CPU s per 10 000 readings (poll + decode + outbox fsync + batch + publish + ack)")
             print(f"baseline: one reading per MQTT 5 QoS 1 message, paho, no outbox: {naive_cpu:.3f} CPU s per 10 000"
                   f" -> ratio agent/baseline {per10k / naive_cpu:.2f}")
+            append_cpu = bench_append_cpu(tmp)
+            print(f"  of which the outbox append (SQLite WAL synchronous=FULL, one transaction per 5-reading poll): "
+                  f"{append_cpu:.3f} CPU s per 10 000 readings")
             drain = bench_drain(tmp, b.url, b.host, b.port)
+            publish_path = drain["agent_cpu_s"] / drain["readings"] * 10_000
             rate = drain["readings"] / drain["wall_s"]
             ceiling = bench_transport_ceiling(b.host, b.port, 200_000)
             print(f"drain: backlog of {BACKLOG} readings (outbox {drain['file_bytes'] / 1e6:.0f} MB on disk for "
                   f"{drain['logical_bytes'] / 1e6:.0f} MB budgeted bytes; filled in {drain['fill_s']:.1f} s) "
                   f"drained in {drain['wall_s']:.1f} s = {rate:,.0f} readings/s end to end with acks "
                   f"(agent CPU {drain['agent_cpu_s']:.1f} s incl. start-up)")
+            print(f"publish path alone (outbox read + encode + publish + ack + delete, from the drain): "
+                  f"{publish_path:.3f} CPU s per 10 000 readings -> ratio vs the per-reading baseline "
+                  f"{publish_path / naive_cpu:.3f}")
             print(f"baseline: same 500-reading batches published back-to-back by paho, no outbox/acks: "
                   f"{ceiling:,.0f} readings/s -> ratio drain/ceiling {rate / ceiling:.2f}")
             assert drain["distinct_stored"] == BACKLOG
@@ -272,6 +292,9 @@ def main() -> None:
         "cpu_s_per_10k_readings": round(per10k, 4),
         "baseline_naive_cpu_s_per_10k": round(naive_cpu, 4),
         "cpu_ratio_vs_naive": round(per10k / naive_cpu, 3),
+        "outbox_append_cpu_s_per_10k": round(append_cpu, 4),
+        "publish_path_cpu_s_per_10k": round(publish_path, 4),
+        "publish_path_ratio_vs_naive": round(publish_path / naive_cpu, 4),
         "drain_readings_per_s": round(rate),
         "baseline_transport_readings_per_s": round(ceiling),
         "drain_ratio_vs_transport": round(rate / ceiling, 3),

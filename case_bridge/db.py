@@ -153,10 +153,10 @@ class PostgresDb:
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:
+        """Reads run in autocommit: one round trip per statement instead of BEGIN/SELECT/COMMIT."""
         with self._lock:
             try:
-                with self.conn.transaction():
-                    yield _PgTx(self.conn)
+                yield _PgTx(self.conn)
             except self._psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL query failed: {exc}") from exc
 

@@ -70,6 +70,7 @@ class Pending:
     n_readings: int = 0
     started: float = 0.0  # monotonic time of the first message
     dead: list[tuple[str | None, str]] = field(default_factory=list)  # (gw, reason) per dead letter
+    t_max: float | None = None  # newest sample time, for the lag metric
 
 
 def add_to_batch(out: WriteBatch, item: Item, verdict: Accepted | Rejected) -> int:
@@ -84,12 +85,13 @@ def add_to_batch(out: WriteBatch, item: Item, verdict: Accepted | Rejected) -> i
     if verdict.status is not None:
         out.statuses.append(StatusUpdate(verdict.gw, verdict.status, item.received))
         return 0
+    if verdict.rows is not None:
+        rb = verdict.rows
+        out.rows.extend(rb.rows)
+        out.seqs.append(SeqMark(rb.gw, rb.boot, rb.seq, "telemetry", len(rb.rows)))
+        return len(rb.rows)
     b = verdict.batch
     assert b is not None
-    if verdict.kind == "telemetry":
-        out.readings.extend(b.readings)
-        out.seqs.append(SeqMark(b.gw, b.boot, b.seq, "telemetry", len(b.readings)))
-        return len(b.readings)
     out.events.extend((b.gw, e) for e in b.events)
     out.seqs.append(SeqMark(b.gw, b.boot, b.seq, "events", len(b.events)))
     return 0
@@ -260,6 +262,9 @@ class Ingester:
                 pending.n_readings += add_to_batch(pending.batch, item, verdict)
                 if isinstance(verdict, Rejected):
                     pending.dead.append((verdict.gw, verdict.reason))
+                elif verdict.rows is not None and verdict.rows.rows:
+                    t = verdict.rows.t_max
+                    pending.t_max = t if pending.t_max is None else max(pending.t_max, t)
                 self.metrics.messages.labels(verdict.kind or "unknown").inc()
                 if pending.n_readings >= cfg.batch_max_readings or len(pending.items) >= cfg.batch_max_messages:
                     await ready.put(pending)
@@ -376,8 +381,8 @@ class Ingester:
                 self._dl_logged.add((gw, reason))
                 log.warning("dead letter from gateway %s: %s (further ones are counted, not logged)", gw, reason)
         now = self.clock()
-        if p.batch.readings:
-            m.lag.set(now - max(r.ts for r in p.batch.readings))
+        if p.t_max is not None:
+            m.lag.set(now - p.t_max)
         m.hold.set(now - p.items[0].received)
         self.committed_batches += 1
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from cloud_ingest.fastdecode import RowBatch, decode_telemetry_rows
 from contracts.errors import ContractError, PayloadError
 from contracts.ids import is_valid_id
-from contracts.payloads import BOOT_PATTERN, Batch, Status, decode_events, decode_status, decode_telemetry
+from contracts.payloads import BOOT_PATTERN, Batch, Status, decode_events, decode_status
 from contracts.topics import parse_gw_topic
 
 _HEAD = re.compile(
@@ -34,7 +35,8 @@ class Limits:
 class Accepted:
     kind: str  # telemetry | events | status
     gw: str
-    batch: Batch | None = None
+    batch: Batch | None = None  # events
+    rows: RowBatch | None = None  # telemetry, as identity rows (see cloud_ingest.fastdecode)
     status: Status | None = None
 
 
@@ -82,8 +84,14 @@ def classify(
         if kind == "status":
             return Accepted("status", gw, status=decode_status(payload, limits.max_bytes))
         if kind == "telemetry":
-            batch = decode_telemetry(payload, limits.max_bytes)
-        elif kind == "events":
+            rb = decode_telemetry_rows(payload, limits.max_bytes)
+            if rb.gw != gw:
+                return Rejected("gw_mismatch", f"payload gw {rb.gw!r} on topic of {gw!r}", gw, kind=kind)
+            lo, hi = now - limits.late_limit_s, now + limits.skew_limit_s
+            if rb.rows and (rb.t_min < lo or rb.t_max > hi):
+                return _out_of_window((rb.t_min, rb.t_max), (lo, hi), now, gw, seq=(rb.boot, rb.seq), kind=kind)
+            return Accepted(kind, gw, rows=rb)
+        if kind == "events":
             batch = decode_events(payload, limits.max_bytes)
         else:
             return Rejected("unexpected_topic", f"ingest does not take {kind!r}", gw, kind=kind)
@@ -95,20 +103,18 @@ def classify(
     if batch.gw != gw:
         return Rejected("gw_mismatch", f"payload gw {batch.gw!r} on topic of {gw!r}", gw, kind=kind)
     lo, hi = now - limits.late_limit_s, now + limits.skew_limit_s
-    times = [r.ts for r in batch.readings] if kind == "telemetry" else [e.ts for e in batch.events]
-    if times:
-        t_min, t_max = min(times), max(times)
-        if t_min < lo or t_max > hi:
-            bad = t_min if t_min < lo else t_max
-            why = "too old" if t_min < lo else "in the future"
-            return Rejected(
-                "time_out_of_window",
-                f"sample time {bad} {why} (now {now}, window [{lo}, {hi}])",
-                gw,
-                (batch.boot, batch.seq),
-                kind,
-            )
+    times = [e.ts for e in batch.events]
+    if times and (min(times) < lo or max(times) > hi):
+        return _out_of_window((min(times), max(times)), (lo, hi), now, gw, seq=(batch.boot, batch.seq), kind=kind)
     return Accepted(kind, gw, batch=batch)
+
+
+def _out_of_window(
+    span: tuple[float, float], window: tuple[float, float], now: float, gw: str, *, seq: tuple[str, int], kind: str
+) -> Rejected:
+    (t_min, t_max), (lo, hi) = span, window
+    bad, why = (t_min, "too old") if t_min < lo else (t_max, "in the future")
+    return Rejected("time_out_of_window", f"sample time {bad} {why} (now {now}, window [{lo}, {hi}])", gw, seq, kind)
 
 
 def valid_share_group(name: str) -> bool:

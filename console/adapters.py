@@ -37,6 +37,8 @@ from console.views import (
     TimelineEntry,
     UnitView,
 )
+from rules.errors import AlarmStoreError
+from rules.store import AlarmRecord, AlarmStore
 
 # console role -> workflow roles it acts as (a supervisor is 监督中心 and 指挥中心 in one seat)
 WORKFLOW_ROLES: dict[str, tuple[WfRole, ...]] = {
@@ -253,6 +255,37 @@ class CaseAdapter:
 
         return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
                           {(h, sc): n for h, sc, n in st.by_hour_category}, row(st.total))
+
+
+class RulesAlarmAdapter:
+    """Alarms from the rule engine's own store (``rules.store.AlarmStore``): the source of truth."""
+
+    def __init__(self, store: AlarmStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()  # one SQLite connection, shared by the handler thread pool
+
+    @staticmethod
+    def _view(r: AlarmRecord) -> AlarmView:
+        state = "cleared" if not r.active else ("acknowledged" if r.acked_by else "active")
+        return AlarmView(r.alarm_id, r.device, r.rule, r.severity.value, state, r.raised_t, r.updated_t, r.value,
+                         r.acked_by)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with self._lock:
+                return fn(*args, **kwargs)
+        except AlarmStoreError as exc:
+            raise StoreUnavailable(f"alarm store: {exc}") from exc
+
+    def active(self) -> list[AlarmView]:
+        return [self._view(r) for r in self._call(self.store.list, active_only=True, limit=1000)]
+
+    def for_device(self, device_id: str, limit: int) -> list[AlarmView]:
+        return [self._view(r) for r in self._call(self.store.list, device=device_id, limit=limit)]
+
+    def get(self, alarm_id: str) -> AlarmView | None:
+        r = self._call(self.store.get, alarm_id)
+        return None if r is None else self._view(r)
 
 
 class BridgeAlarmAdapter:

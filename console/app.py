@@ -73,6 +73,37 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
+_BASE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+                 (b"x-frame-options", b"DENY")]
+_CSP = (b"content-security-policy",
+        b"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'")
+
+
+class SecurityHeaders:
+    """nosniff/frame/referrer headers on every response, a CSP on HTML (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = list(msg.get("headers", []))
+                present = {k.lower() for k, _v in headers}
+                headers += [h for h in _BASE_HEADERS if h[0] not in present]
+                ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                if ctype.startswith(b"text/html") and _CSP[0] not in present:
+                    headers.append(_CSP)
+                msg = {**msg, "headers": headers}
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -162,18 +193,7 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=lambda: ctx.settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        resp = await call_next(request)
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "same-origin")
-        resp.headers.setdefault("X-Frame-Options", "DENY")
-        if resp.headers.get("content-type", "").startswith("text/html"):
-            resp.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
-            )
-        return resp
+    app.add_middleware(SecurityHeaders)
 
     app.include_router(api.router)
     app.include_router(open311_api.router)
@@ -181,7 +201,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         return {"ok": True, "live_subscribers": the_hub.subscribers}
 
     @app.get("/api/openapi.json", include_in_schema=False)

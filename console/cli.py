@@ -31,18 +31,20 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     """Open the stores named in the config and build the app (with the MQTT live feed)."""
     from case_bridge import open_case_store
     from cloud_ingest.store import open_store
-    from console.adapters import BridgeAlarmAdapter, CaseAdapter, DeviceAdapter
+    from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
     from console.app import create_app
     from console.audit import AuditLog
     from console.context import Stores
     from console.live import Hub, LiveEvent, MqttFeed
     from contracts.payloads import OpenCases
+    from rules.store import open_alarm_store
 
     cfg = load_console_config(config_path)
     settings = cfg.console
     try:
         ts_store = open_store(settings.ingest_store_url)
         case_store = open_case_store(settings.case_store_url)
+        alarm_store = open_alarm_store(settings.alarm_store_url)
     except Exception as exc:
         raise ConsoleError(f"cannot open stores: {exc}") from exc
     cases = CaseAdapter(case_store)
@@ -62,7 +64,7 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
         asyncio.get_running_loop().create_task(refresh())
 
     feed = MqttFeed(cfg.mqtt, hub, on_case_open=case_open) if settings.live_feed else None
-    stores = Stores(devices=DeviceAdapter(ts_store), alarms=BridgeAlarmAdapter(case_store), cases=cases,
+    stores = Stores(devices=DeviceAdapter(ts_store), alarms=RulesAlarmAdapter(alarm_store), cases=cases,
                     audit=AuditLog(settings.audit_store_url), acks=feed)
 
     def reload() -> ConsoleSettings:

@@ -70,7 +70,7 @@ class ConsoleSettings(StrictModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_page_size: int = Field(default=200, ge=1, le=10_000)
     ingest_store_url: str = "sqlite:///data/timeseries.db"
-    alarm_store_url: str = "sqlite:///data/alarms.db"
+    alarm_store_url: str = "sqlite:///data/rules.db"  # the rule engine's AlarmStore
     case_store_url: str = "sqlite:///data/cases.db"
     audit_store_url: str = "sqlite:///data/console.db"
     cookie_secure: bool = False  # set true behind TLS; browsers drop Secure cookies on plain http

@@ -18,6 +18,7 @@ from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status
 from contracts.reading import DeviceInfo, Reading
+from rules.store import AlarmStore
 
 GRIDS = ("330106001001", "330106001002", "330106002001", "330102001001")
 KINDS = (("water_gauge", "wl", "radar-wl"), ("manhole", "mh", "tilt-mh"), ("lamp", "lamp", "lamp-ctl"),
@@ -75,20 +76,26 @@ def seed_timeseries(store: Store, devices: list[DeviceInfo], now: float, *, hour
 
 
 def raise_alarm(cases: CaseStore, device: DeviceInfo, rule: str, severity: Severity, *, t: float, value: float,
-                alarm_id: str | None = None) -> str:
+                alarm_id: str | None = None, alarms: AlarmStore | None = None) -> AlarmTransition:
+    """What the rule engine does (commit the transition) and the bridge then does (apply it)."""
     aid = alarm_id or f"al-{device.id}-{rule}-{int(t)}"
-    cases.apply_alarm(AlarmTransition(aid, device.id, rule, TransitionKind.RAISED, severity, t, value,
-                                      {"lat": device.lat, "lon": device.lon}), device, now=t)
-    return aid
+    tr = AlarmTransition(aid, device.id, rule, TransitionKind.RAISED, severity, t, value,
+                         {"lat": device.lat, "lon": device.lon})
+    if alarms is not None:
+        alarms.commit(None, [tr])
+    cases.apply_alarm(tr, device, now=t)
+    return tr
 
 
-def seed_cases(cases: CaseStore, devices: list[DeviceInfo], now: float) -> Demo:
+def seed_cases(cases: CaseStore, devices: list[DeviceInfo], now: float, alarms: AlarmStore | None = None) -> Demo:
     """Alarms on two gauges (one critical: auto-dispatched), citizen reports for two units."""
     demo = Demo(devices=list(devices))
     gauges = [d for d in devices if d.kind == "water_gauge"]
     for i, g in enumerate(gauges[:2]):
         sev = Severity.CRITICAL if i == 0 else Severity.MAJOR
-        demo.alarm_ids.append(raise_alarm(cases, g, "road-water-depth", sev, t=now - 3600 * (i + 1), value=0.31 + 0.1 * i))
+        tr = raise_alarm(cases, g, "road-water-depth", sev, t=now - 3600 * (i + 1), value=0.31 + 0.1 * i,
+                         alarms=alarms)
+        demo.alarm_ids.append(tr.alarm_id)
     for unit, n in (("lingyin-street", 3), ("hubin-street", 3)):
         for j in range(n):
             c = cases.create_reported(category="S0111", description=f"路面积水 {unit} #{j}", lat=LAT0, lon=LON0,
@@ -151,6 +158,7 @@ class DemoEnv:
     app: Any
     ts_store: Store
     case_store: CaseStore
+    alarm_store: AlarmStore
     demo: Demo
     acks: Any
     hub: Any
@@ -162,21 +170,23 @@ def build_demo(directory: str, *, n_devices: int = 16, now: float, settings: Any
     """Real SQLite stores in ``directory``, seeded, and a console app over them."""
     from case_bridge import open_case_store
     from cloud_ingest.store import open_store
-    from console.adapters import BridgeAlarmAdapter, CaseAdapter, DeviceAdapter
+    from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
     from console.app import create_app
     from console.audit import AuditLog
     from console.context import Stores
     from console.live import Hub
+    from rules.store import open_alarm_store
 
     ts = open_store(f"sqlite:///{directory}/timeseries.db")
     cs = open_case_store(f"sqlite:///{directory}/cases.db")
+    al = open_alarm_store(f"sqlite:///{directory}/rules.db")
     devices = make_devices(n_devices)
     seed_timeseries(ts, devices, now)
-    demo = seed_cases(cs, devices, now)
+    demo = seed_cases(cs, devices, now, alarms=al)
     settings = settings if settings is not None else demo_settings()
     acks = acks if acks is not None else RecordingAcks()
     hub = hub if hub is not None else Hub()
-    stores = Stores(devices=DeviceAdapter(ts, cache_s=0.0), alarms=BridgeAlarmAdapter(cs), cases=CaseAdapter(cs),
+    stores = Stores(devices=DeviceAdapter(ts, cache_s=0.0), alarms=RulesAlarmAdapter(al), cases=CaseAdapter(cs),
                     audit=AuditLog(f"sqlite:///{directory}/console.db"), acks=acks)
     app = create_app(settings, stores, hub=hub, clock=clock or __import__("time").time, background=background)
-    return DemoEnv(app, ts, cs, demo, acks, hub, settings)
+    return DemoEnv(app, ts, cs, al, demo, acks, hub, settings)

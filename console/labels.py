@@ -16,6 +16,7 @@ STATES: dict[str, tuple[str, str]] = {
     "extended": ("延期", "extended"),
     "extension_requested": ("申请延期", "extension requested"),
     "parked": ("挂账", "parked"),
+    "cancelled": ("作废", "cancelled"),
 }
 
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -24,6 +25,11 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "dispatch": ("派遣", "dispatch"),
     "accept": ("接收", "accept"),
     "start": ("开始处置", "start handling"),
+    "report_fix": ("处置反馈", "report fixed"),
+    "fail_verification": ("核查不通过", "fail verification"),
+    "resume": ("恢复处置", "resume"),
+    "cancel": ("作废", "cancel"),
+    "report": ("上报", "report"),
     "handle": ("处置反馈", "report handled"),
     "feedback": ("处置反馈", "report handled"),
     "verify": ("核查通过", "verify"),
@@ -63,7 +69,7 @@ URGENCIES: dict[str, tuple[str, str]] = {
     "very_urgent": ("非常紧急", "very urgent"),
 }
 
-CLOSED_STATES = frozenset({"closed", "rejected"})
+CLOSED_STATES = frozenset({"closed", "rejected", "cancelled"})
 
 
 def zh_en(table: dict[str, tuple[str, str]], key: str) -> str:

@@ -153,6 +153,7 @@ class MqttFeed:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._connected = False  # a shutdown is not a lost connection: no warning
         self._client.disconnect()
         self._client.loop_stop()
 

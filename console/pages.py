@@ -8,6 +8,7 @@ drawn as inline SVG. Labels are 中文 first, then English.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,8 +35,6 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 def _fmt_time(ts: float | None, ctx: Ctx) -> str:
     if ts is None:
         return "—"
-    from datetime import datetime
-
     return datetime.fromtimestamp(ts, ctx.tz).strftime("%m-%d %H:%M")
 
 
@@ -59,6 +58,7 @@ def _page(request: Request, name: str, p: Principal, **data: Any) -> HTMLRespons
         csrf=csrf_token(ctx.settings.secret_key, token or ""), t=lambda ts: _fmt_time(ts, ctx),
         dur=_fmt_duration, zh_en=zh_en, STATES=STATES, KINDS=KINDS, SEVERITIES=SEVERITIES, ACTIONS=ACTIONS,
         URGENCIES=URGENCIES, can=lambda perm: has(p, Perm(perm)),
+        tz_offset_min=int((ctx.tz.utcoffset(datetime.now(ctx.tz)) or timedelta(0)).total_seconds() // 60),
     )
     return templates.TemplateResponse(request, name, data)
 

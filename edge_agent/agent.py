@@ -158,10 +158,12 @@ class Agent:
         try:
             res = await dev.poller.poll(now)
         except CitywatchError as exc:
+            self._failing(dev, exc)
+            return
+        except Exception as exc:  # a bug in one device's decoding must not stop the others
             if not dev.failing:
-                dev.failing = True
-                log.error("device %s failing: %s", dev.id, exc)
-                self.uplink.request_status()
+                log.exception("device %s: unexpected error while polling", dev.id)
+            self._failing(dev, exc)
             return
         if dev.failing:
             dev.failing = False
@@ -175,9 +177,18 @@ class Agent:
             self.uplink.raise_fault("outbox_write", str(exc))
             return
         self.uplink.clear_fault("outbox_write")
+        cap = self.outbox.disk_full_cap
+        if cap is not None and "outbox_disk_full" not in self.uplink.faults:
+            self.uplink.raise_fault("outbox_disk_full", f"disk filled before the budget; policy now enforces {cap} bytes")
         self.uplink.notify_appended()
         if dev.storm_interval_s is not None:
             self._feed_storm(dev, readings)
+
+    def _failing(self, dev: DeviceRuntime, exc: Exception) -> None:
+        if not dev.failing:  # log the transition, not every repeat
+            dev.failing = True
+            log.error("device %s failing: %s", dev.id, exc)
+            self.uplink.request_status()
 
     def _feed_storm(self, dev: DeviceRuntime, readings: Sequence[Reading]) -> None:
         before = dev.storm.storm

@@ -189,14 +189,18 @@ class MqttLink:
             code, name = await asyncio.wait_for(asyncio.shield(self._connack), self._connect_timeout_s)
         except TimeoutError as exc:
             await self.close()
-            raise PublishError(f"no CONNACK from {s.host}:{s.port} within {self._connect_timeout_s} s") from exc
-        except PublishError:
+            err = PublishError(f"no CONNACK from {s.host}:{s.port} within {self._connect_timeout_s} s")
+            err.handshake_failed = True  # type: ignore[attr-defined]
+            raise err from exc
+        except PublishError as exc:
             await self.close()
+            exc.handshake_failed = True  # type: ignore[attr-defined]
             raise
         if code != 0:
             await self.close()
             err = PublishError(f"broker {s.host}:{s.port} refused the connection: {code:#04x} {name}")
             err.connack_code = code  # type: ignore[attr-defined]
+            err.handshake_failed = code in _UNSUPPORTED_VERSION  # type: ignore[attr-defined]
             raise err
 
     async def _misc(self) -> None:
@@ -260,9 +264,13 @@ async def open_link(
         await link.connect()
         return link
     except PublishError as exc:
-        if protocol != "auto" or getattr(exc, "connack_code", None) not in _UNSUPPORTED_VERSION:
+        # fall back when the broker said "unsupported version", or took the TCP connection but
+        # never answered the v5 CONNECT (3.1.1-only brokers may just drop it); not when the
+        # broker is simply unreachable
+        refused = getattr(exc, "connack_code", None) in _UNSUPPORTED_VERSION
+        if protocol != "auto" or not (refused or getattr(exc, "handshake_failed", False)):
             raise
-        log.warning("broker refused MQTT 5 (%s); falling back to MQTT 3.1.1", exc)
+        log.warning("broker did not accept MQTT 5 (%s); falling back to MQTT 3.1.1", exc)
     link = MqttLink(settings, client_id, will=will, on_message=on_message, on_puback=on_puback, protocol="3.1.1",
                     connect_timeout_s=connect_timeout_s)
     await link.connect()

@@ -179,6 +179,7 @@ class Outbox:
         budget_bytes: int,
         boot: str,
         policy: OverflowPolicy = "drop_oldest_telemetry_first",
+        max_pages: int | None = None,
     ) -> None:
         if budget_bytes <= 0:
             raise ValueError(f"budget_bytes must be > 0, got {budget_bytes}")
@@ -186,6 +187,8 @@ class Outbox:
             raise ValueError(f"unknown overflow policy {policy!r}; known: {', '.join(POLICIES)}")
         self.path = Path(path)
         self.budget_bytes = budget_bytes
+        #: set when the disk filled up before the budget did: the budget actually enforceable
+        self.disk_full_cap: int | None = None
         self.policy = policy
         self.boot = boot
         self._cls = {RecordClass.TELEMETRY: _ClassState(), RecordClass.EVENTS: _ClassState()}
@@ -198,6 +201,8 @@ class Outbox:
                 raise OutboxError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            if max_pages is not None:  # tests: a database that cannot grow, like a full disk
+                self._db.execute(f"PRAGMA max_page_count={int(max_pages)}")
             self._db.executescript(_SCHEMA)
             self._load()
         except (sqlite3.Error, OSError) as exc:
@@ -246,14 +251,43 @@ class Outbox:
 
     # ------------------------------------------------------------ append + policy
 
+    @property
+    def effective_budget(self) -> int:
+        return self.budget_bytes if self.disk_full_cap is None else min(self.budget_bytes, self.disk_full_cap)
+
     def append(self, readings: Sequence[Reading] = (), events: Sequence[Event] = ()) -> AppendResult:
         """Store samples durably (one transaction, one fsync), then enforce the byte budget.
 
         When this returns the samples are committed. Raises :class:`OutboxError` if they are not
         (nothing is then stored).
+
+        A full disk (SQLITE_FULL) before the budget is reached is handled like the budget: the
+        enforceable cap is lowered below what is stored, the policy drops (counted), and the
+        append is retried, up to 4 times.
         """
+        for _attempt in range(4):
+            try:
+                return self._append(readings, events)
+            except _DiskFull:
+                cap = self.bytes if self.disk_full_cap is None else min(self.bytes, self.disk_full_cap)
+                self.disk_full_cap = int(cap * 0.8)
+        raise OutboxError(f"{self.path}: disk full even after dropping to {self.disk_full_cap} bytes")
+
+    def _append(self, readings: Sequence[Reading], events: Sequence[Event]) -> AppendResult:
         if not readings and not events:
             return AppendResult()
+        if self.disk_full_cap is not None and self.bytes > self.disk_full_cap:
+            # make room *before* inserting: the disk has none to spare for the new rows
+            saved = self._snapshot()
+            try:
+                with self._tx():
+                    self._enforce_budget()
+                    self._write_ledger()
+            except sqlite3.Error as exc:
+                self._restore(saved)
+                if _is_full(exc):
+                    raise _DiskFull from exc
+                raise OutboxError(f"{self.path}: making room failed: {exc}") from exc
         t_rows = [(r.device, r.metric, r.ts, r.value, r.unit, int(r.quality), reading_nbytes(r)) for r in readings]
         e_rows = []
         for e in events:
@@ -281,6 +315,8 @@ class Outbox:
                 self._write_ledger()
         except sqlite3.Error as exc:
             self._restore(saved)
+            if _is_full(exc):
+                raise _DiskFull from exc
             what = f"{len(t_rows)} readings, {len(e_rows)} events"
             raise OutboxError(f"{self.path}: append of {what} failed: {exc}") from exc
         return AppendResult(dropped_t, dropped_e)
@@ -296,7 +332,7 @@ class Outbox:
     def _enforce_budget(self) -> tuple[int, int]:
         dropped = [0, 0]
         for cls in (RecordClass.TELEMETRY, RecordClass.EVENTS):  # the policy order
-            excess = self.bytes - self.budget_bytes
+            excess = self.bytes - self.effective_budget
             if excess <= 0:
                 break
             dropped[cls] = self._drop_oldest_unbatched(cls, excess)
@@ -487,6 +523,14 @@ class Outbox:
             return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
         except sqlite3.Error as exc:
             raise OutboxError(f"{self.path}: integrity check failed: {exc}") from exc
+
+
+class _DiskFull(Exception):
+    """SQLITE_FULL inside an append (internal: the append retries after dropping)."""
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class _Transaction:

@@ -41,7 +41,7 @@ class LedgerLine:
 
 
 class Acknowledger:
-    def __init__(self, host: str, port: int, gw: str, client_id: str = "cw-test-acker") -> None:
+    def __init__(self, host: str, port: int, gw: str, client_id: str = "cw-test-acker", mqtt5: bool = True) -> None:
         self.gw = gw
         self.lock = threading.Lock()
         self.readings: Counter[tuple[str, str, int]] = Counter()
@@ -56,7 +56,8 @@ class Acknowledger:
         self.paused = False
         self.status: list[payloads.Status] = []
         self.cmd_results: list[payloads.CommandResult] = []
-        self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        proto = paho.MQTTv5 if mqtt5 else paho.MQTTv311
+        self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
         self._c.on_message = self._on_message
         self._c.on_connect = self._on_connect
         self._connected = threading.Event()

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: the longest the ack timeout grows to while the cloud makes no progress
 ACK_TIMEOUT_CAP_S = 600.0
+#: how long a new connection waits for the retained ack before resending unacked batches
+RETAINED_ACK_WAIT_S = 1.0
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Uplink:
         self._ack_timeout_s = publish.ack_timeout_s
         self._status_due = 0.0
         self._cmd_tasks: set[asyncio.Task[None]] = set()
+        self._ack_seen = asyncio.Event()
         # observable counters
         self.connected = False
         self.connects = 0
@@ -97,16 +100,23 @@ class Uplink:
         self.last_ack_at: float | None = None
         self.faults: dict[str, Fault] = {}
         self.protocol: str | None = None
+        self._protocol_choice = publish.protocol
 
     # ------------------------------------------------------------ called by the agent
 
     def notify_appended(self) -> None:
         """New rows are in the outbox: start their linger clock and wake the sender."""
         now = time.monotonic()
+        wake = False
         for cls in RecordClass:
-            if self._unbatched_since[cls] is None and self.outbox.unbatched(cls):
-                self._unbatched_since[cls] = now
-        self._wake.set()
+            n = self.outbox.unbatched(cls)
+            if self._unbatched_since[cls] is None and n:
+                self._unbatched_since[cls] = now  # a new linger deadline: the sender must re-plan
+                wake = True
+            elif n >= self.limits.max_records:
+                wake = True
+        if wake:  # otherwise the sender's linger timer is already set: save a wake-up per poll
+            self._wake.set()
 
     def request_status(self) -> None:
         self._status_due = 0.0
@@ -134,6 +144,7 @@ class Uplink:
                 "depth": led.depth,
                 "bytes": led.bytes,
                 "budget_bytes": self.outbox.budget_bytes,
+                "disk_full_cap_bytes": self.outbox.disk_full_cap,
                 "telemetry": led.telemetry.present,
                 "events": led.events.present,
                 "unacked_batches": self.outbox.unacked_count,
@@ -173,7 +184,7 @@ class Uplink:
                     will=(topics.status(self.gw), payloads.encode_status(payloads.Status("offline", self.boot))),
                     on_message=self._on_message,
                     on_puback=self._on_puback,
-                    protocol=self.cfg.protocol,
+                    protocol=self._protocol_choice,
                     connect_timeout_s=self.cfg.connect_timeout_s,
                 )
             except PublishError as exc:
@@ -190,6 +201,8 @@ class Uplink:
             self.connected = True
             self.connects += 1
             self.protocol = link.protocol
+            if self._protocol_choice == "auto" and link.protocol == "3.1.1":
+                self._protocol_choice = "3.1.1"  # this broker does not speak 5: do not ask again
             log.info("uplink connected to %s (MQTT %s)", self.mqtt.url, link.protocol)
             try:
                 await self._session(link)
@@ -198,6 +211,9 @@ class Uplink:
                 raise
             except PublishError as exc:
                 log.warning("uplink lost: %s", exc)
+            except OutboxError as exc:  # cannot read what to send: say so, back off, try again
+                self.raise_fault("outbox_read", str(exc))
+                await asyncio.sleep(self.cfg.reconnect_max_s)
             finally:
                 self.connected = False
                 self._link = None
@@ -215,9 +231,15 @@ class Uplink:
             await asyncio.sleep(0.05)
 
     async def _session(self, link: MqttLink) -> None:
+        self._ack_seen.clear()
         link.subscribe([(topics.ack(self.gw), 1), (topics.cmd(self.gw), 1)])
         self._publish_status(link)
         self._sent_at.clear()
+        # the retained watermark arrives right after SUBACK: apply it before resending, so
+        # batches the cloud committed while we were away are not sent again
+        if self.outbox.unacked_count:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ack_seen.wait(), RETAINED_ACK_WAIT_S)
         for h in self.outbox.unacked():  # resend in order, same (boot, seq) and contents
             self._send(link, h)
             self.resent_batches += 1
@@ -274,7 +296,7 @@ class Uplink:
                                    self.outbox.unacked_count, self.limits, now):
                     continue
                 h = self.outbox.form_batch(cls, self.limits.max_records, self.limits.max_bytes)
-                # rows still waiting are older than anything new: eligible as soon as the window allows
+                # a remainder smaller than a batch lingers again (to fill up); a full batch goes at once
                 self._unbatched_since[cls] = now if self.outbox.unbatched(cls) else None
                 if h is not None:
                     self._send(link, h)
@@ -316,6 +338,7 @@ class Uplink:
             task.add_done_callback(self._cmd_tasks.discard)
 
     def _handle_ack(self, payload: bytes) -> None:
+        self._ack_seen.set()
         try:
             acked = payloads.decode_ack(payload)
         except PayloadError as exc:

@@ -160,6 +160,10 @@ class BusSpec(StrictModel):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     link: str | None = None  # rtu: also make this symlink to the pty slave (a stable path)
+    # rtu: answer only after the time the exchange takes on a real line at this baud rate
+    # (request + reply characters, t3.5, plus turnaround_ms); a pty itself carries bytes instantly
+    wire_time: bool = False
+    turnaround_ms: float = Field(default=0.0, ge=0.0, le=10000.0)  # slave think time (rtu and tcp)
 
     @field_validator("id", "gateway")
     @classmethod
@@ -237,6 +241,9 @@ class SimConfig(StrictModel):
     clock: ClockSettings = ClockSettings()
     storm: StormSettings = StormSettings()
     outages: list[OutageSpec] = Field(default_factory=list)
+    # the scripted events (storm, cover lifts, water under covers, circuit outages) happen again every
+    # repeat_s simulated seconds, so a long-running demo keeps producing alarms; None: once
+    repeat_s: float | None = Field(default=None, gt=0.0)
     buses: list[BusSpec]
     devices: list[DeviceSpec]
 
@@ -263,6 +270,15 @@ class SimConfig(StrictModel):
         for o in self.outages:
             if o.circuit not in circuits:
                 raise ValueError(f"outage: no lamp is on circuit {o.circuit!r}")
+            if self.repeat_s is not None and (o.end_s is None or o.end_s > self.repeat_s):
+                raise ValueError(f"outage on {o.circuit}: a repeated script needs end_s <= repeat_s {self.repeat_s}")
+        if self.repeat_s is not None:
+            for d in self.devices:
+                sc = d.scenario
+                if isinstance(sc, ManholeScenario) and sc.lift is not None:
+                    end = sc.lift.reseat_s
+                    if end is None or end > self.repeat_s:
+                        raise ValueError(f"device {d.id}: a repeated script needs lift.reseat_s <= repeat_s")
         return self
 
     def device(self, device_id: str) -> DeviceSpec:

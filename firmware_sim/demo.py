@@ -169,6 +169,7 @@ def demo_config() -> dict[str, Any]:
         "seed": SEED,
         "clock": {"speed": 4.0, "start_local_hour": None, "tz_offset_h": 8},
         "storm": {"start_s": 120},
+        "repeat_s": 7200,
         "outages": [{"circuit": "c-xihu-02", "start_s": 900, "end_s": 1800}],
         "buses": buses,
         "devices": devices,
@@ -181,7 +182,9 @@ HEADER = """\
 # not this file; tests/unit/firmware_sim checks the two agree).
 #
 # Times (`*_s`) are simulated seconds since the simulator started; clock.speed runs simulated
-# time faster than the wall clock (x4: the storm peaks 5-10 minutes into the demo).
+# time faster than the wall clock (x4: the storm peaks 5-10 minutes into the demo). The script
+# (storm, cover lifts, water under covers, the circuit outage) repeats every repeat_s (7200 s,
+# 30 wall minutes at x4), so a demo left running keeps producing alarms.
 # clock.start_local_hour null: the lamp schedule follows the local (UTC+8) wall time of day.
 """
 

@@ -174,10 +174,13 @@ class SimDevice:
             bisect.insort(self.history.boots, end)
 
     def reappear(self, reboot: bool = True) -> None:
+        """End a :meth:`disappear` early (its scheduled comeback reboot is cancelled)."""
         now = self.now()
-        self.faults.runtime_windows = [
-            w for w in self.faults.runtime_windows if not (w.absent and (w.end_s is None or w.end_s > now))
-        ]
+        ending = [w for w in self.faults.runtime_windows if w.absent and (w.end_s is None or w.end_s > now)]
+        for w in ending:
+            if w.reboot_at_end and w.end_s is not None and w.end_s in self.history.boots:
+                self.history.boots.remove(w.end_s)
+        self.faults.runtime_windows = [w for w in self.faults.runtime_windows if w not in ending]
         if reboot:
             bisect.insort(self.history.boots, now)
 
@@ -203,7 +206,8 @@ class SimDevice:
         if spikes is not None and spikes.spike_rate > 0 and self._rng.random() < spikes.spike_rate:
             name = spikes.spike_field or _MAIN_FIELD.get(self.spec.kind, "")
             if name in values:
-                values[name] += spikes.spike_magnitude
+                is_bit = self.profile.field(name).dtype is DataType.BIT
+                values[name] = (1.0 - values[name]) if is_bit else values[name] + spikes.spike_magnitude
         image: dict[RegisterKind, dict[int, int]] = {k: {} for k in RegisterKind}
         for name, value in values.items():
             f = self.profile.field(name)

@@ -167,29 +167,35 @@ def split_rtu_request(buf: bytes) -> RtuChunk:
 
     Returns consumed=0 when more bytes are needed, consumed=1 (adu None) to drop one byte of
     garbage, or the frame. A frame whose length is known but whose CRC is wrong also drops
-    just one byte, so a valid frame hidden behind garbage is still found.
+    just one byte, and so does a head that would need more bytes while a complete valid frame
+    already sits further on (garbage that looks like the start of a long frame), so a valid
+    frame hidden behind garbage is still found.
     """
     if len(buf) < 4:
         return RtuChunk(0, None)
     pdu_len = _request_pdu_len(buf[1:])
     fc = buf[1]
     if pdu_len is None and fc in (15, 16):
-        return RtuChunk(0, None)
+        return _wait_or_skip(buf)
     if pdu_len is not None:
         total = 1 + pdu_len + 2
         if total > MAX_RTU_ADU:
             return RtuChunk(1, None)
         if len(buf) < total:
-            return RtuChunk(0, None)
+            return _wait_or_skip(buf)
         frame = buf[:total]
         return RtuChunk(total, frame) if crc_ok(frame) else RtuChunk(1, None)
     # unknown function: the shortest prefix with a matching CRC is the frame
     for total in range(4, min(len(buf), MAX_RTU_ADU) + 1):
         if crc_ok(buf[:total]):
             return RtuChunk(total, buf[:total])
-    if len(buf) >= MAX_RTU_ADU or _known_frame_after(buf):
+    if len(buf) >= MAX_RTU_ADU:
         return RtuChunk(1, None)
-    return RtuChunk(0, None)
+    return _wait_or_skip(buf)
+
+
+def _wait_or_skip(buf: bytes) -> RtuChunk:
+    return RtuChunk(1, None) if _known_frame_after(buf) else RtuChunk(0, None)
 
 
 def _known_frame_after(buf: bytes) -> bool:

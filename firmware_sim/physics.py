@@ -83,12 +83,22 @@ class Hydrograph:
         return cross(self.onset_s, tp, True), cross(tp, end, False)
 
 
-def gauge_depth_m(h: Hydrograph, t: float, seed: int, key: str, noise_m: float = 0.002) -> float:
+def storm_depth_m(h: Hydrograph, t: float, repeat_s: float | None = None) -> float:
+    """The hydrograph, or with ``repeat_s`` a storm every ``repeat_s`` (the last one's tail added)."""
+    if repeat_s is None or t < repeat_s:
+        return h.depth_m(t)
+    phase = t % repeat_s
+    return h.depth_m(phase) + h.depth_m(phase + repeat_s)
+
+
+def gauge_depth_m(  # noqa: PLR0917 - all are physics inputs
+    h: Hydrograph, t: float, seed: int, key: str, noise_m: float = 0.002, repeat_s: float | None = None
+) -> float:
     """Measured depth: the hydrograph plus sensor noise (radar ±2 mm), never negative.
 
     Noise changes once per simulated second, so repeated reads inside a second agree.
     """
-    true = h.depth_m(t)
+    true = storm_depth_m(h, t, repeat_s)
     noisy = true + noise_m * unit_noise(seed, key + "/depth", math.floor(t))
     return max(0.0, noisy)
 

@@ -19,6 +19,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from contracts.metrics import METRIC_UNITS
+from contracts.reading import Event, Reading
 from firmware_sim.config import (
     DeviceSpec,
     GaugeScenario,
@@ -115,6 +117,11 @@ class Scenario:
         """Device (wall) time of simulated time t: WIM record times and the lamp schedule use it."""
         return self.unix_of(t) if self.unix_of is not None else self.start_unix + t
 
+    def _phase(self, t: float) -> float:
+        """Time inside the scripted cycle (``repeat_s``), or t itself when the script runs once."""
+        r = self.config.repeat_s
+        return t % r if r is not None and t >= 0 else t
+
     def local_hour(self, t: float) -> float:
         """Local time of day (hours) at simulated time t; drives the lamp schedule."""
         clock = self.config.clock
@@ -164,6 +171,39 @@ class Scenario:
             out.update(profile.derive(decoded))
         return out
 
+    def readings(self, device_id: str, t: float, history: History | None = None) -> list[Reading]:
+        """The readings a gateway polling at simulated time t would produce (sample time = device wall time)."""
+        ts = self.unix(t)
+        return [
+            Reading(device_id, metric, ts, value, METRIC_UNITS[metric])
+            for metric, value in sorted(self.metrics(device_id, t, history).items())
+        ]
+
+    def vehicle_events(self, device_id: str, t0: float, t1: float, history: History | None = None) -> list[Event]:
+        """The ``vehicle`` events of trucks crossing in (t0, t1], as the gateway builds them from the
+        scale's records (id ``"<record no>-<time ms>"``, record numbers restarting after a reboot)."""
+        h = history or EMPTY_HISTORY
+        stream = self._stream(device_id)
+        out: list[Event] = []
+        for v in stream.until(t1):
+            if v.t <= t0:
+                continue
+            rec = self._record(v, v.seq - self._wim_base(stream, v.t, h))
+            out.append(Event(device_id, "vehicle", f"{rec.record_no}-{round(rec.ts * 1000)}", rec.ts, rec.body()))
+        return out
+
+    def _record(self, v: Vehicle, record_no: int) -> WimRecord:
+        return WimRecord(
+            record_no=record_no,
+            ts=round(self.unix(v.t), 3),
+            lane=v.lane,
+            speed_kmh=v.speed_kmh,
+            gross_kg=float(v.gross_kg),
+            axle_kg=tuple(float(a) for a in v.axle_kg),
+            spacing_m=v.spacing_m,
+            vehicle_class=v.axles,
+        )
+
     def vehicles(self, device_id: str, t: float) -> list[Vehicle]:
         """Every truck that crossed the WIM lane of ``device_id`` up to t (reboots do not change traffic)."""
         return self._stream(device_id).until(t)
@@ -178,22 +218,7 @@ class Scenario:
         base = self._wim_base(stream, t, h)
         count = stream.count_until(t) - base
         first = max(1, count - RECORDS.slots + 1)
-        out = []
-        for n in range(first, count + 1):
-            v = stream.vehicle(base + n)
-            out.append(
-                WimRecord(
-                    record_no=n,
-                    ts=round(self.unix(v.t), 3),
-                    lane=v.lane,
-                    speed_kmh=v.speed_kmh,
-                    gross_kg=float(v.gross_kg),
-                    axle_kg=tuple(float(a) for a in v.axle_kg),
-                    spacing_m=v.spacing_m,
-                    vehicle_class=v.axles,
-                )
-            )
-        return out
+        return [self._record(stream.vehicle(base + n), n) for n in range(first, count + 1)]
 
     # ------------------------------------------------------------ per kind
 
@@ -205,7 +230,8 @@ class Scenario:
         # from its configured install height and datum, so a wrong configuration shows up in depth only
         install = float(spec.registers.get("install_height", sc.install_height_m))
         datum = float(spec.registers.get("datum_offset", 0.0))
-        depth = min(gauge_depth_m(hydro, t, seed, spec.id, sc.noise_m), sc.install_height_m - 0.06)
+        depth = gauge_depth_m(hydro, t, seed, spec.id, sc.noise_m, self.config.repeat_s)
+        depth = min(depth, sc.install_height_m - 0.06)
         distance = round(sc.install_height_m - depth, 3)
         temp = sc.temperature_c + 0.5 * unit_noise(seed, spec.id + "/temp", math.floor(t / 60.0))
         return {
@@ -245,8 +271,10 @@ class Scenario:
         lift = None
         if sc.lift is not None:
             lift = CoverLift(sc.lift.lift_s, sc.lift.reseat_s, sc.lift.tilt_deg, sc.lift.azimuth_deg)
-        st = cover_state(bx, by, lift, t, seed, spec.id, sc.noise_deg)
-        wet = any(w.start_s <= t and (w.end_s is None or t < w.end_s) for w in sc.water_under)
+        # a repeated script replays the lift; the noise still follows real time
+        st = cover_state(bx, by, lift, self._phase(t), seed, spec.id, sc.noise_deg)
+        p = self._phase(t)
+        wet = any(w.start_s <= p and (w.end_s is None or p < w.end_s) for w in sc.water_under)
         return {
             "tilt_x": round(st.tilt_x_deg, 2),
             "tilt_y": round(st.tilt_y_deg, 2),
@@ -263,8 +291,9 @@ class Scenario:
     # ---- lamps
 
     def _supply_v(self, spec: DeviceSpec, sc: LampScenario, t: float) -> float:
+        p = self._phase(t)
         for o in self.config.outages:
-            if o.circuit == spec.circuit and o.start_s <= t and (o.end_s is None or t < o.end_s):
+            if o.circuit == spec.circuit and o.start_s <= p and (o.end_s is None or p < o.end_s):
                 return 0.0
         return supply_voltage_v(t, self.seed(spec.id), f"circuit/{spec.circuit}", sc.nominal_v)
 
@@ -324,9 +353,12 @@ class Scenario:
         if t <= 0:
             return 0.0, 0.0
         cuts = {0.0, t, sc.fault_from_s, *self._schedule_transitions(sc, 0.0, t)}
+        repeats = 1 if self.config.repeat_s is None else math.ceil(t / self.config.repeat_s) + 1
+        period = self.config.repeat_s or 0.0
         for o in self.config.outages:
             if o.circuit == spec.circuit:
-                cuts.update({o.start_s, o.end_s if o.end_s is not None else t})
+                for k in range(repeats):
+                    cuts.update({o.start_s + k * period, (o.end_s if o.end_s is not None else t) + k * period})
         cuts.update(h.change_times())
         points = sorted(c for c in cuts if 0.0 <= c <= t)
         boot = h.last_boot(t)

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from firmware_sim.clock import SimClock
-from firmware_sim.config import BusSpec, SimConfig
+from firmware_sim.config import BusSpec, SimConfig, load_sim_config
 from firmware_sim.device import Reply, SimDevice
 from firmware_sim.errors import SimTransportError, UnknownDevice
 from firmware_sim.frames import (
@@ -67,6 +67,12 @@ def mangle_tcp(adu: bytes, reply: Reply) -> list[bytes]:
     if reply.garbage_prefix:
         data = GARBAGE + data
     return split_bytes(data, reply.split_pieces) if reply.split_gap_s is not None else [data]
+
+
+def wire_time_s(chars: int, baudrate: int, parity: str = "N", stopbits: int = 1) -> float:
+    """Time ``chars`` characters plus one t3.5 take on a serial line (1 start + 8 data + parity + stop bits)."""
+    bits = 1 + 8 + (0 if parity == "N" else 1) + stopbits
+    return chars * bits / baudrate + t35_s(baudrate)
 
 
 def split_bytes(data: bytes, pieces: int) -> list[bytes]:
@@ -168,6 +174,9 @@ class TcpBus(_Bus):
                     await self._send(writer, mangle_tcp(mbap_adu(tid, unit, reply.pdu), reply), reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except Exception:
+            self.server.errors += 1
+            log.exception("bus %s: connection handler failed; closing the connection", self.id)
         finally:
             if task is not None:
                 self._conns.discard(task)
@@ -176,8 +185,9 @@ class TcpBus(_Bus):
                 await writer.wait_closed()
 
     async def _send(self, writer: asyncio.StreamWriter, pieces: list[bytes], reply: Reply) -> None:
-        if reply.delay_s > 0:
-            await asyncio.sleep(reply.delay_s)
+        wait = reply.delay_s + self.spec.turnaround_ms / 1000.0
+        if wait > 0:
+            await asyncio.sleep(wait)
         for i, piece in enumerate(pieces):
             if i and reply.split_gap_s:
                 await asyncio.sleep(reply.split_gap_s)
@@ -335,9 +345,15 @@ class RtuBus(_Bus):
                 if reply.pdu is None:
                     self.stats.silent += 1
                     continue
-                pieces = mangle_rtu(rtu_adu(unit, reply.pdu), reply)
-                if reply.delay_s > 0:
-                    await asyncio.sleep(reply.delay_s)
+                adu = rtu_adu(unit, reply.pdu)
+                pieces = mangle_rtu(adu, reply)
+                wait = reply.delay_s + self.spec.turnaround_ms / 1000.0
+                if self.spec.wire_time:
+                    wait += wire_time_s(
+                        len(pdu) + 3 + len(adu), self.spec.baudrate, self.spec.parity, self.spec.stopbits
+                    )
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 for i, piece in enumerate(pieces):
                     if i and reply.split_gap_s:
                         await asyncio.sleep(reply.split_gap_s)
@@ -388,6 +404,15 @@ class SimServer:
         self.errors = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = False
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, speed: float | None = None, start_unix: float | None = None) -> SimServer:
+        return cls(load_sim_config(path), speed=speed, start_unix=start_unix)
+
+    @property
+    def gateways(self) -> list[str]:
+        """Ids of the simulated gateways (each owns some buses), in config order."""
+        return self.config.gateways()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -442,6 +467,20 @@ class SimServer:
 
     def bus(self, bus_id: str) -> TcpBus | RtuBus:
         return self.buses[bus_id]
+
+    def rtu_bus(self, bus_id: str) -> RtuBus:
+        """The pty bus ``bus_id`` (``unplug()``/``replug()``); TypeError if it is a TCP bus."""
+        bus = self.buses[bus_id]
+        if not isinstance(bus, RtuBus):
+            raise TypeError(f"bus {bus_id} is a TCP bus")
+        return bus
+
+    def tcp_bus(self, bus_id: str) -> TcpBus:
+        """The TCP bus ``bus_id`` (``go_down()``/``come_up()``/``close_connections()``)."""
+        bus = self.buses[bus_id]
+        if not isinstance(bus, TcpBus):
+            raise TypeError(f"bus {bus_id} is an RTU bus")
+        return bus
 
     @property
     def tcp_endpoints(self) -> dict[str, tuple[str, int, int]]:

@@ -95,24 +95,19 @@ class TcpTransport:
             raise BusClosed(f"{self.host}:{self.port} is not connected")
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        reader, writer = self._reader, self._writer
         try:
-            self._writer.write(tcp_request(req, tid))
-            await self._writer.drain()
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise NoResponse(f"unit {req.unit}: no reply within {timeout_s * 1000:.0f} ms")
-                header = await asyncio.wait_for(self._reader.readexactly(7), remaining)
-                mbap = parse_mbap(header)
-                pdu = await asyncio.wait_for(self._reader.readexactly(mbap.length - 1), max(deadline - loop.time(),
-                                                                                            0.05))
-                if mbap.transaction_id != tid:
-                    continue  # a late reply to an earlier, timed-out request
-                if mbap.unit != req.unit:
-                    raise BadFrame(f"reply from unit {mbap.unit} to a request for unit {req.unit}")
-                return pdu
+            async with asyncio.timeout(timeout_s):  # one deadline for the whole exchange (no extra task)
+                writer.write(tcp_request(req, tid))
+                await writer.drain()
+                while True:
+                    mbap = parse_mbap(await reader.readexactly(7))
+                    pdu = await reader.readexactly(mbap.length - 1)
+                    if mbap.transaction_id != tid:
+                        continue  # a late reply to an earlier, timed-out request
+                    if mbap.unit != req.unit:
+                        raise BadFrame(f"reply from unit {mbap.unit} to a request for unit {req.unit}")
+                    return pdu
         except TimeoutError as exc:
             raise NoResponse(f"unit {req.unit}: no reply within {timeout_s * 1000:.0f} ms") from exc
         except BadFrame:
@@ -158,6 +153,7 @@ class SerialTransport:
                 stopbits=serial.STOPBITS_TWO if self.stopbits == 2 else serial.STOPBITS_ONE,
                 timeout=0,
                 write_timeout=0,
+                exclusive=True,  # a probe must not talk over a running agent on the same line
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BusError(f"cannot open {self.path}: {exc}") from exc
@@ -390,12 +386,16 @@ class Bus:
 
         Retries only on no reply or a mangled reply. Exception replies are never retried here
         (01–03 mean the request is wrong; 04/05/06/0A/0B mean back off, which is the poller's
-        job). A bus failure raises :class:`BusError` at once.
+        job). A bus failure raises :class:`BusError`; only a connection that had been working
+        and dropped (a TCP peer closing an idle connection, a concentrator rebooting) is reopened
+        and the request sent again at once, one time, before the bus is declared down.
         """
         timeout = (self.cfg.timeout_ms / 1000.0) if timeout_s is None else timeout_s
         tries = 1 + (self.cfg.retries if retries is None else retries)
         last: DeviceError | None = None
-        for _attempt in range(tries):
+        attempt = 0
+        reconnected = False
+        while attempt < tries:
             await self._acquire(req)
             try:
                 await self._ensure_open()
@@ -406,10 +406,16 @@ class Bus:
                 raise
             except (NoResponse, BadFrame) as exc:
                 last = exc
+                attempt += 1
             except BusError as exc:
-                if self._down_reason is None:  # failed mid-transaction (open failures are marked already)
-                    self._mark_down(str(exc))
+                was_up = self._down_reason is None
                 await self.transport.close()
+                if was_up and not reconnected and self.cfg.type == "tcp":
+                    reconnected = True
+                    log.debug("bus %s: connection dropped (%s); reconnecting at once", self.id, exc)
+                    continue
+                if was_up:  # failed mid-transaction (open failures are marked already)
+                    self._mark_down(str(exc))
                 raise
             finally:
                 try:

@@ -46,7 +46,7 @@ from rules.specs import (
     StalenessRule,
     SupplyVoltageRule,
 )
-from rules.sun import local_sun_times, sun_is_up
+from rules.sun import _day_events
 
 _RANK_TO_SEV = {s.rank: s for s in SEVERITIES}
 
@@ -134,73 +134,127 @@ def default_case_policy(transitions: Sequence[AlarmTransition]) -> dict[str, int
     return dict(counts)
 
 
-# ---------------------------------------------------------------- vectorised pieces
+# ---------------------------------------------------------------- segments: many devices in one array
 
 
-def _run_start_t(t: np.ndarray, cond: np.ndarray) -> np.ndarray:
-    """For each sample, the time its run of consecutive ``cond`` samples started (garbage where not cond)."""
+@dataclass(slots=True)
+class Segs:
+    """Concatenated per-device arrays: segment k is ``[bounds[k], bounds[k+1])`` and belongs to ``devices[k]``."""
+
+    t: np.ndarray
+    v: np.ndarray
+    bounds: np.ndarray  # int64, len = segments + 1
+    devices: list[str]
+    first: np.ndarray = field(init=False)  # True at each segment's first sample
+    end: np.ndarray = field(init=False)  # per sample: one past its segment's last sample
+
+    def __post_init__(self) -> None:
+        n = self.t.size
+        self.first = np.zeros(n, dtype=bool)
+        starts = self.bounds[:-1][self.bounds[:-1] < n]
+        self.first[starts] = True
+        lengths = np.diff(self.bounds)
+        self.end = np.repeat(self.bounds[1:], lengths)
+
+    @classmethod
+    def build(cls, parts: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> Segs:
+        parts = [p for p in parts if p[1].size]
+        if not parts:
+            return cls(np.empty(0), np.empty(0), np.zeros(1, dtype=np.int64), [])
+        bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+        bounds[1:] = np.cumsum([p[1].size for p in parts])
+        return cls(
+            np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), bounds, [p[0] for p in parts]
+        )
+
+    def select(self, mask: np.ndarray) -> Segs:
+        """The samples where ``mask`` holds, keeping segments (empty ones dropped)."""
+        keep_counts = np.add.reduceat(mask.astype(np.int64), self.bounds[:-1]) if self.t.size else np.zeros(0)
+        devices = [d for d, c in zip(self.devices, keep_counts.tolist(), strict=True) if c]
+        counts = keep_counts[keep_counts > 0]
+        bounds = np.zeros(counts.size + 1, dtype=np.int64)
+        bounds[1:] = np.cumsum(counts)
+        return Segs(self.t[mask], self.v[mask], bounds, devices)
+
+
+def _run_start_t(t: np.ndarray, cond: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """For each sample, the time its run of consecutive ``cond`` samples (within its segment) started."""
     n = cond.size
     if n == 0:
         return t
     starts = cond.copy()
-    starts[1:] &= ~cond[:-1]
+    starts[1:] &= ~cond[:-1] | first[1:]
     idx = np.where(starts, np.arange(n), 0)
     np.maximum.accumulate(idx, out=idx)
     return t[idx]
 
 
 def latch_vector(
-    t: np.ndarray, raise_c: np.ndarray, clear_c: np.ndarray, raise_after_s: float, clear_after_s: float
+    seg: Segs, raise_c: np.ndarray, clear_c: np.ndarray, raise_after_s: float, clear_after_s: float
 ) -> np.ndarray:
-    """Latch state after each sample (bool array); equals :func:`rules.lifecycle.step_latch` sample by sample."""
+    """Latch state after each sample; equals :func:`rules.lifecycle.step_latch` sample by sample, per segment."""
+    t = seg.t
     n = t.size
     on = np.zeros(n, dtype=bool)
     if n == 0:
         return on
-    raise_ok = raise_c & (t - _run_start_t(t, raise_c) >= raise_after_s)
-    clear_ok = clear_c & (t - _run_start_t(t, clear_c) >= clear_after_s)
+    raise_ok = raise_c & (t - _run_start_t(t, raise_c, seg.first) >= raise_after_s)
+    clear_ok = clear_c & (t - _run_start_t(t, clear_c, seg.first) >= clear_after_s)
     r_idx = np.flatnonzero(raise_ok)
     c_idx = np.flatnonzero(clear_ok)
+    if r_idx.size == 0:
+        return on
+    ends = seg.end
     i = 0
+    nr, nc = r_idx.size, c_idx.size
     while True:
         k = int(np.searchsorted(r_idx, i))
-        if k >= r_idx.size:
+        if k >= nr:
             break
         j = int(r_idx[k])
+        stop = int(ends[j])
         m = int(np.searchsorted(c_idx, j + 1))
-        if m >= c_idx.size:
-            on[j:] = True
-            break
-        e = int(c_idx[m])
-        on[j:e] = True
-        i = e + 1
+        e = int(c_idx[m]) if m < nc else n
+        if e >= stop:
+            on[j:stop] = True
+            i = stop
+        else:
+            on[j:e] = True
+            i = e + 1
     return on
 
 
 def alarms_from_levels(
-    t: np.ndarray,
-    sev_rank: np.ndarray,
-    values: np.ndarray,
-    *,
-    device: str,
-    rule: str,
-    flap: FlapPolicy | None,
+    seg: Segs, sev_rank: np.ndarray, values: np.ndarray, *, rule: str, flap: FlapPolicy | None
 ) -> list[AlarmTransition]:
     """Alarm transitions from a per-sample latched severity rank (0 = none); same as ``step_alarm``."""
     out: list[AlarmTransition] = []
+    t = seg.t
     n = t.size
     if n == 0:
         return out
-    change = np.flatnonzero(np.diff(sev_rank, prepend=np.int8(0)) != 0)
+    changed = np.diff(sev_rank, prepend=np.int8(0)) != 0
+    changed |= seg.first & (sev_rank > 0)
+    change = np.flatnonzero(changed)
+    if change.size == 0:
+        return out
+    seg_of = np.searchsorted(seg.bounds, change, side="right") - 1
+    hold = flap is not None and flap.hold_s > 0
     alarm_id: str | None = None
     cur = 0
     flapping = False
     raises: list[float] = []
-    hold = flap is not None and flap.hold_s > 0
-    for pos, i in enumerate(change.tolist()):
+    cur_seg = -1
+    device = ""
+    ch = change.tolist()
+    segs = seg_of.tolist()
+    for pos, i in enumerate(ch):
+        sk = segs[pos]
+        if sk != cur_seg:
+            cur_seg, device = sk, seg.devices[sk]
+            alarm_id, cur, flapping, raises = None, 0, False, []
         s = int(sev_rank[i])
         ti = float(t[i])
-        val = float(values[i])
         if s > 0:
             sev = _RANK_TO_SEV[s]
             if alarm_id is None:
@@ -211,18 +265,19 @@ def alarms_from_levels(
                         raises.pop(0)
                 flapping = flap is not None and len(raises) >= flap.max_raises
                 alarm_id = alarm_id_for(device, rule, ti)
-                out.append(AlarmTransition(alarm_id, device, rule, TransitionKind.RAISED, sev, ti, val))
+                out.append(AlarmTransition(alarm_id, device, rule, TransitionKind.RAISED, sev, ti, float(values[i])))
             elif s != cur:
                 kind = TransitionKind.ESCALATED if s > cur else TransitionKind.DEESCALATED
-                out.append(AlarmTransition(alarm_id, device, rule, kind, sev, ti, val))
+                out.append(AlarmTransition(alarm_id, device, rule, kind, sev, ti, float(values[i])))
             cur = s
             continue
         if alarm_id is None:
             continue
         j = i
         if flapping and hold and flap is not None:
-            nxt = int(change[pos + 1]) if pos + 1 < change.size else n
-            j = int(np.searchsorted(t, ti + flap.hold_s, side="left"))
+            nxt = ch[pos + 1] if pos + 1 < len(ch) else n
+            nxt = min(nxt, int(seg.end[i]))
+            j = int(np.searchsorted(t[i:nxt], ti + flap.hold_s, side="left")) + i
             if j >= nxt:
                 continue  # re-raised (or history ended) before the hold elapsed: the alarm stays
         cleared = TransitionKind.CLEARED
@@ -232,33 +287,46 @@ def alarms_from_levels(
     return out
 
 
-def threshold_vector(c: Compiled, device: str, t: np.ndarray, v: np.ndarray) -> list[AlarmTransition]:
-    """A compiled threshold/tilt/battery rule over one device's good samples."""
-    value = v + c.offset if c.offset else v
-    rank = np.zeros(t.size, dtype=np.int8)
+def threshold_vector(c: Compiled, seg: Segs) -> list[AlarmTransition]:
+    """A compiled threshold/tilt/battery rule over good samples of its devices (all with the same compiled form)."""
+    value = seg.v + c.offset if c.offset else seg.v
+    rank = np.zeros(seg.t.size, dtype=np.int8)
     for lv in c.levels:
         if c.above:
-            on = latch_vector(t, value >= lv.raise_at, value < lv.clear_at, lv.raise_after_s, lv.clear_after_s)
+            on = latch_vector(seg, value >= lv.raise_at, value < lv.clear_at, lv.raise_after_s, lv.clear_after_s)
         else:
-            on = latch_vector(t, value <= lv.raise_at, value > lv.clear_at, lv.raise_after_s, lv.clear_after_s)
+            on = latch_vector(seg, value <= lv.raise_at, value > lv.clear_at, lv.raise_after_s, lv.clear_after_s)
         np.maximum(rank, np.where(on, np.int8(lv.severity.rank), np.int8(0)), out=rank)
-    return alarms_from_levels(t, rank, value, device=device, rule=c.name, flap=c.flap)
+    return alarms_from_levels(seg, rank, value, rule=c.name, flap=c.flap)
 
 
-def _rate_eval_points(t: np.ndarray, rule: RateRule) -> tuple[np.ndarray, np.ndarray]:
+def _rate_eval_points(seg: Segs, rule: RateRule) -> tuple[np.ndarray, np.ndarray]:
     """Indices where the live engine computes a slope, and each one's window start index."""
+    t = seg.t
     n = t.size
-    start = np.searchsorted(t, t - rule.window_s, side="left")
+    start = np.empty(n, dtype=np.int64)
+    b = seg.bounds.tolist()
+    for k in range(len(b) - 1):
+        lo, hi = b[k], b[k + 1]
+        start[lo:hi] = np.searchsorted(t[lo:hi], t[lo:hi] - rule.window_s, side="left") + lo
     enough = (np.arange(n) - start + 1) >= rule.min_points
-    cand = np.flatnonzero(enough)
-    if cand.size == 0 or rule.eval_every_s <= 0:
-        return cand, start[cand]
+    if rule.eval_every_s <= 0:
+        idx = np.flatnonzero(enough)
+        return idx, start[idx]
     pts: list[int] = []
-    k = 0
-    tc = t[cand]
-    while k < cand.size:
-        pts.append(int(cand[k]))
-        k = int(np.searchsorted(tc, tc[k] + rule.eval_every_s, side="left"))
+    for k in range(len(b) - 1):
+        lo, hi = b[k], b[k + 1]
+        cand = np.flatnonzero(enough[lo:hi])
+        if cand.size == 0:
+            continue
+        tc = t[lo:hi][cand]
+        nxt = np.searchsorted(tc, tc + rule.eval_every_s, side="left").tolist()
+        j = 0
+        m = cand.size
+        cl = (cand + lo).tolist()
+        while j < m:
+            pts.append(cl[j])
+            j = nxt[j]
     idx = np.asarray(pts, dtype=np.int64)
     return idx, start[idx]
 
@@ -272,6 +340,8 @@ def rate_slopes(t: np.ndarray, v: np.ndarray, idx: np.ndarray, start: np.ndarray
         offs = np.arange(size)
         if size > max_points:
             offs = np.linspace(0, size - 1, max_points).round().astype(np.int64)
+        if offs.size < 2:
+            continue
         rows = start[sel][:, None] + offs[None, :]
         tt, vv = t[rows], v[rows]
         i, j = np.triu_indices(offs.size, 1)
@@ -280,129 +350,131 @@ def rate_slopes(t: np.ndarray, v: np.ndarray, idx: np.ndarray, start: np.ndarray
     return slopes
 
 
-def rate_vector(c: Compiled, device: str, t: np.ndarray, v: np.ndarray) -> list[AlarmTransition]:
+def rate_vector(c: Compiled, seg: Segs) -> list[AlarmTransition]:
     rule = c.rule
     assert isinstance(rule, RateRule)
-    value = v + c.offset if c.offset else v
-    idx, start = _rate_eval_points(t, rule)
+    value = seg.v + c.offset if c.offset else seg.v
+    idx, start = _rate_eval_points(seg, rule)
     if idx.size == 0:
         return []
-    slope_h = rate_slopes(t, value, idx, start, rule.max_points) * 3600.0
+    slope_h = rate_slopes(seg.t, value, idx, start, rule.max_points) * 3600.0
     signed = slope_h if c.above else -slope_h
-    te = t[idx]
+    sub = seg.select(np.isin(np.arange(seg.t.size), idx))
     with np.errstate(invalid="ignore"):
         raise_c = signed >= rule.rate_per_h
         clear_c = signed < rule.rate_per_h - rule.hysteresis_per_h
-    on = latch_vector(te, raise_c, clear_c, rule.raise_after_s, rule.clear_after_s)
+    on = latch_vector(sub, raise_c, clear_c, rule.raise_after_s, rule.clear_after_s)
     rank = np.where(on, np.int8(rule.severity.rank), np.int8(0)).astype(np.int8)
-    return alarms_from_levels(te, rank, slope_h, device=device, rule=c.name, flap=c.flap)
+    return alarms_from_levels(sub, rank, slope_h, rule=c.name, flap=c.flap)
 
 
-def staleness_vector(c: Compiled, info: DeviceInfo, t: np.ndarray, end: float) -> list[AlarmTransition]:
-    """Silences longer than the limit between consecutive samples (and after the last one)."""
+def staleness_vector(c: Compiled, seg: Segs, limits: dict[str, float], end: float) -> list[AlarmTransition]:
+    """Silences longer than the limit between consecutive samples (and after the last one); ``seg.t`` = sample times."""
     rule = c.rule
     assert isinstance(rule, StalenessRule)
-    interval = info.interval_s or rule.default_interval_s
-    limit = max(rule.factor * interval, rule.min_silence_s)
+    t = seg.t
     if t.size == 0:
         return []
     nxt = np.append(t[1:], end)
+    last = seg.end - 1 == np.arange(t.size)
+    nxt[last] = end
+    limit = np.repeat(np.asarray([limits[d] for d in seg.devices]), np.diff(seg.bounds))
     gaps = np.flatnonzero(nxt - t > limit)
+    seg_of = (np.searchsorted(seg.bounds, gaps, side="right") - 1).tolist()
     out = []
-    for k in gaps.tolist():
-        raised = float(t[k]) + limit
-        aid = alarm_id_for(info.id, c.name, raised)
-        out.append(AlarmTransition(aid, info.id, c.name, TransitionKind.RAISED, rule.severity, raised))
-        if k + 1 < t.size:
-            out.append(AlarmTransition(aid, info.id, c.name, TransitionKind.CLEARED, rule.severity, float(t[k + 1])))
+    for k, sk in zip(gaps.tolist(), seg_of, strict=True):
+        device = seg.devices[sk]
+        raised = float(t[k]) + float(limit[k])
+        aid = alarm_id_for(device, c.name, raised)
+        out.append(AlarmTransition(aid, device, c.name, TransitionKind.RAISED, rule.severity, raised))
+        if not last[k]:
+            out.append(AlarmTransition(aid, device, c.name, TransitionKind.CLEARED, rule.severity, float(t[k + 1])))
     return out
 
 
-
 def single_vector(
-    c: Compiled, device: str, t: np.ndarray, cond: tuple[np.ndarray, np.ndarray], delays: tuple[float, float],
-    *,
-    values: np.ndarray,
+    c: Compiled, seg: Segs, cond: tuple[np.ndarray, np.ndarray], delays: tuple[float, float], values: np.ndarray
 ) -> list[AlarmTransition]:
-    """A single-level condition evaluated at the samples ``t``: raise/clear arrays and their delays."""
-    on = latch_vector(t, cond[0], cond[1], delays[0], delays[1])
+    """A single-level condition evaluated at the samples of ``seg``: raise/clear arrays and their delays."""
+    on = latch_vector(seg, cond[0], cond[1], delays[0], delays[1])
     rank = np.where(on, np.int8(c.severities[0].rank), np.int8(0)).astype(np.int8)
-    return alarms_from_levels(t, rank, values, device=device, rule=c.name, flap=c.flap)
+    return alarms_from_levels(seg, rank, values, rule=c.name, flap=c.flap)
 
 
-def _consecutive(mask: np.ndarray) -> np.ndarray:
-    """Length of the run of True ending at each sample (0 where False)."""
+def _consecutive(mask: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Length of the run of True ending at each sample, runs restarting at segment starts (0 where False)."""
     n = mask.size
     idx = np.arange(n)
-    last_false = np.where(~mask, idx, -1)
-    np.maximum.accumulate(last_false, out=last_false)
-    return np.where(mask, idx - last_false, 0)
+    reset = np.where(~mask, idx, -1)
+    reset = np.where(first & mask, idx - 1, reset)
+    np.maximum.accumulate(reset, out=reset)
+    return np.where(mask, idx - reset, 0)
 
 
-def sensor_fault_vector(c: Compiled, device: str, s: Series, good: np.ndarray) -> list[AlarmTransition]:
+def sensor_fault_vector(c: Compiled, seg: Segs, good: np.ndarray) -> list[AlarmTransition]:
     """Bad-reading runs and flatline, at every sample of the metric (as the live engine evaluates it)."""
     rule = c.rule
     assert isinstance(rule, SensorFaultRule)
-    t = s.t
+    t = seg.t
     n = t.size
     if n == 0:
         return []
-    bad_run = _consecutive(~good)
-    ok_run = _consecutive(good)
+    bad_run = _consecutive(~good, seg.first)
+    ok_run = _consecutive(good, seg.first)
     flat = np.zeros(n, dtype=bool)
     if rule.flatline_window_s is not None and good.any():
         gi = np.flatnonzero(good)
-        gv = s.v[gi]
+        gv = seg.v[gi]
         gt = t[gi]
+        gfirst = np.ones(gi.size, dtype=bool)  # first good sample of its segment
+        gseg = np.searchsorted(seg.bounds, gi, side="right") - 1
+        gfirst[1:] = gseg[1:] != gseg[:-1]
         # greedy flat runs over good samples: a run restarts where the spread would exceed epsilon
-        run_start = np.zeros(gi.size, dtype=np.int64)
         if rule.flatline_epsilon == 0.0:
-            brk = np.ones(gi.size, dtype=bool)
-            brk[1:] = gv[1:] != gv[:-1]
+            brk = gfirst.copy()
+            brk[1:] |= gv[1:] != gv[:-1]
             run_start = np.where(brk, np.arange(gi.size), 0)
             np.maximum.accumulate(run_start, out=run_start)
         else:
-            lo = hi = float(gv[0])
+            run_start = np.zeros(gi.size, dtype=np.int64)
+            lo = hi = 0.0
             st = 0
-            vals = gv.tolist()
-            for k, x in enumerate(vals):
-                if k and max(hi, x) - min(lo, x) <= rule.flatline_epsilon:
+            eps = rule.flatline_epsilon
+            for k, (x, f) in enumerate(zip(gv.tolist(), gfirst.tolist(), strict=True)):
+                if not f and max(hi, x) - min(lo, x) <= eps:
                     lo, hi = min(lo, x), max(hi, x)
                 else:
                     st, lo, hi = k, x, x
                 run_start[k] = st
         count = np.arange(gi.size) - run_start + 1
         fs_t = gt[run_start]
-        # for every sample, the flat state of the last good sample at or before it
+        # for every sample, the flat state of the last good sample at or before it in its segment
         last_good = np.where(good, np.arange(n), -1)
         np.maximum.accumulate(last_good, out=last_good)
-        has = last_good >= 0
+        seg_start = seg.end - np.repeat(np.diff(seg.bounds), np.diff(seg.bounds))
+        has = last_good >= seg_start
         pos = np.searchsorted(gi, np.where(has, last_good, 0))
+        pos = np.minimum(pos, gi.size - 1)
         flat = has & (count[pos] >= rule.flatline_min_readings) & (t - fs_t[pos] >= rule.flatline_window_s)
     raise_c = (bad_run >= rule.bad_count) | flat
     clear_c = (ok_run >= rule.good_count) & ~flat
-    return single_vector(c, device, t, (raise_c, clear_c), (0.0, 0.0), values=s.v)
+    return single_vector(c, seg, (raise_c, clear_c), (0.0, 0.0), seg.v)
 
 
-def supply_voltage_vector(c: Compiled, device: str, t: np.ndarray, v: np.ndarray) -> list[AlarmTransition]:
+def supply_voltage_vector(c: Compiled, seg: Segs) -> list[AlarmTransition]:
     rule = c.rule
     assert isinstance(rule, SupplyVoltageRule)
+    v = seg.v
     raise_c = (v < rule.min_v) | (v > rule.max_v)
     clear_c = (v >= rule.min_v + rule.hysteresis_v) & (v <= rule.max_v - rule.hysteresis_v)
-    return single_vector(c, device, t, (raise_c, clear_c), (rule.raise_after_s, rule.clear_after_s), values=v)
+    return single_vector(c, seg, (raise_c, clear_c), (rule.raise_after_s, rule.clear_after_s), v)
 
 
-def cover_vector(c: Compiled, device: str, t: np.ndarray, v: np.ndarray) -> list[AlarmTransition]:
+def cover_vector(c: Compiled, seg: Segs) -> list[AlarmTransition]:
     rule = c.rule
     assert isinstance(rule, CoverOpenRule)
-    is_open = v >= 0.5
-    return single_vector(c, device, t, (is_open, ~is_open), (0.0, rule.clear_after_s), values=v)
-
-
-def _ffill(idx_valid: np.ndarray) -> np.ndarray:
-    out = idx_valid.copy()
-    np.maximum.accumulate(out, out=out)
-    return out
+    is_open = seg.v >= 0.5
+    return single_vector(c, seg, (is_open, ~is_open), (0.0, rule.clear_after_s), seg.v)
 
 
 def sun_up_vector(lat: float, lon: float, t: np.ndarray, margin_s: float) -> np.ndarray:
@@ -412,12 +484,10 @@ def sun_up_vector(lat: float, lon: float, t: np.ndarray, margin_s: float) -> np.
     out = np.empty(t.size, dtype=np.int8)
     for d in np.unique(day).tolist():
         sel = day == d
-        mid = d * 86400.0 - shift + 43200.0  # local solar noon of that day
-        rise, sset = local_sun_times(lat, lon, mid)
+        rise, sset, polar_day = _day_events(lat, lon, d)
         tt = t[sel]
         if rise is None or sset is None:
-            up = sun_is_up(lat, lon, mid, margin_s)
-            out[sel] = 1 if up else 0
+            out[sel] = 1 if polar_day else 0
             continue
         res = np.full(tt.size, -1, dtype=np.int8)
         res[(tt >= rise + margin_s) & (tt <= sset - margin_s)] = 1
@@ -426,49 +496,81 @@ def sun_up_vector(lat: float, lon: float, t: np.ndarray, margin_s: float) -> np.
     return out
 
 
-def lamp_vector(c: Compiled, info: DeviceInfo, metrics: dict[str, Series], ranges: Any) -> list[AlarmTransition]:
+@dataclass(slots=True)
+class LampData:
+    """Current and relay samples of lamps merged by (time, metric), one segment per lamp."""
+
+    seg: Segs  # v = value of the sample
+    which: np.ndarray  # 0 current, 1 relay
+    good: np.ndarray
+    infos: list[DeviceInfo]
+
+
+def lamp_data(parts: Sequence[tuple[DeviceInfo, dict[str, Series], Any]]) -> LampData:
+    ts, ws, vs, gs, bounds, infos = [], [], [], [], [0], []
+    for info, metrics, ranges in parts:
+        pieces = []
+        for rank, name in enumerate(("current", "relay")):
+            ser = metrics.get(name)
+            if ser is not None and ser.t.size:
+                ok = _good_mask(ser, ranges.get(name, ()))
+                pieces.append((ser.t, np.full(ser.t.size, rank, dtype=np.int8), ser.v, ok))
+        if not pieces:
+            continue
+        t = np.concatenate([p[0] for p in pieces])
+        w = np.concatenate([p[1] for p in pieces])
+        order = np.lexsort((w, t))
+        ts.append(t[order])
+        ws.append(w[order])
+        vs.append(np.concatenate([p[2] for p in pieces])[order])
+        gs.append(np.concatenate([p[3] for p in pieces])[order])
+        bounds.append(bounds[-1] + t.size)
+        infos.append(info)
+    if not infos:
+        empty = np.empty(0)
+        none = Segs(empty, empty, np.zeros(1, dtype=np.int64), [])
+        return LampData(none, empty.astype(np.int8), empty.astype(bool), [])
+    seg = Segs(np.concatenate(ts), np.concatenate(vs), np.asarray(bounds, dtype=np.int64), [i.id for i in infos])
+    return LampData(seg, np.concatenate(ws), np.concatenate(gs), infos)
+
+
+def lamp_vector(c: Compiled, data: LampData) -> list[AlarmTransition]:
     """lampFailure / day-burning / dark at night, at every good relay or current sample."""
     rule = c.rule
-    cur, rel = metrics.get("current"), metrics.get("relay")
-    parts = []
-    for rank, (name, ser) in enumerate((("current", cur), ("relay", rel))):
-        if ser is not None and ser.t.size:
-            ok = _good_mask(ser, ranges.get(name, ()))
-            parts.append((ser.t, np.full(ser.t.size, rank, dtype=np.int8), ser.v, ok))
-    if not parts:
-        return []
-    t = np.concatenate([p[0] for p in parts])
-    which = np.concatenate([p[1] for p in parts])
-    val = np.concatenate([p[2] for p in parts])
-    good = np.concatenate([p[3] for p in parts])
-    order = np.lexsort((which, t))
-    t, which, val, good = t[order], which[order], val[order], good[order]
+    seg = data.seg
+    t, val, which, good = seg.t, seg.v, data.which, data.good
     n = t.size
+    if n == 0:
+        return []
     idx = np.arange(n)
-    last_cur = _ffill(np.where(which == 0, idx, -1))
-    last_rel = _ffill(np.where(which == 1, idx, -1))
-    amps_known = (last_cur >= 0) & good[np.maximum(last_cur, 0)]
-    relay_known = (last_rel >= 0) & good[np.maximum(last_rel, 0)]
+    seg_start = seg.end - np.repeat(np.diff(seg.bounds), np.diff(seg.bounds))
+    last_cur = np.where(which == 0, idx, -1)
+    np.maximum.accumulate(last_cur, out=last_cur)
+    last_rel = np.where(which == 1, idx, -1)
+    np.maximum.accumulate(last_rel, out=last_rel)
+    amps_known = (last_cur >= seg_start) & good[np.maximum(last_cur, 0)]
+    relay_known = (last_rel >= seg_start) & good[np.maximum(last_rel, 0)]
     amps = val[np.maximum(last_cur, 0)]
     relay_on = val[np.maximum(last_rel, 0)] >= 0.5
-    evaluated = good.copy()  # the live engine skips lamp rules on a bad reading
     if isinstance(rule, LampFailureRule):
-        ev = evaluated & amps_known & relay_known
+        ev = good & amps_known & relay_known
         fail = relay_on & (amps < rule.min_current_a)
-        te = t[ev]
-        delays = (rule.raise_after_s, rule.clear_after_s)
-        return single_vector(c, info.id, te, (fail[ev], ~fail[ev]), delays, values=amps[ev])
+        sub = seg.select(ev)
+        sub.v = amps[ev]
+        return single_vector(c, sub, (fail[ev], ~fail[ev]), (rule.raise_after_s, rule.clear_after_s), amps[ev])
     assert isinstance(rule, LampDayBurningRule | LampDarkRule)
-    if info.lat is None or info.lon is None:
-        return []
     lit = np.where(amps_known, amps >= rule.on_current_a, relay_on)
     lit_known = amps_known | relay_known
-    sun = sun_up_vector(info.lat, info.lon, t, rule.margin_s)
-    ev = evaluated & lit_known & (sun >= 0)
+    sun = np.full(n, -1, dtype=np.int8)
+    b = seg.bounds.tolist()
+    for k, info in enumerate(data.infos):
+        if info.lat is not None and info.lon is not None:
+            sun[b[k] : b[k + 1]] = sun_up_vector(info.lat, info.lon, t[b[k] : b[k + 1]], rule.margin_s)
+    ev = good & lit_known & (sun >= 0)
     bad = lit & (sun == 1) if isinstance(rule, LampDayBurningRule) else ~lit & (sun == 0)
-    te = t[ev]
+    sub = seg.select(ev)
     values = np.where(amps_known, amps, np.nan)[ev]
-    return single_vector(c, info.id, te, (bad[ev], ~bad[ev]), (rule.raise_after_s, rule.clear_after_s), values=values)
+    return single_vector(c, sub, (bad[ev], ~bad[ev]), (rule.raise_after_s, rule.clear_after_s), values)
 
 
 # ---------------------------------------------------------------- the core
@@ -492,6 +594,11 @@ def _device_rules(plan: DevicePlan) -> list[Compiled]:
     return list(seen.values())
 
 
+def _group_key(c: Compiled) -> tuple[Any, ...]:
+    """Devices whose compiled rule is identical (no per-device override) are evaluated as one array."""
+    return (c.name, c.kind, c.levels, c.above, c.offset, c.flap)
+
+
 def backtest(
     rules: Sequence[Rule],
     history: History,
@@ -503,30 +610,35 @@ def backtest(
     start = history.start if history.start is not None else (min(float(x[0]) for x in all_t) if all_t else 0.0)
     end = history.end if history.end is not None else (max(float(x[-1]) for x in all_t) if all_t else 0.0)
     full = RuleSet(rules)
-    by_device: dict[str, list[tuple[str, Series]]] = defaultdict(list)
+    by_device: dict[str, dict[str, Series]] = defaultdict(dict)
     for (device, metric), s in history.series.items():
-        by_device[device].append((metric, s))
+        by_device[device][metric] = s
     events_by_device: dict[str, list[Event]] = defaultdict(list)
     for ev in history.events:
         events_by_device[ev.device].append(ev)
     out: list[AlarmTransition] = []
+    # phase 1: per device, sort its series into jobs of identical compiled rules
+    plain: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]]]] = {}
+    faults: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]], list[np.ndarray]]] = {}
+    lamps: dict[tuple[Any, ...], tuple[Compiled, list[tuple[DeviceInfo, dict[str, Series], Any]]]] = {}
+    stale: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]], dict[str, float]]] = {}
     devices = sorted(set(by_device) | set(events_by_device))
-    for k, device in enumerate(devices):
+    for device in devices:
         info = history.registry.get(device) or DeviceInfo(id=device, profile="", kind="")
         plan = full.plan(info)
-        metrics = dict(by_device.get(device, []))
+        metrics = by_device.get(device, {})
         events = events_by_device.get(device, [])
         scalar_rules: list[Rule] = [c.rule for c in plan.wim]
         goods: dict[str, np.ndarray] = {}
         for c in _device_rules(plan):
             rule = c.rule
             if isinstance(rule, LampFailureRule | LampDayBurningRule | LampDarkRule):
-                out.extend(lamp_vector(c, info, metrics, plan.ranges))
+                lamps.setdefault(_group_key(c), (c, []))[1].append((info, metrics, plan.ranges))
                 continue
-            metric = rule_metrics(rule)[0]
             if isinstance(rule, CoverOpenRule) and any(e.kind in rule.event_kinds for e in events):
                 scalar_rules.append(rule)
                 continue
+            metric = rule_metrics(rule)[0]
             ser = metrics.get(metric)
             if ser is None or ser.t.size == 0:
                 continue
@@ -534,25 +646,54 @@ def backtest(
             if good is None:
                 good = goods[metric] = _good_mask(ser, plan.ranges.get(metric, ()))
             if isinstance(rule, SensorFaultRule):
-                out.extend(sensor_fault_vector(c, device, ser, good))
+                job = faults.setdefault(_group_key(c), (c, [], []))
+                job[1].append((device, ser.t, ser.v))
+                job[2].append(good)
                 continue
             t, v = (ser.t, ser.v) if good.all() else (ser.t[good], ser.v[good])
-            if isinstance(rule, RateRule):
-                out.extend(rate_vector(c, device, t, v))
-            elif isinstance(rule, SupplyVoltageRule):
-                out.extend(supply_voltage_vector(c, device, t, v))
-            elif isinstance(rule, CoverOpenRule):
-                out.extend(cover_vector(c, device, t, v))
-            else:
-                out.extend(threshold_vector(c, device, t, v))
+            plain.setdefault(_group_key(c), (c, []))[1].append((device, t, v))
         if plan.staleness and metrics:
             seen = np.unique(np.concatenate([m.t for m in metrics.values()]))
             for c in plan.staleness:
-                out.extend(staleness_vector(c, info, seen, end))
+                rule = c.rule
+                assert isinstance(rule, StalenessRule)
+                job2 = stale.setdefault(_group_key(c), (c, [], {}))
+                job2[1].append((device, seen, seen))
+                job2[2][device] = max(rule.factor * (info.interval_s or rule.default_interval_s), rule.min_silence_s)
         if scalar_rules:
             out.extend(_scalar_device(RuleSet(scalar_rules), info, metrics, events, end))
-        if progress is not None and (k % 256 == 0 or k == len(devices) - 1):
-            progress((k + 1) / len(devices))
+    # phase 2: one vectorised pass per rule (per group of identical compiled rules)
+    jobs = len(plain) + len(faults) + len(lamps) + len(stale)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done / max(jobs, 1))
+
+    for c, parts in plain.values():
+        seg = Segs.build(parts)
+        if isinstance(c.rule, RateRule):
+            out.extend(rate_vector(c, seg))
+        elif isinstance(c.rule, SupplyVoltageRule):
+            out.extend(supply_voltage_vector(c, seg))
+        elif isinstance(c.rule, CoverOpenRule):
+            out.extend(cover_vector(c, seg))
+        else:
+            out.extend(threshold_vector(c, seg))
+        tick()
+    for c, parts, goods_list in faults.values():
+        out.extend(sensor_fault_vector(c, Segs.build(parts), np.concatenate(goods_list)))
+        tick()
+    for c, lparts in lamps.values():
+        out.extend(lamp_vector(c, lamp_data(lparts)))
+        tick()
+    for c, parts, limits in stale.values():
+        out.extend(staleness_vector(c, Segs.build(parts), limits, end))
+        tick()
+    if progress is not None and jobs == 0:
+        progress(1.0)
     out.sort(key=lambda tr: (tr.t, tr.device, tr.rule))
     stats = summarize(out, end)
     counts = (case_policy or default_case_policy)(out)

@@ -207,6 +207,7 @@ class EngineState:
     born: dict[str, float] = field(default_factory=dict)  # device -> when it was first announced
     open_cases: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> rule -> case id
     next_tick_t: float = 0.0
+    next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
 
     def to_json(self) -> dict[str, Any]:
@@ -226,6 +227,7 @@ class EngineState:
             "born": self.born,
             "open_cases": self.open_cases,
             "next_tick_t": self.next_tick_t,
+            "next_stale_t": self.next_stale_t,
         }
 
     @classmethod
@@ -248,6 +250,7 @@ class EngineState:
             born=dict(obj.get("born", {})),
             open_cases=dict(obj.get("open_cases", {})),
             next_tick_t=float(obj.get("next_tick_t", 0.0)),
+            next_stale_t=float(obj.get("next_stale_t", 0.0)),
         )
 
 
@@ -473,6 +476,7 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     for stale in plan.staleness:  # a device that speaks again is no longer silent
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
+            st.next_stale_t = min(st.next_stale_t, t)  # it has a deadline again
     comps = plan.by_metric.get(metric)
     if not comps:
         return
@@ -574,6 +578,7 @@ def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) 
 
 def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTransition]) -> None:
     prev = st.gw_state.get(s.gw)
+    st.next_stale_t = min(st.next_stale_t, s.t)  # the registry or a gateway changed: rescan silences
     if s.state == "online":
         for info in s.devices:
             if st.registry.get(info.id) != info:
@@ -612,7 +617,11 @@ def _tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) 
                 devices = sorted(d for d, g in st.gw_of.items() if g == gw)
                 ev = {"reason": "gateway offline (last will)", "offline_since": since, "devices": devices}
                 _set_condition(st, c, gw, Change(rule.gateway_severity, now, None, ev), out)
-    # silent devices
+    # silent devices: a full scan only when the earliest possible deadline has passed
+    if now < st.next_stale_t:
+        _auto_clear(st, now, out)
+        return
+    soonest = float("inf")
     for device in st.registry:
         plan = _plan(rs, st, device)
         if not plan.staleness:
@@ -634,6 +643,13 @@ def _tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) 
             if now - last > limit:
                 ev = {"reason": "silent", "last_seen": last, "expected_interval_s": interval, "silence_s": now - last}
                 _set_condition(st, c, device, Change(rule.severity, now, None, ev), out)
+            else:
+                soonest = min(soonest, last + limit)
+    st.next_stale_t = soonest
+    _auto_clear(st, now, out)
+
+
+def _auto_clear(st: EngineState, now: float, out: list[AlarmTransition]) -> None:
     # event alarms that clear themselves
     for aid in [a for a, al in st.alarms.items() if al.auto_clear_t is not None and al.auto_clear_t <= now]:
         al = st.alarms.pop(aid)

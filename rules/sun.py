@@ -97,6 +97,18 @@ def local_sun_times(lat: float, lon: float, t: float) -> tuple[float | None, flo
     return rise, sset
 
 
+@lru_cache(maxsize=65536)
+def _day_events(lat: float, lon: float, day: int) -> tuple[float | None, float | None, bool]:
+    """(sunrise, sunset, polar_day) of local solar day number ``day`` (days since 1970 at local mean time)."""
+    noon = day * 86400.0 - lon / 15.0 * 3600.0 + 43200.0
+    rise, sset = local_sun_times(lat, lon, noon)
+    polar_day = False
+    if rise is None or sset is None:
+        _eq, decl = _eq_time_and_decl(local_solar_date(lon, noon).timetuple().tm_yday, 12.0, 365)
+        polar_day = (lat > 0) == (decl > 0)  # polar: summer hemisphere means day
+    return rise, sset, polar_day
+
+
 def sun_is_up(lat: float, lon: float, t: float, margin_s: float = 0.0) -> bool | None:
     """True if the sun is above the horizon at ``t`` by at least ``margin_s`` on both sides.
 
@@ -104,10 +116,10 @@ def sun_is_up(lat: float, lon: float, t: float, margin_s: float = 0.0) -> bool |
     None means "twilight": within the margin of sunrise or sunset, where no lamp rule should fire.
     Polar day is True and polar night False.
     """
-    rise, sset = local_sun_times(lat, lon, t)
+    day = math.floor((t + lon / 15.0 * 3600.0) / 86400.0)
+    rise, sset, polar_day = _day_events(lat, lon, day)
     if rise is None or sset is None:
-        _eq, decl = _eq_time_and_decl(local_solar_date(lon, t).timetuple().tm_yday, 12.0, 365)
-        return (lat > 0) == (decl > 0)  # polar: summer hemisphere means day
+        return polar_day
     if rise + margin_s <= t <= sset - margin_s:
         return True
     if t < rise - margin_s or t > sset + margin_s:

@@ -12,7 +12,8 @@ a reading's identity is ``(device, metric, ts_ms(ts))``, so writing it twice is 
 
 Signatures (``Store`` below is the Protocol):
 
-- ``write(batch: WriteBatch) -> WriteResult`` — one transaction: readings, events, dead
+- ``write(batch: WriteBatch) -> WriteResult`` — one transaction: readings (as ``Reading`` objects
+  or as identity-row tuples in ``batch.rows``), events, dead
   letters, committed ``(gw, boot, seq)`` marks and status updates; idempotent.
 - ``latest(device: str | None = None) -> list[Reading]`` — newest reading per (device, metric).
 - ``range(device, metric, start, end, bucket_s=None) -> list[Point]`` — raw points, or per
@@ -76,13 +77,22 @@ class WriteBatch:
     """Everything one ingest micro-batch commits in a single transaction."""
 
     readings: list[Reading] = field(default_factory=list)
+    #: fast path, written exactly like ``readings``: (device, metric, ts_ms, value, quality) tuples
+    rows: list[tuple[str, str, int, float, int]] = field(default_factory=list)
     events: list[tuple[str, Event]] = field(default_factory=list)  # (gw, event)
     dead_letters: list[DeadLetterIn] = field(default_factory=list)
     seqs: list[SeqMark] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.events) + len(self.dead_letters) + len(self.seqs) + len(self.statuses)
+        return (
+            len(self.readings)
+            + len(self.rows)
+            + len(self.events)
+            + len(self.dead_letters)
+            + len(self.seqs)
+            + len(self.statuses)
+        )
 
 
 @dataclass(frozen=True, slots=True)

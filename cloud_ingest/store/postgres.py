@@ -38,7 +38,7 @@ from cloud_ingest.store.base import (
     WriteResult,
     make_chunk,
 )
-from cloud_ingest.store.common import device_info_from_json, latest_rows, reading_rows
+from cloud_ingest.store.common import device_info_from_json
 from cloud_ingest.store.sqlite import digest
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
@@ -218,21 +218,29 @@ class PostgresStore:
             return False
         return bool(row and row[0])
 
-    def _ensure_days(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[str, str, int, float, int]]) -> None:
-        if self.timescale or not rows:
-            return
-        days = {r[2] // DAY_MS for r in rows} - self._days
-        if not days:
-            return
-        # one call per contiguous run of days; usually one new day
-        for d in sorted(days):
+    def _target(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[str, str, int, float, int]]) -> str:
+        """The table to insert into: the day's partition when the batch fits in one day.
+
+        Inserting into the partition directly skips PostgreSQL's per-row tuple routing, which
+        cost about a third of the staged upsert's throughput in our measurement.
+        """
+        if self.timescale:
+            return "readings"
+        first = rows[0][2] // DAY_MS
+        days = {r[2] // DAY_MS for r in rows}
+        missing = days - self._days
+        for d in sorted(missing):
             conn.execute("SELECT citywatch_ensure_partitions(%s, %s)", (d, d))
-        self._days |= days
+        self._days |= missing
+        return f"readings_d{first}" if len(days) == 1 else "readings"
 
     # ------------------------------------------------------------ write
 
     def write(self, batch: WriteBatch) -> WriteResult:
-        rows = reading_rows(batch.readings)
+        # no client-side dedup: ON CONFLICT DO NOTHING also drops duplicates inside one statement,
+        # keeping the first in COPY order
+        rows = [(r.device, r.metric, round(r.ts * 1000), r.value, int(r.quality)) for r in batch.readings]
+        rows.extend(batch.rows)
         with self._lock:
             try:
                 result: WriteResult = self._run(self._write, "write", batch, rows)
@@ -248,25 +256,24 @@ class PostgresStore:
         r_ins = 0
         with conn.cursor() as cur:
             if rows:
-                self._ensure_days(conn, rows)
+                target = self._target(conn, rows)
                 with cur.copy("COPY stage_readings FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(["text", "text", "int8", "float8", "int2"])
                     for row in rows:
                         copy.write_row(row)
                 cur.execute(
-                    "INSERT INTO readings (device, metric, ts, value, quality) "
+                    f"INSERT INTO {target} (device, metric, ts, value, quality) "
                     "SELECT device, metric, timestamptz 'epoch' + ts_ms * interval '1 millisecond', value, quality "
                     "FROM stage_readings ON CONFLICT DO NOTHING"
                 )
                 r_ins = max(cur.rowcount, 0)
-                lat = latest_rows(rows)
                 cur.execute(
                     "INSERT INTO latest (device, metric, ts, value, quality) "
-                    "SELECT d, m, timestamptz 'epoch' + t * interval '1 millisecond', v, q "
-                    "FROM unnest(%s::text[], %s::text[], %s::int8[], %s::float8[], %s::int2[]) AS u(d, m, t, v, q) "
+                    "SELECT DISTINCT ON (device, metric) device, metric, "
+                    "timestamptz 'epoch' + ts_ms * interval '1 millisecond', value, quality "
+                    "FROM stage_readings ORDER BY device, metric, ts_ms DESC "
                     "ON CONFLICT (device, metric) DO UPDATE SET ts = excluded.ts, value = excluded.value, "
-                    "quality = excluded.quality WHERE excluded.ts > latest.ts",
-                    [list(c) for c in zip(*lat, strict=True)],
+                    "quality = excluded.quality WHERE excluded.ts > latest.ts"
                 )
             e_ins = 0
             for gw, e in batch.events:
@@ -293,7 +300,7 @@ class PostgresStore:
                 )
             for su in batch.statuses:
                 self._apply_status(cur, su.gw, su.status, su.received_at)
-        return WriteResult(r_ins, len(batch.readings) - r_ins, e_ins, len(batch.events) - e_ins, d_ins)
+        return WriteResult(r_ins, len(rows) - r_ins, e_ins, len(batch.events) - e_ins, d_ins)
 
     @staticmethod
     def _apply_status(cur: psycopg.Cursor[Any], gw: str, status: Status, received_at: float) -> None:

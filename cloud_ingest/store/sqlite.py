@@ -120,6 +120,7 @@ class SqliteStore:
 
     def write(self, batch: WriteBatch) -> WriteResult:
         rows = reading_rows(batch.readings)
+        rows.extend(batch.rows)
         now = time.time()
         with self._lock:
             conn = self._conn
@@ -166,7 +167,7 @@ class SqliteStore:
                     raise
             except sqlite3.Error as exc:
                 raise self._fail(exc, "write") from exc
-        return WriteResult(r_ins, len(batch.readings) - r_ins, e_ins, len(batch.events) - e_ins, d_ins)
+        return WriteResult(r_ins, len(rows) - r_ins, e_ins, len(batch.events) - e_ins, d_ins)
 
     def _apply_status(self, gw: str, status: Any, received_at: float) -> None:
         conn = self._conn

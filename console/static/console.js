@@ -5,7 +5,10 @@
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const page = document.body.dataset.page || "";
   const SEV = { critical: "严重 critical", major: "重要 major", minor: "一般 minor" };
-  const fmtTime = (t) => { const d = new Date(t * 1000); return String(d.getMonth() + 1).padStart(2, "0") + "-" + String(d.getDate()).padStart(2, "0") + " " + String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0"); };
+  // times in the console's configured zone (as the server renders them), not the browser's
+  const tzOffsetMin = Number(document.body.dataset.tzOffsetMin || 0);
+  const pad = (n) => String(n).padStart(2, "0");
+  const fmtTime = (t) => { const d = new Date((t + tzOffsetMin * 60) * 1000); return pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " + pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()); };
   const el = (tag, attrs, ...kids) => { const e = document.createElement(tag); for (const [k, v] of Object.entries(attrs || {})) { if (k === "class") e.className = v; else e.setAttribute(k, v); } for (const k of kids) e.append(k); return e; };
 
   async function api(method, url, body) {
@@ -46,6 +49,7 @@
   });
 
   // ---------------------------------------------------------------- case actions
+  let reloading = false;  // our own action reloads the page; the live echo of it must not reload it again
   document.addEventListener("click", async (ev) => {
     const b = ev.target.closest("button.act");
     if (!b) return;
@@ -54,6 +58,7 @@
     form.querySelectorAll("button").forEach((x) => (x.disabled = true));
     try {
       await api("POST", "/api/v1/cases/" + encodeURIComponent(form.dataset.case) + "/actions", { action: b.dataset.action, note: form.note.value });
+      reloading = true;
       location.reload();
     } catch (e) { err.hidden = false; err.textContent = e.message; form.querySelectorAll("button").forEach((x) => (x.disabled = false)); }
   });
@@ -79,7 +84,7 @@
     const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
     svg.append(svgEl("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }), svgEl("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
     for (let i = 0; i <= 4; i++) { const v = lo + ((hi - lo) * i) / 4; svg.append(svgEl("text", { x: 4, y: y(v) + 4 }, v.toPrecision(3))); }
-    for (let i = 0; i <= 4; i++) { const t = start + ((end - start) * i) / 4; svg.append(svgEl("text", { x: x(t) - 28, y: H - 10 }, fmtTime(t))); }
+    for (let i = 0; i <= 4; i++) { const t = start + ((end - start) * i) / 4; svg.append(svgEl("text", { x: x(t), y: H - 10, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, fmtTime(t))); }
     const band = pts.map((p) => x(p[0]) + "," + y(p[3])).concat(pts.slice().reverse().map((p) => x(p[0]) + "," + y(p[2])));
     svg.append(svgEl("polygon", { class: "band", points: band.join(" ") }));
     svg.append(svgEl("polyline", { class: "line", points: pts.map((p) => x(p[0]) + "," + y(p[1])).join(" ") }));
@@ -116,7 +121,7 @@
     es.addEventListener("case", (ev) => {
       const c = JSON.parse(ev.data);
       const box = document.querySelector("section[data-case]");
-      if (page === "case" && box && box.dataset.case === c.id && document.getElementById("case-state").textContent !== c.state_label) location.reload();
+      if (!reloading && page === "case" && box && box.dataset.case === c.id && document.getElementById("case-state").textContent !== c.state_label) { reloading = true; location.reload(); }
       if (page === "cases") { const n = document.querySelector("h1 .count"); if (n) n.classList.add("hot"); }
     });
   }

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 LOOPS = 12
-BURST = 15
+BURST = 80
 
 
 def write_config(tmp: Path, port: int) -> Path:
@@ -110,22 +111,29 @@ def test_kill_9_between_alarm_and_case_write(broker: Mosquitto, tmp_path: Path) 
     burst(1)
     assert wait_cases(db, 1, 20).get("cases") == 1, log.read_text()
     kills = 0
+    mid_work = 0  # kills that hit while alarms were received but not all written
     for _ in range(LOOPS):
+        before = counts(db).get("cases", 0)
+        # the kill lands while the burst is being published and written
+        killer = threading.Timer(rng.uniform(0.02, 0.3), proc.send_signal, [signal.SIGKILL])
+        killer.start()
         burst(BURST)  # alarms arrive while the bridge runs (or queue on its session while it is down)
-        time.sleep(rng.uniform(0.0, 0.4))
-        proc.send_signal(signal.SIGKILL)
+        killer.join()
         proc.wait(10)
         kills += 1
+        done = counts(db).get("cases", 0)
+        mid_work += before < done < sent  # it was writing cases and had more to go
         if rng.random() < 0.5:
             burst(3)  # queued on the session while the bridge is dead
         proc = start(cfg, log)
-        time.sleep(rng.uniform(0.3, 1.2))  # killed during start-up, redelivery or writing
+        time.sleep(rng.uniform(0.6, 1.6))  # killed during start-up, redelivery or writing
     try:
         final = wait_cases(db, sent, 60)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
     assert kills == LOOPS
+    assert mid_work >= 2, f"only {mid_work} kills landed while alarms were outstanding"
     assert final == {
         "cases": sent,
         "links": sent,

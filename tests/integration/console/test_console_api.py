@@ -151,7 +151,8 @@ def test_idempotent_request_id(env: DemoEnv, client: TestClient, as_user: Auth) 
 def test_extension_approval_is_supervisor_only(env: DemoEnv, client: TestClient, as_user: Auth) -> None:
     ha, sup = as_user("handler-a"), as_user("sup")
     cid = env.demo.case_ids["lingyin-street"][0]
-    assert client.post(f"/api/v1/cases/{cid}/actions", headers=ha, json={"action": "request_extension"}).status_code == 200
+    r = client.post(f"/api/v1/cases/{cid}/actions", headers=ha, json={"action": "request_extension"})
+    assert r.status_code == 200
     detail = client.get(f"/api/v1/cases/{cid}", headers=ha).json()
     assert "approve_extension" not in detail["actions"]
     assert client.post(f"/api/v1/cases/{cid}/actions", headers=ha,

@@ -94,9 +94,6 @@ def test_matrix(role: str, tmp_path: Path) -> None:
 
 
 def test_every_api_route_is_in_the_matrix() -> None:
-    from console.demo import build_demo as _b
-
-    del _b
     from console import api
 
     covered = {p.split("?")[0].replace("{alarm}", "{alarm_id}").replace("{case}", "{case_id}")

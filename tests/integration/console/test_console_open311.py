@@ -96,10 +96,8 @@ def test_post_request_creates_reported_case(env: DemoEnv, client: TestClient, fm
             "description": "涵洞积水 水深约 30 cm", "email": "citizen@example.org", "first_name": "王"}
     r = client.post(f"{BASE}/requests.{fmt}", data=form, headers={"Idempotency-Key": f"ticket-{fmt}"})
     assert r.status_code == 201, r.text
-    if fmt == "json":
-        created = r.json()[0]
-    else:
-        created = {c.tag: c.text for c in ET.fromstring(r.content).find("request")}  # type: ignore[union-attr]
+    created = (r.json()[0] if fmt == "json"
+               else {c.tag: c.text for c in ET.fromstring(r.content).find("request")})  # type: ignore[union-attr]
     assert set(POST_RESPONSE_FIELDS) <= set(created)
     rid = created["service_request_id"]
     case = env.case_store.get(int(rid))

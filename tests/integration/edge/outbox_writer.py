@@ -2,8 +2,9 @@
 
 It appends readings (and now and then an event), forms batches inside a small window and
 applies the ack watermark the test writes to ``ACKFILE``, printing one line *after* each
-commit: ``A t|e n1 n2`` (and ``P`` with the same ids just *before* it, so a
-sample whose commit outcome the kill made unknown is still known to the test), (appended ids n1..n2), ``B boot seq t|e n,n,...`` (batch members).
+commit: ``A t|e n1 n2`` (appended ids n1..n2), ``B boot seq t|e n,n,...`` (batch members);
+and ``P t|e n1 n2`` just *before* each append, so a sample whose commit outcome the kill
+made unknown is still known to the test.
 Sample n is the reading ``wl-0001/depth`` at ``T0 + n/1000`` or the event with id ``n``.
 
 usage: outbox_writer.py DB BOOT BUDGET_BYTES ACKFILE FIRST_N SEED
@@ -33,7 +34,9 @@ def main() -> None:
     while True:
         k = rng.randint(1, 12)
         rs = [Reading("wl-0001", "depth", T0 + (n + i) / 1000, float(n + i), "m") for i in range(k)]
-        es = [Event("wim-0001", "vehicle", str(n + k), T0 + (n + k) / 1000, {"gross_kg": n})] if rng.random() < 0.2 else []
+        es = []
+        if rng.random() < 0.2:
+            es = [Event("wim-0001", "vehicle", str(n + k), T0 + (n + k) / 1000, {"gross_kg": n})]
         out.write(f"P t {n} {n + k - 1}\n")
         if es:
             out.write(f"P e {n + k} {n + k}\n")

@@ -102,7 +102,7 @@ def test_kill9_outbox_writer_50_times(tmp_path: Path) -> None:
                 assert ledger[cls][0] == len(sure), (kind, ledger[cls][0], len(sure), len(maybe))
                 known[kind] = sure
         # a batch still on disk holds exactly the rows it was formed with
-        for boot_, seq, cls, _first, _last in batches:
+        for boot_, seq, _cls, _first, _last in batches:
             if (boot_, seq) in members:
                 kind, ns = members[(boot_, seq)]
                 on_disk = tel if kind == "t" else ev
@@ -165,7 +165,9 @@ async def test_kill9_real_agent(tmp_path: Path, broker: Mosquitto) -> None:
             cfg.write_text(yaml.safe_dump(doc))
             cmd = [sys.executable, "-m", "citywatch", "agent", "-c", str(cfg)]
             for i in range(9):
-                p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=ROOT)
+                p = subprocess.Popen(  # noqa: ASYNC220 - started, then only waited for in a thread
+                    cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=ROOT
+                )
                 if i < 8:
                     await asyncio.sleep(rng.uniform(0.8, 1.6))
                     p.send_signal(signal.SIGKILL)
@@ -186,7 +188,7 @@ async def test_kill9_real_agent(tmp_path: Path, broker: Mosquitto) -> None:
                         await asyncio.sleep(0.2)
                     p.send_signal(signal.SIGTERM)
                     await asyncio.to_thread(p.communicate, None, 10)
-        _, tel, ev, ledger, batches = _scan(tmp_path / "outbox.db")
+        _, tel, _ev, ledger, batches = _scan(tmp_path / "outbox.db")
         appended, acked, dropped = ledger[0]
         stored = acker.stored()
         line = LedgerLine(appended, len(stored), appended - len(stored) - len(tel) - dropped,

@@ -67,10 +67,11 @@ def _uplink(outbox: Outbox, broker: Mosquitto, **pub: object) -> Uplink:
     return Uplink(GW, outbox.boot, MqttSettings(url=broker.url), cfg, outbox, status=_status)
 
 
-async def test_publish_ack_delete(tmp_path: Path, broker: Mosquitto, acker: Acknowledger) -> None:
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+async def test_publish_ack_delete(tmp_path: Path, broker: Mosquitto, acker: Acknowledger, protocol: str) -> None:
     ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
     ob.append(_readings(0, 120), [Event("wim-0001", "vehicle", "1", T0, {"gross_kg": 5})])
-    up = _uplink(ob, broker)
+    up = _uplink(ob, broker, protocol=protocol)
     async with running(up):
         assert await wait_until(lambda: ob.ledger().depth == 0, 10)
     assert len(acker.stored()) == 120 and len(acker.events) == 1
@@ -79,6 +80,7 @@ async def test_publish_ack_delete(tmp_path: Path, broker: Mosquitto, acker: Ackn
     assert led.telemetry.acked == 120 and led.events.acked == 1
     # retained birth is online with health
     assert any(s.state == "online" for s in acker.status)
+    assert up.protocol == ("3.1.1" if protocol == "3.1.1" else "5")
     ob.close()
 
 
@@ -195,3 +197,56 @@ async def test_budget_exceeded_during_outage_drops_oldest_telemetry_keeps_events
     print(line.line("E8/E9 outbox budget exceeded during outage"))
     assert line.lost == 0 and led.telemetry.appended == led.telemetry.acked + led.telemetry.dropped
     ob.close()
+
+
+async def test_broker_kill9_mid_stream(tmp_path: Path, broker: Mosquitto, acker: Acknowledger) -> None:
+    """B1 in small: the broker is SIGKILLed while batches are in flight; nothing is lost."""
+    ob = Outbox(tmp_path / "o.db", 1 << 26, boot="b1")
+    up = _uplink(ob, broker, batch_max_readings=100, linger_s=0.05, ack_timeout_s=1.0)
+    n = 0
+    async with running(up):
+        for round_ in range(3):
+            for _ in range(20):
+                ob.append(_readings(n, 50))
+                n += 50
+                up.notify_appended()
+                await asyncio.sleep(0.01)
+            broker.kill()
+            await asyncio.sleep(0.5 + round_ * 0.3)
+            broker.start()
+        assert await wait_until(lambda: ob.ledger().depth == 0, 30)
+    stored = acker.stored()
+    expected = {("wl-0001", "depth", ts_ms(T0 + i)) for i in range(n)}
+    line = LedgerLine(n, len(stored & expected), len(expected - stored), acker.received_total() - len(stored), 0,
+                      ob.ledger().telemetry.dropped)
+    print(line.line("B1 broker kill -9 x3 mid-stream"))
+    assert line.lost == 0 and stored == expected
+    ob.close()
+
+
+async def test_auto_falls_back_to_mqtt311_on_a_broker_without_v5(tmp_path: Path) -> None:
+    """amqtt speaks 3.1.1 only (it drops a v5 CONNECT): ``protocol: auto`` must still deliver."""
+    from amqtt.broker import Broker
+
+    from tests.support.services import free_port
+
+    port = free_port()
+    b = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]}, "topic-check": {"enabled": False}})
+    await b.start()
+    try:
+        acker = await asyncio.to_thread(Acknowledger, "127.0.0.1", port, GW, "acker-311", False)
+        try:
+            ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+            ob.append(_readings(0, 30))
+            up = Uplink(GW, "b1", MqttSettings(url=f"mqtt://127.0.0.1:{port}"),
+                        PublishConfig(linger_s=0.05, connect_timeout_s=1.0, reconnect_min_s=0.1, reconnect_max_s=0.3),
+                        ob, status=_status)
+            async with running(up):
+                assert await wait_until(lambda: ob.ledger().depth == 0, 15)
+            assert up.protocol == "3.1.1" and len(acker.stored()) == 30
+            ob.close()
+        finally:
+            acker.close()
+    finally:
+        await b.shutdown()

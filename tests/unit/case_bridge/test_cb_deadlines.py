@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from case_bridge.deadlines import Basis, WorkingCalendar, add_working, deadline, is_overdue, time_to_deadline, working_between
+from case_bridge.deadlines import (
+    Basis,
+    WorkingCalendar,
+    add_working,
+    deadline,
+    is_overdue,
+    time_to_deadline,
+    working_between,
+)
 
 CST = dt.timezone(dt.timedelta(hours=8))
 H = 3600.0

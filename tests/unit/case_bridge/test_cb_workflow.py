@@ -40,7 +40,7 @@ ALL = [
 ]
 
 
-@pytest.mark.parametrize(("pos", "action"), ALL, ids=lambda v: str(v))
+@pytest.mark.parametrize(("pos", "action"), ALL, ids=str)
 def test_every_pair(pos: Position, action: Action) -> None:
     if _legal(pos, action):
         after = apply(pos, action)

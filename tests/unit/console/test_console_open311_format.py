@@ -81,7 +81,7 @@ def test_parse_iso_needs_timezone() -> None:
 
 
 def test_parse_form() -> None:
-    form = open311.parse_form("service_code=S0111&description=%E7%A7%AF%E6%B0%B4&lat=30.2".encode())
+    form = open311.parse_form(b"service_code=S0111&description=%E7%A7%AF%E6%B0%B4&lat=30.2")
     assert form == {"service_code": "S0111", "description": "积水", "lat": "30.2"}
     with pytest.raises(BadRequest):
         open311.parse_form(b"a=%00")

@@ -85,7 +85,7 @@ def test_console_section_validates() -> None:
     text = "console:\n  secret_key: " + "k" * 40 + "\n  listen_port: 8081\n"
     s = parse_cloud_section(text, "console", ConsoleSettings, "cloud.yaml")
     assert s.listen_port == 8081 and s.production is True
-    with pytest.raises(ConfigError, match="console.secret_key"):
+    with pytest.raises(ConfigError, match=r"console\.secret_key"):
         parse_cloud_section("console:\n  secret_key: short\n", "console", ConsoleSettings, "cloud.yaml")
     with pytest.raises(ConfigError, match="unknown key"):
         parse_cloud_section(text + "  lisen_port: 1\n", "console", ConsoleSettings, "cloud.yaml")

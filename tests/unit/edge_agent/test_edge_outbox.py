@@ -222,3 +222,21 @@ OutboxMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, suppress_health_check=[HealthCheck.too_slow], deadline=None
 )
 TestOutboxMachine = OutboxMachine.TestCase
+
+
+def test_disk_full_before_budget_drops_by_policy_and_counts(tmp_path: Path) -> None:
+    # max_page_count makes SQLite answer SQLITE_FULL, as a full disk would
+    ob = Outbox(tmp_path / "o.db", 1 << 30, boot="b1", max_pages=40)
+    n = 0
+    for i in range(300):
+        ob.append([_r(n + k) for k in range(20)], [_e(i)] if i % 30 == 0 else [])
+        n += 20
+    led = ob.ledger()
+    assert ob.disk_full_cap is not None and led.telemetry.dropped > 0
+    assert led.events.dropped == 0 and led.events.present == 10
+    assert led.telemetry.appended == n == led.telemetry.present + led.telemetry.dropped
+    # the newest readings survived
+    h = ob.form_batch(RecordClass.TELEMETRY, 100000, 1 << 30)
+    assert h is not None and ob.load_readings(h)[-1] == _r(n - 1)
+    assert ob.integrity_check() == "ok"
+    ob.close()

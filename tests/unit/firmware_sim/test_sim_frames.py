@@ -166,3 +166,21 @@ def test_mbap_split_and_errors() -> None:
 def test_t35() -> None:
     assert t35_s(9600) == pytest.approx(3.5 * 11 / 9600)
     assert t35_s(115200) == 0.00175
+
+
+FRAMES = [READ_HR, SPEC_READ, SPEC_WRITE_COILS, COIL_ON]
+
+
+@given(garbage=st.binary(max_size=24), which=st.sampled_from(FRAMES))
+def test_rtu_frame_behind_any_garbage_is_found(garbage: bytes, which: bytes) -> None:
+    frames, _dropped, _rest = _drain(garbage + which)
+    assert all(crc_ok(f) for f in frames)
+    assert frames and frames[-1] == which
+
+
+@given(st.binary(max_size=300))
+def test_rtu_decoder_never_raises_and_always_progresses(data: bytes) -> None:
+    frames, dropped, rest = _drain(data)
+    assert all(crc_ok(f) for f in frames)
+    assert sum(map(len, frames)) + dropped + len(rest) == len(data)
+    assert len(rest) < 256

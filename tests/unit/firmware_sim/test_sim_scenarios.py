@@ -242,3 +242,37 @@ def test_every_sim_config_loads_and_evaluates(path: Path) -> None:
     sc = Scenario(cfg)
     for d in cfg.devices:
         assert sc.metrics(d.id, 600.0)
+
+
+def test_expected_readings_and_vehicle_events(cfg: SimConfig) -> None:
+    sc = Scenario(cfg)
+    readings = sc.readings("wl-1", 500.0)
+    assert {r.metric for r in readings} == {"depth", "distance", "install_height", "battery", "status"}
+    assert all(r.ts == sc.start_unix + 500.0 and r.device == "wl-1" for r in readings)
+    assert next(r for r in readings if r.metric == "depth").unit == "m"
+    events = sc.vehicle_events("wim-1", 0.0, 600.0)
+    vehicles = sc.vehicles("wim-1", 600.0)
+    assert len(events) == len(vehicles)
+    first = events[0]
+    assert first.kind == "vehicle" and first.id == f"1-{round(first.ts * 1000)}"
+    assert first.body["gross_kg"] == vehicles[0].gross_kg and first.body["axles"] == vehicles[0].axles
+    # after a reboot at 300 s the record numbers start again at 1
+    h = History(boots=[300.0])
+    after = [e for e in sc.vehicle_events("wim-1", 300.0, 600.0, h)]
+    assert after and after[0].id.startswith("1-")
+
+
+def test_repeated_script() -> None:
+    text = SMALL.replace("seed: 7", "seed: 7\nrepeat_s: 5000")
+    cfg = parse_sim_config(text, "r.yaml")
+    sc = Scenario(cfg)
+    h = sc.hydrograph("wl-1")
+    first = sc.values("wl-1", h.peak_time_s)["depth"]
+    second = sc.values("wl-1", h.peak_time_s + 5000)["depth"]
+    assert first == pytest.approx(second, abs=0.005)
+    assert sc.values("mh-1", 5400.0)["cover_open"] == 1.0  # lifted again in the second cycle
+    assert sc.values("lamp-1", 6500.0)["voltage"] == 0.0  # the outage comes back too
+    e0 = sc.values("lamp-3", 0.0)["energy"]
+    assert sc.values("lamp-3", 10000.0)["energy"] > e0  # lamp 3 is on circuit c-2 (no outage)
+    with pytest.raises(ConfigError, match="repeat_s"):
+        parse_sim_config(SMALL.replace("seed: 7", "seed: 7\nrepeat_s: 500"), "r.yaml")

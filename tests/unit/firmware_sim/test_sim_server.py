@@ -146,6 +146,7 @@ class RawPort:
 
 
 READ_WL = rtu_adu(1, bytes.fromhex("0400000005"))
+DEMO = Path(__file__).resolve().parents[3] / "configs" / "sim" / "demo.yaml"
 
 
 async def test_rtu_split_frame_with_long_gaps(sim: SimServer) -> None:
@@ -155,7 +156,7 @@ async def test_rtu_split_frame_with_long_gaps(sim: SimServer) -> None:
         chunks = await port.transact(READ_WL)
         assert len(chunks) == 3
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(chunks)]
-        assert all(g > 0.04 for g in gaps)  # far longer than t3.5 (2 ms at 19200 baud)
+        assert all(g > 0.02 for g in gaps)  # far longer than t3.5 (2 ms at 19200 baud)
         whole = b"".join(c for _t, c in chunks)
         assert len(whole) == 3 + 10 + 2 and crc_ok(whole)
     finally:
@@ -189,10 +190,9 @@ async def test_rtu_crc_garbage_and_silence(sim: SimServer) -> None:
 
 
 async def test_unplug_and_replug(sim: SimServer, tmp_path: Path) -> None:
-    bus = sim.bus("rtu-a")
-    from firmware_sim.server import RtuBus
-
-    assert isinstance(bus, RtuBus)
+    bus = sim.rtu_bus("rtu-a")
+    with pytest.raises(TypeError):
+        sim.rtu_bus("tcp-a")
     old = bus.path
     bus.unplug()
     assert "wl-1" not in sim.pty_paths
@@ -227,10 +227,7 @@ async def test_field_config_from_the_running_server(sim: SimServer) -> None:
 
 
 async def test_tcp_bus_goes_down_and_comes_back_on_the_same_port(sim: SimServer) -> None:
-    from firmware_sim.server import TcpBus
-
-    bus = sim.bus("tcp-b")
-    assert isinstance(bus, TcpBus)
+    bus = sim.tcp_bus("tcp-b")
     host, port, _unit = sim.tcp_endpoints["wim-1"]
     await bus.go_down()
     with pytest.raises(OSError):
@@ -242,3 +239,48 @@ async def test_tcp_bus_goes_down_and_comes_back_on_the_same_port(sim: SimServer)
         assert not (await client.read_input_registers(0, count=2, device_id=unit)).isError()
     finally:
         client.close()
+
+
+async def test_rtu_wire_time_emulation(cfg: SimConfig) -> None:
+    from firmware_sim.server import wire_time_s
+
+    # FC4 x5 at 9600 8N1: 8 + 15 characters = 24 ms, plus t3.5 (4 ms), plus 10 ms turnaround
+    assert wire_time_s(23, 9600) == pytest.approx(23 * 10 / 9600 + 3.5 * 11 / 9600)
+    slow = cfg.model_copy(
+        update={"buses": [cfg.buses[0].model_copy(update={"baudrate": 9600, "wire_time": True, "turnaround_ms": 10})]}
+    )
+    slow = SimConfig.model_validate({**slow.model_dump(), "devices": [cfg.devices[0].model_dump()]})
+    async with SimServer(slow) as sim:
+        port = RawPort(sim.pty_paths["wl-1"][0])
+        try:
+            chunks = await port.transact(READ_WL, 0.2)
+            assert chunks and 0.030 < chunks[0][0] < 0.2
+        finally:
+            port.close()
+
+
+async def test_whole_demo_district_decodes_through_the_gateway_poller() -> None:
+    """Drift check: every demo device, read by the gateway's own poller, equals the scenario."""
+    from firmware_sim.config import load_sim_config
+    from gateway.poller import build_pollers
+
+    cfg = load_sim_config(DEMO)
+    async with SimServer(cfg, speed=0.0) as sim:
+        sim.clock.advance(1500.0)  # storm, a lifted cover, an outage, trucks
+        checked = 0
+        for gw in sim.gateways:
+            buses, pollers = build_pollers(sim.field_config(gw))
+            for b in buses:
+                await b.open()
+            try:
+                for device, poller in pollers.items():
+                    res = await poller.poll(time.time())
+                    got = {r.metric: r for r in res.readings}
+                    for metric, value in sim.device(device).metrics().items():
+                        assert got[metric].value == pytest.approx(value, abs=0.011, rel=1e-5), (device, metric)
+                        assert got[metric].quality == 0, (device, metric)
+                        checked += 1
+            finally:
+                for b in buses:
+                    await b.close()
+        assert checked > 600

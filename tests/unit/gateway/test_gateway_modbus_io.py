@@ -120,3 +120,22 @@ def test_mbap() -> None:
         parse_mbap(bytes.fromhex("00010001000601"))
     with pytest.raises(BadFrame):
         parse_mbap(bytes.fromhex("00010000FFFF01"))
+
+
+@given(st.binary(max_size=300), st.sampled_from([1, 2, 3, 4, 5, 6, 15, 16]), st.integers(1, 125))
+def test_arbitrary_bytes_never_crash_the_reply_path(buf: bytes, fc: int, count: int) -> None:
+    if fc in (5, 6):
+        count = 1
+    values = tuple([1] * count) if fc in (5, 6, 15, 16) else ()
+    req = Request(1, fc, 0, count, values)
+    scan = scan_rtu_reply(buf, req)
+    assert scan.verdict in set(Verdict)
+    if scan.verdict is Verdict.OK:
+        try:
+            check_response_pdu(req, scan.pdu)
+        except (BadFrame, ModbusException):
+            pass
+    try:
+        check_response_pdu(req, buf[:260])
+    except (BadFrame, ModbusException):
+        pass

@@ -50,6 +50,9 @@ class FakeSlaves:
     async def close(self) -> None:
         self._open = False
 
+    def hold_off_s(self, req: Request) -> float:
+        return 0.0
+
     async def transact(self, req: Request, timeout_s: float) -> bytes:
         self.requests.append(req)
         if req.unit in self.fail:

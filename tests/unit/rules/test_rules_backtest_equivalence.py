@@ -10,8 +10,8 @@ from contracts.reading import DeviceInfo, Event, Quality, Reading
 from rules.backtest import backtest, history_from_readings
 from rules.evaluate import GatewayStatus
 
-LAMP = DeviceInfo(id="lamp-0001", profile="lamp", kind="lamp", lat=30.27, lon=120.15)
-MH = DeviceInfo(id="mh-0001", profile="mh", kind="manhole")
+LAMPS = [DeviceInfo(id=f"lamp-000{i}", profile="lamp", kind="lamp", lat=30.27 + i, lon=120.15 - i) for i in range(3)]
+MHS = [DeviceInfo(id=f"mh-000{i}", profile="mh", kind="manhole") for i in range(3)]
 
 RULES = rules_from(
     """
@@ -57,18 +57,22 @@ def _build(device: str, samples: list[tuple[str, float, int, float]], start: flo
 @settings(max_examples=150)
 @given(samples=st.lists(lamp_sample, min_size=1, max_size=300), start_h=st.integers(0, 23))
 def test_lamp_rules(samples: list[tuple[str, float, int, float]], start_h: int) -> None:
-    stream = _build("lamp-0001", samples, T0 + start_h * 3600)
-    _, live = run(RULES, [GatewayStatus("gw-1", "online", 0.0, (LAMP,)), *stream])
-    rep = backtest(RULES, history_from_readings(stream, {"lamp-0001": LAMP}))
+    # three lamps in one history (the backtest evaluates them as one array): rotated copies of the samples
+    stream = [r for i, d in enumerate(LAMPS) for r in _build(d.id, samples[i:] + samples[:i], T0 + start_h * 3600)]
+    stream.sort(key=lambda r: r.ts)
+    _, live = run(RULES, [GatewayStatus("gw-1", "online", 0.0, tuple(LAMPS)), *stream])
+    rep = backtest(RULES, history_from_readings(stream, {d.id: d for d in LAMPS}))
     assert sorted(key(rep.transitions)) == sorted(key(live))
 
 
 @settings(max_examples=150)
 @given(samples=st.lists(mh_sample, min_size=1, max_size=300), events=st.booleans())
 def test_manhole_rules(samples: list[tuple[str, float, int, float]], events: bool) -> None:
-    stream = _build("mh-0001", samples, T0)
-    evs = [Event("mh-0001", "cover_open", str(i), r.ts + 0.5) for i, r in enumerate(stream[::17])] if events else []
+    stream = [r for i, d in enumerate(MHS) for r in _build(d.id, samples[i:] + samples[:i], T0)]
+    stream.sort(key=lambda r: r.ts)
+    first = [r for r in stream if r.device == "mh-0000"]
+    evs = [Event("mh-0000", "cover_open", str(i), r.ts + 0.5) for i, r in enumerate(first[::17])] if events else []
     merged = sorted([*stream, *evs], key=lambda x: x.ts)
-    _, live = run(RULES, [GatewayStatus("gw-1", "online", 0.0, (MH,)), *merged])
-    rep = backtest(RULES, history_from_readings(stream, {"mh-0001": MH}, evs))
+    _, live = run(RULES, [GatewayStatus("gw-1", "online", 0.0, tuple(MHS)), *merged])
+    rep = backtest(RULES, history_from_readings(stream, {d.id: d for d in MHS}, evs))
     assert sorted(key(rep.transitions)) == sorted(key(live))

@@ -79,11 +79,11 @@ steps = st.lists(st.sampled_from([10.0, 30.0, 60.0, 60.0, 60.0, 300.0, 3000.0]),
 qualities = st.lists(st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2]), min_size=200, max_size=200)
 
 
-def _stream(values: list[float], gaps: list[float], qs: list[int]) -> list[Reading]:
+def _stream(values: list[float], gaps: list[float], qs: list[int], device: str = "wl-0001") -> list[Reading]:
     t = T0
     out = []
     for i, v in enumerate(values):
-        out.append(Reading("wl-0001", "depth", t, v, "m", Quality(qs[i])))
+        out.append(Reading(device, "depth", t, v, "m", Quality(qs[i])))
         t += gaps[i]
     return out
 
@@ -132,15 +132,22 @@ def test_stream_equals_any_batch_split(values: list[float], gaps: list[float], q
         state, trs = evaluate(rs, state, stream[a:b], 0.0)
         parts.extend(trs)
     assert key(parts) == key(whole)
-    assert state.to_json() == whole_state.to_json()
+    # next_stale_t is a lower bound for the next silence scan, not behaviour: it may differ
+    strip = ("next_stale_t", "next_tick_t")
+    assert {k: v for k, v in state.to_json().items() if k not in strip} == {
+        k: v for k, v in whole_state.to_json().items() if k not in strip
+    }
 
 
 @given(values=depth_values, gaps=steps, qs=qualities)
 def test_backtest_gives_the_live_transitions(values: list[float], gaps: list[float], qs: list[int]) -> None:
-    stream = _stream(values, gaps, qs)
+    # three gauges in one history (evaluated as one array by the backtest)
+    devs = ["wl-0001", "wl-0002", "wl-0003"]
+    stream = [r for i, d in enumerate(devs) for r in _stream(values[i:] + values[:i], gaps, qs, d)]
+    stream.sort(key=lambda r: r.ts)
     live_rules = [r for r in MULTI if r.kind != "staleness"]
-    _, live = run(live_rules, [birth(gauge()), *stream])
-    report = backtest(live_rules, history_from_readings(stream, {"wl-0001": gauge()}))
+    _, live = run(live_rules, [birth(*(gauge(d) for d in devs)), *stream])
+    report = backtest(live_rules, history_from_readings(stream, {d: gauge(d) for d in devs}))
     assert sorted(key(report.transitions)) == sorted(key(live))
 
 
