@@ -6,7 +6,7 @@ Per backend:
   own indexes are built and the planner statistics gathered (ANALYZE);
 * worklist p95: ``CaseStore.worklist(unit=..., state=..., sort="deadline", limit=50)`` — the
   handler's query, including the total count — over 200 calls with varying unit and state;
-* statistics p95: ``CaseStore.statistics`` over the last 30 days (~80 000 cases), 7 calls;
+* statistics (worst of 5): ``CaseStore.statistics`` over the last 30 days (~80 000 cases);
 * creation rate: ``CaseStore.apply_alarm`` for 1 000 new critical alarms (case + link + file
   + dispatch + 3 audit rows per transaction) on the loaded table.
 
@@ -85,7 +85,8 @@ def generate_sql(dialect: str, n: int) -> list[str]:
     # one busy street office gets ~20 % of cases: map 0..20 -> unit index with 0 repeated
     unit_pool = [UNITS[0]] * 4 + UNITS[1:]
     inner = (
-        f"SELECT i, {NOW} - {YEAR} * {rnd} AS created, {rnd} AS r_state, {pick.format(k=len(unit_pool))} AS u, "
+        f"SELECT i, {NOW} - {YEAR} * (1.0 - i * 1.0 / {n}) - 600 * {rnd} AS created, {rnd} AS r_state, "
+        f"{pick.format(k=len(unit_pool))} AS u, "
         f"{pick.format(k=len(CATS))} AS c, {pick.format(k=len(GRIDS))} AS g, {pick.format(k=len(OPEN_STATES))} AS s, "
         f"{rnd} AS r1, {rnd} AS r2 FROM {src}"
     )
@@ -146,9 +147,8 @@ def load(store_url: str, db: SqliteDb | PostgresDb, n: int) -> dict[str, float]:
             tx.execute(stmt)
     if db.dialect == "sqlite":
         db.conn.execute("ANALYZE")
-    else:
-        with db.tx() as tx:
-            tx.execute("ANALYZE cases")
+    else:  # what autovacuum would have done on a live table: visibility map + planner statistics
+        db.conn.execute("VACUUM ANALYZE cases")
     t2 = time.perf_counter()
     return {"load_s": round(t1 - t0, 1), "index_s": round(t2 - t1, 1)}
 
@@ -179,7 +179,7 @@ def measure(store: CaseStore, n_loaded: int) -> dict[str, Any]:
         store.get(rng.randint(1, max_id), now=NOW)
         pk.append((time.perf_counter() - t) * 1000)
     st: list[float] = []
-    for i in range(7):
+    for i in range(5):
         t = time.perf_counter()
         s = store.statistics(NOW - 30 * 86400 - i * 3600, NOW, now=NOW)
         st.append((time.perf_counter() - t) * 1000)

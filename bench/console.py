@@ -124,7 +124,7 @@ def serve(data: Path, port: int) -> None:
     from console.demo import RecordingAcks, demo_settings
     from rules.store import open_alarm_store
 
-    settings = demo_settings(max_page_size=200, login_rate={"per_minute": 1e6, "burst": 1000})
+    settings = demo_settings(max_page_size=200, login_rate={"per_minute": 1e6, "burst": 1000}, overview_cache_s=1.0)
     stores = Stores(devices=DeviceAdapter(open_store(f"sqlite:///{data}/timeseries.db")),
                     alarms=RulesAlarmAdapter(open_alarm_store(f"sqlite:///{data}/rules.db")),
                     cases=CaseAdapter(open_case_store(f"sqlite:///{data}/cases.db", migrate_schema=False)),

@@ -84,7 +84,9 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def e2e(dsn: str, data: dict[str, list[list[Reading]]], batch: int, tmp: Path) -> tuple[float, dict[str, float]]:
+def e2e(
+    dsn: str, data: dict[str, list[list[Reading]]], batch: int, tmp: Path, writers: int
+) -> tuple[float, dict[str, float]]:
     (tmp / "broker-e2e").mkdir()
     with mosquitto(tmp / "broker-e2e") as broker:
         metrics_port = free_port()
@@ -92,7 +94,7 @@ def e2e(dsn: str, data: dict[str, list[list[Reading]]], batch: int, tmp: Path) -
         cfg.write_text(
             f"mqtt:\n  url: {broker.url}\ningest:\n  store_url: '{dsn}'\n  client_id: bench-ingest\n"
             f"  metrics_port: {metrics_port}\n  batch_max_readings: {batch}\n  batch_max_messages: {batch // PER_MSG}\n"
-            "  linger_ms: 50\n  receive_maximum: 1000\n"
+            f"  linger_ms: 50\n  receive_maximum: 1000\n  writers: {writers}\n"
         )
         log = (tmp / "ingest.log").open("wb")
         ing = subprocess.Popen(
@@ -267,6 +269,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--writers", type=int, default=2, help="ingest.writers: concurrent commits")
     args = ap.parse_args()
     load0 = round(os.getloadavg()[0], 2)
     t0 = time.time() - 3600
@@ -280,7 +283,7 @@ def main() -> None:
             ceil1 = ceiling(dsn, data, args.batch)
         print(f"(a) idempotent ceiling, staged upsert, no MQTT: {ceil1:,.0f} readings/s")
         with pg_database() as dsn:
-            rate, stats = e2e(dsn, data, args.batch, tmp)
+            rate, stats = e2e(dsn, data, args.batch, tmp, args.writers)
         print(f"e2e MQTT QoS 1 -> PostgreSQL, committed and acknowledged: {rate:,.0f} readings/s  {stats}")
         with pg_database() as dsn:
             ceil2 = ceiling(dsn, data, args.batch)
@@ -294,6 +297,7 @@ def main() -> None:
         "readings": n,
         "per_message": PER_MSG,
         "batch_readings": args.batch,
+        "writers": args.writers,
         "e2e_readings_per_s": round(rate),
         "ceiling_readings_per_s": round(ceil),
         "ceiling_runs": [round(ceil1), round(ceil2)],

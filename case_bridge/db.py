@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from case_bridge.errors import StoreError
+from case_bridge.errors import StoreConflict, StoreError
 
 Row = tuple[Any, ...]
 
@@ -81,8 +81,12 @@ class SqliteDb:
                 raise StoreError(f"cannot begin a write transaction: {exc}") from exc
             try:
                 yield _SqliteTx(self.conn)
-            except BaseException:
+            except BaseException as exc:
                 self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise StoreConflict(f"constraint violated: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite statement failed: {exc}") from exc
                 raise
             try:
                 self.conn.execute("COMMIT")
@@ -93,9 +97,14 @@ class SqliteDb:
     @contextmanager
     def read(self) -> Iterator[_SqliteTx]:
         with self._lock:
-            self.conn.execute("BEGIN")
+            try:
+                self.conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a read: {exc}") from exc
             try:
                 yield _SqliteTx(self.conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite query failed: {exc}") from exc
             finally:
                 self.conn.execute("COMMIT")
 
@@ -128,26 +137,37 @@ class _PgTx:
 
 
 class PostgresDb:
+    """One psycopg connection (autocommit, explicit transactions); reconnects after a lost server."""
+
     dialect = "postgresql"
 
     def __init__(self, dsn: str) -> None:
         import psycopg
 
         self._psycopg = psycopg
-        try:
-            self.conn = psycopg.connect(dsn, autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the PostgreSQL case store: {exc}") from exc
+        self._dsn = dsn
+        self.conn = self._connect()
         self._lock = threading.RLock()
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self._dsn, autocommit=True)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the PostgreSQL case store: {exc}") from exc
+
+    def _ensure(self) -> None:
+        if self.conn.closed or self.conn.broken:
+            self.conn = self._connect()
 
     @contextmanager
     def tx(self) -> Iterator[_PgTx]:
         with self._lock:
+            self._ensure()
             try:
                 with self.conn.transaction():
                     yield _PgTx(self.conn)
-            except self._psycopg.errors.UniqueViolation:
-                raise
+            except self._psycopg.errors.IntegrityError as exc:
+                raise StoreConflict(f"constraint violated: {exc}") from exc
             except self._psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL transaction failed: {exc}") from exc
 
@@ -155,6 +175,7 @@ class PostgresDb:
     def read(self) -> Iterator[_PgTx]:
         """Reads run in autocommit: one round trip per statement instead of BEGIN/SELECT/COMMIT."""
         with self._lock:
+            self._ensure()
             try:
                 yield _PgTx(self.conn)
             except self._psycopg.Error as exc:

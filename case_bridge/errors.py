@@ -7,6 +7,7 @@
         ├── CaseConflict        the case changed since the caller read it (expected_version)
         ├── UnknownCategory     a category code that is not in the category table
         ├── StoreError          the database failed (sqlite3 / psycopg errors translated once)
+        │   └── StoreConflict   a uniqueness constraint lost a race (another writer got there first)
         └── NotifyError         a notification target refused or could not be reached
 """
 
@@ -58,6 +59,10 @@ class UnknownCategory(CaseError):
 
 class StoreError(CaseError):
     """The case store failed; the message names the operation."""
+
+
+class StoreConflict(StoreError):
+    """A unique constraint lost a race with another writer; retrying the operation resolves it."""
 
 
 class NotifyError(CaseError):

@@ -46,9 +46,9 @@ def match_rule(catalog: Catalog, rule: str, device_kind: str | None) -> CaseRule
     narrowed by device kind still matches by an explicit rule name, never by a bare ``*``.
     """
     for r in catalog.table.rules:
-        if r.device_kind is not None and r.device_kind != device_kind:
-            if device_kind is not None or r.rule == "*":
-                continue
+        kind_differs = r.device_kind is not None and r.device_kind != device_kind
+        if kind_differs and (device_kind is not None or r.rule == "*"):
+            continue
         if fnmatchcase(rule, r.rule):
             return r
     return None

@@ -20,10 +20,10 @@ import orjson
 from case_bridge import lifecycle, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.db import PostgresDb, SqliteDb, Tx, connect, migrate
-from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, StoreError
+from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, StoreConflict, StoreError
 from case_bridge.lifecycle import NO_DEADLINE, AlarmView, Clocks, Verdict
 from case_bridge.mapping import CaseDraft, locality, map_alarm, responsible_unit
-from case_bridge.workflow import Action, Position, Role, State
+from case_bridge.workflow import Action, Position, Role, State, parse_role
 from contracts.alarms import AlarmTransition, TransitionKind
 from contracts.payloads import ts_ms
 from contracts.reading import DeviceInfo
@@ -230,12 +230,17 @@ class CaseStore:
         include_closed: bool = False,
         grid: str | None = None,
         source: str | None = None,
+        device: str | None = None,
+        ids: Sequence[int] | None = None,
+        created_from: float | None = None,
+        created_to: float | None = None,
     ) -> Page:
         """A page of cases, sorted (default: nearest deadline first), with the total count.
 
         ``state`` None means every open state (unless ``include_closed``); ``category`` is a
         service code (``S0111``) or a bare code; ``overdue`` True/False filters on the stage
-        deadline at ``now``.
+        deadline at ``now``; ``device`` finds the cases linked to a device (correlated ones
+        too); ``ids`` and ``created_from``/``created_to`` serve Open311's request filters.
         """
         now = time.time() if now is None else now
         if sort not in _ORDER:
@@ -268,6 +273,20 @@ class CaseStore:
         if source is not None:
             where.append("source = ?")
             params.append(source)
+        if device is not None:
+            where.append("(device = ? OR id IN (SELECT case_id FROM case_links WHERE device = ?))")
+            params.extend([device, device])
+        if ids is not None:
+            if not ids:
+                return Page([], 0, limit, offset)
+            where.append(f"id IN ({', '.join('?' * len(ids))})")
+            params.extend(int(i) for i in ids)
+        if created_from is not None:
+            where.append("created_at >= ?")
+            params.append(created_from)
+        if created_to is not None:
+            where.append("created_at < ?")
+            params.append(created_to)
         if overdue is True:
             where.append("deadline < ?")
             params.append(now)
@@ -301,7 +320,7 @@ class CaseStore:
     audit = timeline
 
     def allowed_actions(self, case: Case, role: Role | str | None = None) -> tuple[str, ...]:
-        r = Role(role) if role is not None else None
+        r = parse_role(role) if role is not None else None
         return tuple(a.value for a in workflow.allowed_actions(case.position, r))
 
     def linked_alarms(self, case_id: int) -> list[AlarmView]:
@@ -383,6 +402,26 @@ class CaseStore:
         elif self.catalog.unit(unit) is None:
             raise StoreError(f"unknown unit {unit!r}")
         loc = locality(self.catalog, grid)
+        try:
+            return self._create_reported_tx(
+                cat, urg, unit, grid, loc.street, loc.district, lat, lon, address, description, source, source_key,
+                reporter, actor, request_id, data, now,
+            )
+        except StoreConflict:
+            if source_key is None:
+                raise
+            with self.db.read() as tx:  # a concurrent call with the same key won the race
+                rows = tx.execute("SELECT id FROM cases WHERE source_key = ?", (source_key,))
+                if not rows:
+                    raise
+                return self._get_tx(tx, int(rows[0][0]), now)
+
+    def _create_reported_tx(  # noqa: PLR0917
+        self, cat: CategoryDef, urg: Urgency, unit: str, grid: str | None, street: str | None, district: str | None,
+        lat: float | None, lon: float | None, address: str | None, description: str, source: str,
+        source_key: str | None, reporter: str | None, actor: str | None, request_id: str | None,
+        data: dict[str, Any] | None, now: float,
+    ) -> Case:
         with self.db.tx() as tx:
             if source_key is not None:
                 rows = tx.execute("SELECT id FROM cases WHERE source_key = ?", (source_key,))
@@ -390,7 +429,7 @@ class CaseStore:
                     return self._get_tx(tx, int(rows[0][0]), now)
             case_id = self._insert_case(
                 tx, source=source, source_key=source_key, cat=cat, urgency=urg, unit=unit, grid=grid,
-                street=loc.street, district=loc.district, device=None, rule=None, severity=None, corr_key=None,
+                street=street, district=district, device=None, rule=None, severity=None, corr_key=None,
                 auto_close=False, lat=lat, lon=lon, address=address, description=description, reporter=reporter,
                 data=data or {}, now=now,
             )
@@ -420,7 +459,7 @@ class CaseStore:
         dispatch (派遣 to another unit).
         """
         now = time.time() if now is None else now
-        r = Role(role) if role is not None else None
+        r = parse_role(role) if role is not None else None
         with self.db.tx() as tx:
             if request_id is not None and tx.execute(
                 "SELECT 1 FROM case_audit WHERE case_id = ? AND request_id = ?", (case_id, request_id)
@@ -432,8 +471,21 @@ class CaseStore:
             return self._transition_tx(tx, case, action, actor, r, note, request_id, now, unit=unit, data=data)
 
     def apply_alarm(self, tr: AlarmTransition, device: DeviceInfo | None, now: float | None = None) -> AlarmOutcome:
-        """Apply one alarm transition idempotently: open, attach to, escalate or return a case."""
+        """Apply one alarm transition idempotently: open, attach to, escalate or return a case.
+
+        Two bridges racing for the same correlation key (PostgreSQL, READ COMMITTED) meet at the
+        partial unique index; the loser retries and attaches to the winner's case.
+        """
         now = time.time() if now is None else now
+        for attempt in range(3):
+            try:
+                return self._apply_alarm_once(tr, device, now)
+            except StoreConflict:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply_alarm_once(self, tr: AlarmTransition, device: DeviceInfo | None, now: float) -> AlarmOutcome:
         with self.db.tx() as tx:
             inserted = tx.execute_rowcount(
                 "INSERT INTO alarm_events (alarm_id, kind, t_ms, received_at) VALUES (?, ?, ?, ?) "
@@ -548,11 +600,6 @@ class CaseStore:
         if unit is not None:
             base += " AND unit = ?"
             params.append(unit)
-        rate_cols = (
-            "COUNT(*), SUM(CASE WHEN state = 'closed' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN due_at IS NOT NULL AND (handled_at IS NOT NULL OR due_at < ?) THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN handled_at IS NOT NULL AND due_at IS NOT NULL AND handled_at <= due_at THEN 1 ELSE 0 END)"
-        )
         off = self.catalog.calendar.utc_offset_s
         # SQLite would rather walk a (unit, ...) index to avoid a sort for GROUP BY unit, which
         # reads the whole table; the period's created_at range is the selective part
@@ -561,22 +608,44 @@ class CaseStore:
             hour = "CAST(FLOOR((created_at + ?) / 3600.0) AS BIGINT) % 24"
         else:
             hour = "CAST((created_at + ?) / 3600 AS INTEGER) % 24"
+        # one pass over the period, grouped finely, rolled up here: each extra GROUP BY query
+        # would walk the period's rows again
+        sums = (
+            "COUNT(*), SUM(CASE WHEN state = 'closed' THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN due_at IS NOT NULL AND (handled_at IS NOT NULL OR due_at < ?) THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN handled_at IS NOT NULL AND due_at IS NOT NULL AND handled_at <= due_at THEN 1 ELSE 0 END)"
+        )
         with self.db.read() as tx:
-            by_unit = [self._rate(r) for r in tx.execute(
-                f"SELECT unit, {rate_cols} FROM {src} WHERE {base} GROUP BY unit ORDER BY unit", [now, *params])]
-            by_cat = [self._rate(r) for r in tx.execute(
-                f"SELECT service_code, {rate_cols} FROM {src} WHERE {base} GROUP BY service_code ORDER BY service_code",
-                [now, *params])]
-            total_rows = tx.execute(f"SELECT 'all', {rate_cols} FROM {src} WHERE {base}", [now, *params])
-            by_hour = [(int(h), str(sc), int(n)) for h, sc, n in tx.execute(
-                f"SELECT {hour} AS h, service_code, COUNT(*) FROM {src} WHERE {base} GROUP BY h, service_code "
-                "ORDER BY h, service_code", [off, *params])]
-            by_grid = [(str(g), int(n)) for g, n in tx.execute(
-                f"SELECT grid, COUNT(*) AS n FROM {src} WHERE {base} AND grid IS NOT NULL GROUP BY grid "
-                "ORDER BY n DESC, grid LIMIT 100", params)]
+            rows = tx.execute(
+                f"SELECT unit, service_code, grid, {hour} AS h, {sums} FROM {src} WHERE {base} "
+                "GROUP BY unit, service_code, grid, h",
+                [off, now, *params],
+            )
             medians = self._stage_medians(tx, src, base, params)
-        return Statistics(since, until, by_unit, by_cat, by_hour, by_grid, medians,
-                          self._rate(total_rows[0]) if total_rows else RateRow("all", 0, 0, 0, 0, None, None))
+        acc: dict[tuple[str, str], list[int]] = {}
+        hours: dict[tuple[int, str], int] = {}
+        grids: dict[str, int] = {}
+        for unit_id, sc, grid, h, n, closed, due, on_time in rows:
+            vals = (int(n), int(closed or 0), int(due or 0), int(on_time or 0))
+            for key in (("unit", str(unit_id)), ("cat", str(sc)), ("all", "all")):
+                a = acc.setdefault(key, [0, 0, 0, 0])
+                for k in range(4):
+                    a[k] += vals[k]
+            hours[(int(h), str(sc))] = hours.get((int(h), str(sc)), 0) + vals[0]
+            if grid is not None:
+                grids[str(grid)] = grids.get(str(grid), 0) + vals[0]
+
+        def rows_of(kind: str) -> list[RateRow]:
+            return [self._rate((key, *v)) for (k, key), v in sorted(acc.items()) if k == kind]
+
+        total = rows_of("all")
+        return Statistics(
+            since, until, rows_of("unit"), rows_of("cat"),
+            [(h, sc, n) for (h, sc), n in sorted(hours.items())],
+            sorted(grids.items(), key=lambda kv: (-kv[1], kv[0]))[:100],
+            medians,
+            total[0] if total else RateRow("all", 0, 0, 0, 0, None, None),
+        )
 
     _STAGES = (
         ("file", "filed_at", "created_at"),

@@ -98,6 +98,23 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+# the console's login roles, mapped onto workflow roles: the duty officer sits in the command centre
+ROLE_ALIASES: dict[str, Role] = {"duty_officer": Role.DISPATCHER, "case_handler": Role.HANDLER}
+
+
+def parse_role(value: Role | str) -> Role:
+    """A workflow role from its name or a console role name (``duty_officer``, ``case_handler``)."""
+    if isinstance(value, Role):
+        return value
+    if value in ROLE_ALIASES:
+        return ROLE_ALIASES[value]
+    try:
+        return Role(value)
+    except ValueError:
+        known = ", ".join([*(r.value for r in Role), *ROLE_ALIASES])
+        raise ValueError(f"unknown role {value!r}; one of {known}") from None
+
+
 # (from state, action) -> to state. Extension actions keep the state (see module docstring).
 TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.REPORTED, Action.FILE): State.FILED,

@@ -30,18 +30,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if updates:
         settings = settings.model_copy(update=updates)
     store = open_store(settings.store_url)
+    extra = [open_store(settings.store_url) for _ in range(settings.writers - 1)]
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        ingester = Ingester(mqtt_settings, settings, store)
+        ingester = Ingester(mqtt_settings, settings, store, extra_writers=extra)
         log.info("ingesting from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
         await ingester.run(stop)
 
     try:
         asyncio.run(main())
     finally:
-        store.close()
+        for st in (store, *extra):
+            st.close()
     return 0

@@ -26,6 +26,9 @@ class IngestSettings(StrictModel):
     #: unacknowledged messages the broker may have in flight to us (MQTT 5 Receive Maximum).
     #: With acks held until commit this bounds the ingester's memory while the store is down.
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: concurrent commits, one store connection each (PostgreSQL: 2 lets the database use two
+    #: cores; acknowledgements still go out in arrival order). SQLite has one writer: use 1.
+    writers: int = Field(default=1, ge=1, le=8)
     batch_max_readings: int = Field(default=5000, ge=1)
     batch_max_messages: int = Field(default=500, ge=1)
     linger_ms: int = Field(default=50, ge=0)

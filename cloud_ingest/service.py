@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,12 +105,16 @@ class Ingester:
         mqtt_settings: MqttSettings,
         settings: IngestSettings,
         store: Store,
+        *,
         metrics: IngestMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        extra_writers: Sequence[Store] = (),
     ) -> None:
         self.mqtt = mqtt_settings
         self.cfg = settings
         self.store = store
+        #: one store (connection) per concurrent commit; the first also serves watermark queries
+        self.stores: list[Store] = [store, *extra_writers]
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
         self.limits: Limits = settings.limits()
@@ -279,29 +283,60 @@ class Ingester:
                 return
 
     async def _commit_loop(self, ready: asyncio.Queue[Pending | None]) -> None:
+        """Dispatch batches to the free writers; a separate task acknowledges them in arrival order.
+
+        With several writers (``ingest.writers``, one store connection each) consecutive batches
+        commit concurrently, so the database can use more than one core; acknowledgements and
+        watermarks still follow arrival order, because MQTT wants PUBACKs in order and a batch
+        must never be acknowledged before an earlier one is committed.
+        """
+        free: asyncio.Queue[Store] = asyncio.Queue()
+        for st in self.stores:
+            free.put_nowait(st)
+        inflight: asyncio.Queue[tuple[Pending, asyncio.Task[Store]] | None] = asyncio.Queue(maxsize=len(self.stores))
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._ack_in_order(inflight), name="ingest.ack")
+            while True:
+                p = await ready.get()
+                if p is None:
+                    await inflight.put(None)
+                    return
+                st = await free.get()
+                task = tg.create_task(self._commit_on(st, p, free), name="ingest.write")
+                await inflight.put((p, task))
+
+    async def _commit_on(self, st: Store, p: Pending, free: asyncio.Queue[Store]) -> Store:
+        try:
+            await self._commit(p, st)
+        finally:
+            free.put_nowait(st)
+        return st
+
+    async def _ack_in_order(self, inflight: asyncio.Queue[tuple[Pending, asyncio.Task[Store]] | None]) -> None:
         while True:
-            p = await ready.get()
-            if p is None:
+            entry = await inflight.get()
+            if entry is None:
                 return
-            await self._commit(p)
+            p, task = entry
+            st = await task
             if self._fault_ack_delay_s:
                 await asyncio.sleep(self._fault_ack_delay_s)
             self._ack(p.items)
-            await self._advance_watermarks(p.batch.seqs)
+            await self._advance_watermarks(p.batch.seqs, st)
 
-    async def _commit(self, p: Pending) -> WriteResult:
+    async def _commit(self, p: Pending, st: Store) -> WriteResult:
         delay = self.cfg.retry_initial_s
         while True:
             t0 = time.monotonic()
             try:
                 try:
-                    result = await self._write_watched(p.batch, len(p.items))
+                    result = await self._write_watched(p.batch, len(p.items), st)
                 except StoreError as exc:
                     if isinstance(exc, StoreUnavailable):
                         raise
                     self.metrics.store_errors.labels("rejected").inc()
                     log.error("store rejected a batch of %d messages (%s); writing them one by one", len(p.items), exc)
-                    result = await self._write_split(p)
+                    result = await self._write_split(p, st)
             except StoreUnavailable as exc:
                 self.metrics.store_errors.labels("unavailable").inc()
                 if self._store_down_since is None:
@@ -318,9 +353,9 @@ class Ingester:
             self._account(p, result, time.monotonic() - t0)
             return result
 
-    async def _write_watched(self, batch: WriteBatch, n_msgs: int) -> WriteResult:
+    async def _write_watched(self, batch: WriteBatch, n_msgs: int, st: Store) -> WriteResult:
         """Write in a worker thread; log once if it stalls (a paused database) and keep waiting."""
-        fut = asyncio.ensure_future(asyncio.to_thread(self.store.write, batch))
+        fut = asyncio.ensure_future(asyncio.to_thread(st.write, batch))
         done, _ = await asyncio.wait({fut}, timeout=self.cfg.stall_warn_s)
         if not done:
             t0 = time.monotonic()
@@ -332,7 +367,7 @@ class Ingester:
             return result
         return fut.result()
 
-    async def _write_split(self, p: Pending) -> WriteResult:
+    async def _write_split(self, p: Pending, st: Store) -> WriteResult:
         """A batch the store refused for good: write message by message; refused ones become dead letters."""
         totals = [0, 0, 0, 0, 0]
         p.dead = []
@@ -343,7 +378,7 @@ class Ingester:
             if isinstance(verdict, Rejected):
                 p.dead.append((verdict.gw, verdict.reason))
             try:
-                res = await asyncio.to_thread(self.store.write, one)
+                res = await asyncio.to_thread(st.write, one)
             except StoreUnavailable:
                 raise
             except StoreError as exc:
@@ -354,7 +389,7 @@ class Ingester:
                     ],
                     seqs=[SeqMark(s.gw, s.boot, s.seq, s.kind, 0) for s in one.seqs],
                 )
-                res = await asyncio.to_thread(self.store.write, dl)
+                res = await asyncio.to_thread(st.write, dl)
                 p.dead.append((gw, "store_rejected"))
             for i, v in enumerate(
                 (
@@ -395,7 +430,7 @@ class Ingester:
                 client.ack(item.mid, item.qos)
         self.metrics.unacked.dec(len(items))
 
-    async def _advance_watermarks(self, seqs: list[SeqMark]) -> None:
+    async def _advance_watermarks(self, seqs: list[SeqMark], st: Store) -> None:
         by_key: dict[Key, list[int]] = {}
         for s in seqs:
             by_key.setdefault((s.gw, s.boot), []).append(s.seq)
@@ -404,26 +439,26 @@ class Ingester:
             gw, boot = key
             try:
                 if not self.tracker.known(key):
-                    committed = await asyncio.to_thread(self.store.committed_seqs, gw, boot, self.cfg.first_seq - 1)
+                    committed = await asyncio.to_thread(st.committed_seqs, gw, boot, self.cfg.first_seq - 1)
                     self.tracker.load(key, [*committed, *mine])
                     changed.add(gw)
                     continue
                 if self.tracker.add(key, mine):
                     changed.add(gw)
-                if self.tracker.has_holes(key) and await self._requery(key):
+                if self.tracker.has_holes(key) and await self._requery(key, st):
                     changed.add(gw)
             except StoreError as exc:  # the watermark catches up on the next batch or timer tick
                 log.debug("watermark query failed: %s", exc)
         for gw in changed:
             self._publish_ack(gw)
 
-    async def _requery(self, key: Key, min_interval_s: float = 1.0) -> bool:
+    async def _requery(self, key: Key, st: Store, min_interval_s: float = 1.0) -> bool:
         """Holes may have been filled by another ingester (shared subscription): ask the store, at most 1/s."""
         now = time.monotonic()
         if now - self._requeried.get(key, 0.0) < min_interval_s:
             return False
         self._requeried[key] = now
-        extra = await asyncio.to_thread(self.store.committed_seqs, key[0], key[1], self.tracker.wm[key])
+        extra = await asyncio.to_thread(st.committed_seqs, key[0], key[1], self.tracker.wm[key])
         return self.tracker.add(key, extra)
 
     def _publish_ack(self, gw: str) -> None:
@@ -444,7 +479,7 @@ class Ingester:
                 await asyncio.wait_for(stop.wait(), tick)
             try:
                 for key in [k for k in self.tracker.wm if self.tracker.has_holes(k)]:
-                    if await self._requery(key):
+                    if await self._requery(key, self.store):
                         self._publish_ack(key[0])
                 new, filled = self.tracker.check_gaps(self.clock())
                 for gap in new:

@@ -60,14 +60,21 @@ class DeviceAdapter:
     def __init__(self, store: Store, cache_s: float = 1.0) -> None:
         self.store = store
         self.cache_s = cache_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # single flight: one thread rebuilds, the others wait for it
         self._cached: tuple[float, list[DeviceView], dict[str, DeviceView]] | None = None
 
     def _load(self) -> tuple[list[DeviceView], dict[str, DeviceView]]:
-        now = time.monotonic()
+        cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < self.cache_s:
+            return cached[1], cached[2]
         with self._lock:
-            if self._cached is not None and now - self._cached[0] < self.cache_s:
-                return self._cached[1], self._cached[2]
+            cached = self._cached
+            if cached is not None and time.monotonic() - cached[0] < self.cache_s:
+                return cached[1], cached[2]
+            return self._rebuild()
+
+    def _rebuild(self) -> tuple[list[DeviceView], dict[str, DeviceView]]:
+        now = time.monotonic()
         try:
             states = self.store.devices()
             latest = self.store.latest()
@@ -85,8 +92,7 @@ class DeviceAdapter:
             for s in states
         ]
         index = {v.id: v for v in views}
-        with self._lock:
-            self._cached = (now, views, index)
+        self._cached = (now, views, index)
         return views, index
 
     def devices(self) -> list[DeviceView]:

@@ -144,8 +144,14 @@ def overview_data(ctx: Ctx, now: float) -> dict[str, Any]:
     """Devices by type and state, the deepest water gauges with a 6 h trend, active alarms.
 
     Only the ``TOP_GAUGES`` deepest gauges get a trend series: a wall screen cannot show
-    thousands of sparklines, and each one is a range query.
+    thousands of sparklines, and each one is a range query. The result is the same for every
+    viewer, so it is shared for ``overview_cache_s`` (live changes arrive over SSE meanwhile).
     """
+    data: dict[str, Any] = ctx.cache.get("overview", ctx.settings.overview_cache_s, lambda: _overview(ctx, now))
+    return data
+
+
+def _overview(ctx: Ctx, now: float) -> dict[str, Any]:
     devices = ctx.stores.devices.devices()
     alarms = serialize.sort_alarms(ctx.stores.alarms.active())
     alarmed: dict[str, str] = {}

@@ -69,7 +69,7 @@ class ConsoleSettings(StrictModel):
     write_rate: RateSpec = RateSpec(per_minute=120, burst=30)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_page_size: int = Field(default=200, ge=1, le=10_000)
-    ingest_store_url: str = "sqlite:///data/timeseries.db"
+    ingest_store_url: str = "sqlite:///data/citywatch.db"  # the ingest section's store_url
     alarm_store_url: str = "sqlite:///data/rules.db"  # the rule engine's AlarmStore
     case_store_url: str = "sqlite:///data/cases.db"
     audit_store_url: str = "sqlite:///data/console.db"
@@ -77,6 +77,7 @@ class ConsoleSettings(StrictModel):
     open311_public_read: bool = True  # GeoReport GET methods need no key, as the spec says
     live_feed: bool = True  # subscribe to alarms/telemetry on MQTT for the SSE stream
     sse_queue_max: int = Field(default=1000, ge=10)
+    overview_cache_s: float = Field(default=1.0, ge=0, le=60)  # one overview computation shared by all screens
 
     @model_validator(mode="after")
     def _unique(self) -> ConsoleSettings:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -32,6 +34,43 @@ class Stores:
     acks: AckPort | None = None
 
 
+class TtlCache:
+    """Values recomputed at most once per ``ttl_s`` per key, single-flight across threads.
+
+    A wall screen per duty room polls the same overview; without this, N screens cost N
+    full recomputations per refresh (and all of them at once when the entry expires). While
+    one thread recomputes an expired entry, the others get the previous value at once
+    (stale-while-revalidate) instead of queueing behind the recomputation.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, Any]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
+        hit = self._values.get(key)
+        if hit is not None and time.monotonic() - hit[0] < ttl_s:
+            return hit[1]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        if hit is not None and ttl_s > 0:
+            if not lock.acquire(blocking=False):
+                return hit[1]  # someone is refreshing it: serve the previous value meanwhile
+        else:
+            lock.acquire()
+        try:
+            hit = self._values.get(key)
+            if hit is not None and time.monotonic() - hit[0] < ttl_s:
+                return hit[1]
+            started = time.monotonic()
+            value = compute()
+            self._values[key] = (started, value)
+            return value
+        finally:
+            lock.release()
+
+
 @dataclass
 class Ctx:
     settings: ConsoleSettings
@@ -44,6 +83,7 @@ class Ctx:
     login_limiter: RateLimiter = field(init=False)
     write_limiter: RateLimiter = field(init=False)
     tz: ZoneInfo = field(init=False)
+    cache: TtlCache = field(default_factory=TtlCache)
 
     def __post_init__(self) -> None:
         self.apply(self.settings)

@@ -148,6 +148,7 @@ def demo_settings(**overrides: object) -> Any:
         "production": False,
         "users": [{"username": u, "password_hash": pw_hash, "role": r, "unit": unit} for u, r, unit in DEMO_USERS],
         "api_keys": [{"name": "hotline-12319", "key_sha256": hash_api_key(DEMO_API_KEY)}],
+        "overview_cache_s": 0.0,  # tests look at the stores' state right after they change it
     }
     base.update(overrides)
     return ConsoleSettings.model_validate(base)

@@ -163,9 +163,15 @@ def render(budgets: Sequence[BusBudget]) -> str:
                          f"{d.interval_s:>8g} {d.storm_interval_s:>8g} {d.utilisation * 100:>7.1f} "
                          f"{d.storm_utilisation * 100:>8.1f}")
         state = "OVERBOOKED" if b.overbooked else "ok"
-        lines.append(f"  utilisation {b.utilisation * 100:.1f} % normal, {b.storm_utilisation * 100:.1f} % storm, "
-                     f"{b.dead_utilisation * 100:.1f} % storm with one dead slave (limit "
-                     f"{b.max_utilisation * 100:.0f} %): {state}")
+        lines.append(f"  utilisation {b.utilisation * 100:.1f} % normal, {b.storm_utilisation * 100:.1f} % storm "
+                     f"(limit {b.max_utilisation * 100:.0f} %): {state}")
+        lines.append(f"  with the costliest slave dead, until it is quarantined: {b.dead_utilisation * 100:.1f} % "
+                     f"(its timeouts x tries every interval)")
+        for d in b.devices:
+            layout = profiles.get(d.profile).records
+            if layout is not None:
+                per_read = (profiles.get(d.profile).max_block_registers - layout.record_words) // layout.stride + 1
+                lines.append(f"  not counted: {d.device} record reads (one read per up to {per_read} new records)")
         lines.append(f"  shortest common poll interval for these {len(b.devices)} devices: "
                      f"{b.shortest_interval_s:.3f} s")
         if b.overbooked:

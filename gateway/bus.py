@@ -96,19 +96,25 @@ class TcpTransport:
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid
         reader, writer = self._reader, self._writer
+        in_frame = False
         try:
             async with asyncio.timeout(timeout_s):  # one deadline for the whole exchange (no extra task)
                 writer.write(tcp_request(req, tid))
                 await writer.drain()
                 while True:
                     mbap = parse_mbap(await reader.readexactly(7))
+                    in_frame = True
                     pdu = await reader.readexactly(mbap.length - 1)
+                    in_frame = False
                     if mbap.transaction_id != tid:
                         continue  # a late reply to an earlier, timed-out request
                     if mbap.unit != req.unit:
                         raise BadFrame(f"reply from unit {mbap.unit} to a request for unit {req.unit}")
                     return pdu
         except TimeoutError as exc:
+            if in_frame:  # a header promised more bytes than came: the stream is out of step
+                await self.close()
+                raise BadFrame(f"unit {req.unit}: reply shorter than its MBAP length") from exc
             raise NoResponse(f"unit {req.unit}: no reply within {timeout_s * 1000:.0f} ms") from exc
         except BadFrame:
             await self.close()  # the stream is out of step; start clean
@@ -177,6 +183,8 @@ class SerialTransport:
             self._fail("end of file (port gone)")
             return
         self._buf += chunk
+        if len(self._buf) > 4 * 256:  # line noise while idle: keep only what could still be a reply
+            del self._buf[: -2 * 256]
         self._data.set()
 
     def _fail(self, why: str) -> None:

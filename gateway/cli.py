@@ -73,6 +73,9 @@ def _bus_config(args: argparse.Namespace) -> BusConfig:
 
 def args_probe(parser: argparse.ArgumentParser) -> None:
     _bus_args(parser)
+    conf = parser.add_argument_group("or a device of a gateway config (bus, unit, profile and word order from it)")
+    conf.add_argument("-c", "--config", metavar="FILE", help="gateway config (YAML)")
+    conf.add_argument("--device", metavar="ID", help="device id in the config")
     parser.add_argument("--unit", type=int, default=1, help="unit id (slave address), default 1")
     parser.add_argument("--profile", help="device profile (see docs/devices.md); omit for a raw read")
     parser.add_argument("--word-order", choices=["ABCD", "CDAB", "BADC", "DCBA"], help="override for decoding")
@@ -102,10 +105,27 @@ async def _probe(args: argparse.Namespace) -> int:
     from gateway.plan import plan_reads
     from gateway.registers import DataType, RegisterKind, WordOrder, decode_block, decode_value, quality_of
 
-    cfg = _bus_config(args)
+    if args.config or args.device:
+        if not (args.config and args.device):
+            raise SystemExit("give both -c FILE and --device ID")
+        from gateway.config import load_field_config
+
+        field_cfg = load_field_config(args.config)
+        dev = next((d for d in field_cfg.devices if d.id == args.device), None)
+        if dev is None:
+            raise SystemExit(f"no device {args.device!r} in {args.config}")
+        cfg = field_cfg.bus(dev.bus)
+        args.unit, args.profile = dev.unit_id, dev.profile
+        if args.word_order is None and dev.word_order is not None:
+            args.word_order = dev.word_order.value
+    else:
+        cfg = _bus_config(args)
     failures = 0
     async with Bus(cfg) as bus:
         print(f"probe {cfg.endpoint} unit {args.unit}")
+        if not bus.is_up:
+            print(f"citywatch probe: bus not usable: {bus.down_reason}", file=sys.stderr)
+            return 1
         if not args.profile:
             kind = RegisterKind(args.kind)
             try:
@@ -213,6 +233,9 @@ async def _scan(args: argparse.Namespace) -> int:
     found: list[str] = []
     total = args.last - args.first + 1
     async with Bus(cfg) as bus:
+        if not bus.is_up:
+            print(f"citywatch scan: bus not usable: {bus.down_reason}", file=sys.stderr)
+            return 1
         for i, unit in enumerate(range(args.first, args.last + 1), 1):
             print(f"\rscanning {cfg.endpoint}: unit {unit} ({i}/{total}), {len(found)} found", end="",
                   file=sys.stderr, flush=True)

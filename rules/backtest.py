@@ -346,7 +346,12 @@ def rate_slopes(t: np.ndarray, v: np.ndarray, idx: np.ndarray, start: np.ndarray
         tt, vv = t[rows], v[rows]
         i, j = np.triu_indices(offs.size, 1)
         s = (vv[:, j] - vv[:, i]) / (tt[:, j] - tt[:, i])
-        slopes[sel] = np.median(s, axis=1)
+        m = i.size
+        if m % 2:
+            slopes[sel] = np.partition(s, m // 2, axis=1)[:, m // 2]
+        else:  # the mean of the two middle slopes, computed as np.median does
+            part = np.partition(s, (m // 2 - 1, m // 2), axis=1)
+            slopes[sel] = (part[:, m // 2 - 1] + part[:, m // 2]) / 2.0
     return slopes
 
 
@@ -559,7 +564,10 @@ def lamp_vector(c: Compiled, data: LampData) -> list[AlarmTransition]:
         sub.v = amps[ev]
         return single_vector(c, sub, (fail[ev], ~fail[ev]), (rule.raise_after_s, rule.clear_after_s), amps[ev])
     assert isinstance(rule, LampDayBurningRule | LampDarkRule)
-    lit = np.where(amps_known, amps >= rule.on_current_a, relay_on)
+    if isinstance(rule, LampDayBurningRule):
+        lit = np.where(amps_known, amps >= rule.on_current_a, relay_on)
+    else:
+        lit = np.where(relay_known, relay_on, amps >= rule.on_current_a)
     lit_known = amps_known | relay_known
     sun = np.full(n, -1, dtype=np.int8)
     b = seg.bounds.tolist()
@@ -594,6 +602,13 @@ def _device_rules(plan: DevicePlan) -> list[Compiled]:
     return list(seen.values())
 
 
+def _special_ids(rules: Sequence[Rule]) -> set[str]:
+    out: set[str] = set()
+    for r in rules:
+        out.update(r.applies_to.devices, r.applies_to.exclude, getattr(r, "overrides", {}).keys())
+    return out
+
+
 def _group_key(c: Compiled) -> tuple[Any, ...]:
     """Devices whose compiled rule is identical (no per-device override) are evaluated as one array."""
     return (c.name, c.kind, c.levels, c.above, c.offset, c.flap)
@@ -623,9 +638,13 @@ def backtest(
     lamps: dict[tuple[Any, ...], tuple[Compiled, list[tuple[DeviceInfo, dict[str, Series], Any]]]] = {}
     stale: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]], dict[str, float]]] = {}
     devices = sorted(set(by_device) | set(events_by_device))
+    special = _special_ids(full.rules)
+    plans: dict[Any, DevicePlan] = {}
     for device in devices:
         info = history.registry.get(device) or DeviceInfo(id=device, profile="", kind="")
-        plan = full.plan(info)
+        # a plan depends on kind and tags unless a rule names the device (selector or override)
+        sig = info.id if info.id in special else (info.kind, info.tags)
+        plan = plans.get(sig) or plans.setdefault(sig, full.plan(info))
         metrics = by_device.get(device, {})
         events = events_by_device.get(device, [])
         scalar_rules: list[Rule] = [c.rule for c in plan.wim]

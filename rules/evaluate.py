@@ -436,7 +436,10 @@ def _lamp_step(st: EngineState, c: Compiled, device: str, t: float, out: list[Al
     info = st.registry.get(device)
     if info is None or info.lat is None or info.lon is None:
         return
-    lit = amps >= rule.on_current_a if amps is not None else relay_on
+    if isinstance(rule, LampDayBurningRule):  # burning = current flows (or the relay is on when current is unknown)
+        lit = amps >= rule.on_current_a if amps is not None else relay_on
+    else:  # dark = the controller has it switched off (a lit relay without current is lampFailure)
+        lit = relay_on if relay_on is not None else (None if amps is None else amps >= rule.on_current_a)
     if lit is None:
         return
     sun = sun_is_up(info.lat, info.lon, t, rule.margin_s)

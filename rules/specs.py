@@ -8,6 +8,7 @@ cover's own tilt limit. Nothing here is clamped or fixed: a bad value is an erro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -289,7 +290,10 @@ class LampDayBurningRule(_RuleBase):
 
 
 class LampDarkRule(_RuleBase):
-    """Dark at night: relay off (or no current) while the sun is down at the lamp's coordinates."""
+    """Dark at night: switched off (relay off; current when the relay is unknown) while the sun is down.
+
+    A lamp whose relay is on but draws no current is ``lampFailure``, not this.
+    """
 
     kind: Literal["lamp_dark"] = "lamp_dark"
     on_current_a: float = Field(default=0.05, ge=0.0)
@@ -323,7 +327,7 @@ class WimOverloadRule(_RuleBase):
     tolerance_pct: float = Field(default=5.0, ge=0.0, le=50.0)
     critical_over_pct: float = Field(default=30.0, gt=0.0)
     axle_limit_kg: float | None = Field(default=None, gt=0.0)
-    axle_rule: str = Field(default="wim_axle_overload", pattern=RULE_NAME)
+    axle_rule: str = Field(default="wim-axle-overload", pattern=RULE_NAME)
     auto_clear_s: float = Field(default=3600.0, ge=0.0)
     severity: Severity = Severity.MAJOR
     flapping: Flapping | None = None
@@ -382,9 +386,23 @@ class RuleFile(StrictModel):
         return self
 
 
+_KINDS = (
+    "threshold", "battery_low", "tilt", "supply_voltage", "rate", "staleness", "sensor_fault", "cover_open",
+    "lamp_failure", "lamp_unexpected_on", "lamp_dark", "wim_overload",
+)
+_TAG_IN_PATH = re.compile(r"^(rules\[\d+\])\.(" + "|".join(_KINDS) + r")(?=\.|$)")
+
+
 def parse_rules(text: str, source: str) -> list[Rule]:
     """Validate one rule file's text; errors name the file, key path and value."""
-    return [r for r in parse_config(text, RuleFile, source=source).rules if r.enabled]
+    try:
+        return [r for r in parse_config(text, RuleFile, source=source).rules if r.enabled]
+    except ConfigError as exc:
+        # pydantic puts the union tag into the location ("rules[0].threshold.levels"): drop it
+        path = _TAG_IN_PATH.sub(r"\1", exc.key_path)
+        if path == exc.key_path:
+            raise
+        raise ConfigError(exc.source, path, exc.value, exc.problem) from exc
 
 
 def load_rules(paths: Sequence[str | Path]) -> list[Rule]:

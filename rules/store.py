@@ -34,19 +34,19 @@ from rules.errors import AlarmStoreError
 DEFAULT_URL = "sqlite:///data/rules.db"
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_t DOUBLE PRECISION)",
-    "CREATE TABLE IF NOT EXISTS alarms ("
+    "CREATE TABLE IF NOT EXISTS rules_state (id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_t DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS rules_alarms ("
     " alarm_id TEXT PRIMARY KEY, device TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
     " max_severity TEXT NOT NULL, active INTEGER NOT NULL, raised_t DOUBLE PRECISION NOT NULL,"
     " cleared_t DOUBLE PRECISION, acked_by TEXT, acked_t DOUBLE PRECISION, value DOUBLE PRECISION,"
     " evidence TEXT NOT NULL, updated_t DOUBLE PRECISION NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS alarms_device ON alarms (device, raised_t)",
-    "CREATE INDEX IF NOT EXISTS alarms_active ON alarms (active, raised_t)",
-    "CREATE TABLE IF NOT EXISTS alarm_transitions ("
+    "CREATE INDEX IF NOT EXISTS rules_alarms_device ON rules_alarms (device, raised_t)",
+    "CREATE INDEX IF NOT EXISTS rules_alarms_active ON rules_alarms (active, raised_t)",
+    "CREATE TABLE IF NOT EXISTS rules_transitions ("
     " seq {autoinc}, alarm_id TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,"
     " severity TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION, evidence TEXT NOT NULL,"
     " actor TEXT, published INTEGER NOT NULL DEFAULT 0, UNIQUE (alarm_id, kind, t))",
-    "CREATE INDEX IF NOT EXISTS alarm_transitions_unpub ON alarm_transitions (published, seq)",
+    "CREATE INDEX IF NOT EXISTS rules_transitions_unpub ON rules_transitions (published, seq)",
 )
 
 
@@ -138,7 +138,7 @@ class _SqlStore:
             return list(self._execute(cur, sql, params).fetchall())
 
     def load_state(self) -> dict[str, Any] | None:
-        rows = self._read("SELECT state FROM rule_state WHERE id = 1", (), "load_state")
+        rows = self._read("SELECT state FROM rules_state WHERE id = 1", (), "load_state")
         if not rows:
             return None
         obj = orjson.loads(rows[0][0])
@@ -150,7 +150,7 @@ class _SqlStore:
             if state is not None:
                 self._execute(
                     cur,
-                    "INSERT INTO rule_state (id, state, updated_t) VALUES (1, ?, ?) "
+                    "INSERT INTO rules_state (id, state, updated_t) VALUES (1, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_t = excluded.updated_t",
                     (orjson.dumps(state).decode(), max((tr.t for tr in transitions), default=0.0)),
                 )
@@ -161,7 +161,7 @@ class _SqlStore:
         ev = orjson.dumps(tr.evidence).decode()
         row = self._execute(
             cur,
-            f"INSERT INTO alarm_transitions ({_TR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO rules_transitions ({_TR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (alarm_id, kind, t) DO NOTHING RETURNING seq",
             (tr.alarm_id, tr.device, tr.rule, tr.kind.value, tr.severity.value, tr.t, tr.value, ev, tr.actor),
         ).fetchone()
@@ -170,14 +170,14 @@ class _SqlStore:
         if tr.kind is TransitionKind.RAISED:
             self._execute(
                 cur,
-                f"INSERT INTO alarms ({_ALARM_COLS}) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, NULL, NULL, ?, ?, ?) "
+                f"INSERT INTO rules_alarms ({_ALARM_COLS}) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, NULL, NULL, ?, ?, ?) "
                 "ON CONFLICT (alarm_id) DO NOTHING",
                 (tr.alarm_id, tr.device, tr.rule, tr.severity.value, tr.severity.value, tr.t, tr.value, ev, tr.t),
             )
         elif tr.kind in (TransitionKind.ESCALATED, TransitionKind.DEESCALATED):
             self._execute(
                 cur,
-                "UPDATE alarms SET severity = ?, value = ?, updated_t = ?, max_severity = CASE "
+                "UPDATE rules_alarms SET severity = ?, value = ?, updated_t = ?, max_severity = CASE "
                 "WHEN ? = 'critical' OR max_severity = 'critical' THEN 'critical' "
                 "WHEN ? = 'major' OR max_severity = 'major' THEN 'major' ELSE 'minor' END WHERE alarm_id = ?",
                 (tr.severity.value, tr.value, tr.t, tr.severity.value, tr.severity.value, tr.alarm_id),
@@ -185,19 +185,19 @@ class _SqlStore:
         elif tr.kind is TransitionKind.ACKNOWLEDGED:
             self._execute(
                 cur,
-                "UPDATE alarms SET acked_by = ?, acked_t = ?, updated_t = ? WHERE alarm_id = ? AND acked_by IS NULL",
+                "UPDATE rules_alarms SET acked_by = ?, acked_t = ?, updated_t = ? WHERE alarm_id = ? AND acked_by IS NULL",
                 (tr.actor, tr.t, tr.t, tr.alarm_id),
             )
         elif tr.kind is TransitionKind.CLEARED:
             self._execute(
                 cur,
-                "UPDATE alarms SET active = 0, cleared_t = ?, updated_t = ? WHERE alarm_id = ?",
+                "UPDATE rules_alarms SET active = 0, cleared_t = ?, updated_t = ? WHERE alarm_id = ?",
                 (tr.t, tr.t, tr.alarm_id),
             )
 
     def unpublished(self, limit: int = 1000) -> list[tuple[int, AlarmTransition]]:
         rows = self._read(
-            f"SELECT seq, {_TR_COLS} FROM alarm_transitions WHERE published = 0 ORDER BY seq LIMIT ?",
+            f"SELECT seq, {_TR_COLS} FROM rules_transitions WHERE published = 0 ORDER BY seq LIMIT ?",
             (limit,),
             "unpublished",
         )
@@ -208,7 +208,7 @@ class _SqlStore:
             return
         with self._tx("mark_published") as cur:
             marks = ",".join("?" * len(seqs))
-            self._execute(cur, f"UPDATE alarm_transitions SET published = 1 WHERE seq IN ({marks})", list(seqs))
+            self._execute(cur, f"UPDATE rules_transitions SET published = 1 WHERE seq IN ({marks})", list(seqs))
 
     def list(
         self,
@@ -232,7 +232,7 @@ class _SqlStore:
         if since is not None:
             where.append("updated_t >= ?")
             params.append(since)
-        sql = f"SELECT {_ALARM_COLS} FROM alarms"
+        sql = f"SELECT {_ALARM_COLS} FROM rules_alarms"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY raised_t DESC, alarm_id LIMIT ?"
@@ -240,12 +240,12 @@ class _SqlStore:
         return [_rec_from_row(r) for r in self._read(sql, params, "list")]
 
     def get(self, alarm_id: str) -> AlarmRecord | None:
-        rows = self._read(f"SELECT {_ALARM_COLS} FROM alarms WHERE alarm_id = ?", (alarm_id,), "get")
+        rows = self._read(f"SELECT {_ALARM_COLS} FROM rules_alarms WHERE alarm_id = ?", (alarm_id,), "get")
         return _rec_from_row(rows[0]) if rows else None
 
     def transitions(self, alarm_id: str) -> builtins.list[AlarmTransition]:
         rows = self._read(
-            f"SELECT {_TR_COLS} FROM alarm_transitions WHERE alarm_id = ? ORDER BY seq", (alarm_id,), "transitions"
+            f"SELECT {_TR_COLS} FROM rules_transitions WHERE alarm_id = ? ORDER BY seq", (alarm_id,), "transitions"
         )
         return [_tr_from_row(r) for r in rows]
 

@@ -394,15 +394,21 @@ async def _citywatch(*argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_probe_and_scan_cli(transport: str) -> None:
+async def test_probe_and_scan_cli(transport: str, tmp_path: Path) -> None:
+    from firmware_sim.gwconfig import write_gateway_configs
+
     cfg = sim_config(transport)
     async with SimServer(cfg, start_unix=1_764_547_200.0) as sim:
+        gw_file = write_gateway_configs(cfg, sim.bus_endpoints, tmp_path)["gw-test"]
+        rc, out, err = await _citywatch("probe", "-c", str(gw_file), "--device", "lamp-1")
+        voltage = sim.device("lamp-1").metrics()["voltage"]
+        assert rc == 0, err
+        assert f"= {voltage:.7g} V" in out and f"*DCBA {voltage:.7g}" in out  # the configured word order
         where = sim.bus_endpoints["b1"]
         bus_args = (["--host", where.rsplit(":", 1)[0], "--port", where.rsplit(":", 1)[1]] if transport == "tcp"
                     else ["--serial", where, "--baud", "38400", "--parity", "N"])
         rc, out, err = await _citywatch("probe", *bus_args, "--unit", "4", "--profile", "lamp")
         assert rc == 0, err
-        voltage = sim.device("lamp-1").metrics()["voltage"]
         # the device is DCBA, the profile says CDAB: the side-by-side column shows the right value
         assert f"DCBA {voltage:.7g}" in out
         assert out.count("word orders:") == 6  # five float32 fields and run_hours

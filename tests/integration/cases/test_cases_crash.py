@@ -59,7 +59,8 @@ def counts(db: Path) -> dict[str, int]:
             "cases": "SELECT COUNT(*) FROM cases",
             "links": "SELECT COUNT(*) FROM case_links",
             "distinct_alarms": "SELECT COUNT(DISTINCT alarm_id) FROM case_links",
-            "orphan_audit": "SELECT COUNT(*) FROM case_audit a LEFT JOIN cases c ON c.id = a.case_id WHERE c.id IS NULL",
+            "orphan_audit": "SELECT COUNT(*) FROM case_audit a LEFT JOIN cases c ON c.id = a.case_id "
+            "WHERE c.id IS NULL",
             "cases_without_report": "SELECT COUNT(*) FROM cases c WHERE NOT EXISTS (SELECT 1 FROM case_audit a "
             "WHERE a.case_id = c.id AND a.action = 'report')",
             "bad_audit_count": "SELECT COUNT(*) FROM (SELECT case_id, COUNT(*) n FROM case_audit GROUP BY case_id) "

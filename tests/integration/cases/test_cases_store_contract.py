@@ -72,7 +72,9 @@ def test_full_path_writes_one_audit_row_per_transition(store: CaseStore) -> None
     assert c.filed_at == T0 + 60 and c.dispatched_at == T0 + 120 and c.handled_at == T0 + 240
     tl = store.timeline(c.id)
     assert [e.action for e in tl] == ["report", *[a for a, _ in steps]]
-    assert [e.to_state for e in tl] == ["reported", "filed", "dispatched", "in_handling", "handled", "verified", "closed"]
+    assert [e.to_state for e in tl] == [
+        "reported", "filed", "dispatched", "in_handling", "handled", "verified", "closed"
+    ]
     assert [e.from_state for e in tl[1:]] == [e.to_state for e in tl[:-1]]
     assert tl[3].request_id == "r2" and tl[3].note == "step 2" and tl[3].actor == "user-handler"
     assert c.version == 7
@@ -257,3 +259,55 @@ def test_notify_dedup_and_migrate_twice(store: CaseStore) -> None:
     store.remember_devices([GAUGE, COVER_GAS], T0)
     store.remember_devices([GAUGE], T0 + 1)
     assert store.known_devices()["mh-0002"] == COVER_GAS
+
+
+def test_device_ids_and_date_filters_and_console_roles(store: CaseStore) -> None:
+    la = store.apply_alarm(alarm("lamp-0001", "lampFailure"), LAMP_A, T0)
+    store.apply_alarm(alarm("lamp-0002", "lampFailure"), LAMP_B, T0 + 1)
+    other = store.create_reported("S0111", "x", now=T0 + 100)
+    assert [c.id for c in store.worklist(device="lamp-0002", now=T0).items] == [la.case_id]
+    assert store.worklist(ids=[other.id], now=T0).items[0].id == other.id
+    assert store.worklist(ids=[], now=T0).total == 0
+    assert store.worklist(created_from=T0 + 50, now=T0).total == 1
+    assert store.worklist(created_to=T0 + 50, now=T0).total == 1
+    # the console's login roles map onto workflow roles
+    assert store.allowed_actions(other, "duty_officer") == ("file", "cancel")
+    assert store.allowed_actions(other, "case_handler") == ()
+    with pytest.raises(ValueError, match="unknown role"):
+        store.allowed_actions(other, "mayor")
+
+
+def test_two_writers_race_for_one_correlation_key(store: CaseStore, tmp_path: Path) -> None:
+    """Two bridges (two connections) get alarms of one lamp circuit at once: one case, both linked."""
+    import threading
+
+    from case_bridge.store import open_case_store
+
+    if store.dialect == "postgresql":
+        other = open_case_store(store.db._dsn)  # type: ignore[union-attr]  # same DSN, same schema
+    else:
+        other = open_case_store(f"sqlite:///{tmp_path}/cases.db")
+    try:
+        errors: list[BaseException] = []
+        n = 12
+
+        def run(s: CaseStore, first: int) -> None:
+            try:
+                for i in range(first, n, 2):
+                    dev = LAMP_A if i % 4 < 2 else LAMP_B
+                    s.apply_alarm(alarm(dev.id, "lampFailure", alarm_id=f"race-{i}", t=T0 + i), dev, T0 + i)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(s, k)) for k, s in ((0, store), (1, other))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors
+        page = store.worklist(now=T0)
+        assert page.total == 1
+        with store.db.read() as tx:
+            assert int(tx.execute("SELECT COUNT(*) FROM case_links")[0][0]) == n
+    finally:
+        other.close()

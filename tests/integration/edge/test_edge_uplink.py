@@ -250,3 +250,62 @@ async def test_auto_falls_back_to_mqtt311_on_a_broker_without_v5(tmp_path: Path)
             acker.close()
     finally:
         await b.shutdown()
+
+
+def _make_pki(d: Path) -> None:
+    """A private CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        from tests.support.services import missing
+
+        missing("openssl not found")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=citywatch-test-ca")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={'127.0.0.1' if name == 'server' else GW}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", *(("-extfile", "san.ext") if name == "server" else ()))
+
+
+async def test_mqtts_with_private_ca_and_client_certificate(tmp_path: Path) -> None:
+    from tests.support.services import free_port
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _make_pki(pki)
+    plain = free_port()
+    work = tmp_path / "mq"
+    work.mkdir()
+    conf = (f"cafile {pki}/ca.pem\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
+            f"require_certificate true\nlistener {plain} 127.0.0.1\n")  # TLS on the first, plain for the acker
+    with mosquitto(work, extra_conf=conf) as b:
+        acker = Acknowledger(b.host, plain, GW)
+        try:
+            ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+            ob.append(_readings(0, 25))
+            settings = MqttSettings(url=f"mqtts://127.0.0.1:{b.port}", ca_file=str(pki / "ca.pem"),
+                                    cert_file=str(pki / "client.crt"), key_file=str(pki / "client.key"))
+            up = Uplink(GW, "b1", settings, PublishConfig(linger_s=0.05, reconnect_min_s=0.1, reconnect_max_s=0.3),
+                        ob, status=_status)
+            async with running(up):
+                assert await wait_until(lambda: ob.ledger().depth == 0, 10)
+            assert len(acker.stored()) == 25
+            # without a client certificate the broker refuses: nothing is deleted, the agent keeps trying
+            ob.append(_readings(100, 5))
+            bad = MqttSettings(url=f"mqtts://127.0.0.1:{b.port}", ca_file=str(pki / "ca.pem"))
+            up2 = Uplink(GW, "b1", bad, PublishConfig(linger_s=0.05, reconnect_min_s=0.1, reconnect_max_s=0.3),
+                         ob, status=_status)
+            async with running(up2):
+                await asyncio.sleep(1.5)
+            assert up2.connects == 0 and ob.ledger().telemetry.present == 5
+            ob.close()
+        finally:
+            acker.close()

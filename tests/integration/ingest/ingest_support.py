@@ -137,15 +137,25 @@ async def wait_until(pred: object, timeout_s: float = 30.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def ledger(name: str, generated: int, stored: int, dead_lettered: int = 0, dup_before: int = 0, dup_after: int = 0,
-           **extra: object) -> str:
+def ledger(
+    capsys: object,
+    name: str,
+    generated: int,
+    stored: int,
+    dead_lettered: int = 0,
+    dup_before: int = 0,
+    dup_after: int = 0,
+    **extra: object,
+) -> str:
+    """Print the ledger line past pytest's capture (``capsys`` fixture), so every run shows it."""
     lost = generated - stored
     more = "".join(f", {k} {v}" for k, v in extra.items())
     line = (
         f"LEDGER {name}: generated {generated}, stored {stored}, lost {lost}, dead_lettered {dead_lettered}, "
         f"dup_before_dedup {dup_before}, dup_after_dedup {dup_after}{more}"
     )
-    print(line)
+    with capsys.disabled():  # type: ignore[attr-defined]
+        print("\n" + line)
     return line
 
 

@@ -88,8 +88,16 @@ def pg_cluster() -> Iterator[PgCluster]:
         if as_postgres:
             shutil.chown(root, "postgres", "postgres")
         init = cluster._run(
-            str(PG_BIN / "initdb"), "-D", str(cluster.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-            "--locale=C.UTF-8", check=False,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(cluster.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            check=False,
         )
         if init.returncode != 0:
             missing(f"initdb failed: {init.stderr[-300:]}")
@@ -101,7 +109,12 @@ def pg_cluster() -> Iterator[PgCluster]:
         cluster.start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if cluster._run(str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(cluster.port), check=False).returncode == 0:
+            if (
+                cluster._run(
+                    str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(cluster.port), check=False
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(0.1)
         yield cluster

@@ -31,8 +31,13 @@ class IngestProcess:
 
     def __init__(self, tmp: Path, broker_url: str, store_url: str, client_id: str, **ingest: object) -> None:
         self.metrics_port = free_port()
-        lines = [f"mqtt:\n  url: {broker_url}\n", "ingest:\n", f"  store_url: '{store_url}'\n",
-                 f"  client_id: {client_id}\n", f"  metrics_port: {self.metrics_port}\n"]
+        lines = [
+            f"mqtt:\n  url: {broker_url}\n",
+            "ingest:\n",
+            f"  store_url: '{store_url}'\n",
+            f"  client_id: {client_id}\n",
+            f"  metrics_port: {self.metrics_port}\n",
+        ]
         lines += [f"  {k}: {v}\n" for k, v in ingest.items()]
         self.config = tmp / f"{client_id}.yaml"
         self.config.write_text("".join(lines))
@@ -44,7 +49,10 @@ class IngestProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "citywatch", "ingest", "-c", str(self.config)],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
 
     def scrape(self) -> str:
@@ -117,7 +125,9 @@ def fresh_pg() -> Iterator[str]:
         yield dsn
 
 
-def test_kill9_mid_batch_stores_every_reading_once(broker: Mosquitto, tmp_path: Path, fresh_pg: str) -> None:
+def test_kill9_mid_batch_stores_every_reading_once(
+    broker: Mosquitto, tmp_path: Path, fresh_pg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     t0 = time.time() - 600
     gws = ["gw-k1", "gw-k2"]
     per_gw = 150
@@ -129,7 +139,9 @@ def test_kill9_mid_batch_stores_every_reading_once(broker: Mosquitto, tmp_path: 
             expected.update((r.device, r.metric, r.ts) for r in rs)
     plan.sort(key=lambda p: p[2])  # interleave the gateways
     generated = len(expected)
-    ing = IngestProcess(tmp_path, broker.url, fresh_pg, "ingest-kill", linger_ms=30, batch_max_readings=1000)
+    ing = IngestProcess(
+        tmp_path, broker.url, fresh_pg, "ingest-kill", linger_ms=30, batch_max_readings=1000, writers=2
+    )
     ing.env["CITYWATCH_FAULT_ACK_DELAY_S"] = "0.05"  # widen commit->ack so kills land between them
     watcher = AckWatcher(broker.host, broker.port)
     pub = Publisher(broker.host, broker.port)
@@ -158,8 +170,16 @@ def test_kill9_mid_batch_stores_every_reading_once(broker: Mosquitto, tmp_path: 
         finally:
             store.close()
         dup_after = len(got) - len(set(got))
-        ledger("I1 ingester kill -9", generated, len(set(got) & expected), dup_before=int(dup_seen), dup_after=dup_after,
-               kills=kills, unexpected=len(set(got) - expected))
+        ledger(
+            capsys,
+            "I1 ingester kill -9",
+            generated,
+            len(set(got) & expected),
+            dup_before=int(dup_seen),
+            dup_after=dup_after,
+            kills=kills,
+            unexpected=len(set(got) - expected),
+        )
         assert set(got) == expected
         assert dup_after == 0
         assert kills >= 5
@@ -169,14 +189,17 @@ def test_kill9_mid_batch_stores_every_reading_once(broker: Mosquitto, tmp_path: 
         watcher.close()
 
 
-def test_database_paused_30s_then_restarted(broker: Mosquitto, tmp_path: Path) -> None:
+def test_database_paused_30s_then_restarted(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pg_cluster() as pg:
         t0 = time.time() - 600
         msgs = 1000
         plan = [("gw-p", "boot1", seq, rs) for seq, rs in enumerate(make_readings(0, msgs, 50, t0), start=1)]
         expected = {(r.device, r.metric, r.ts) for _, _, _, rs in plan for r in rs}
-        ing = IngestProcess(tmp_path, broker.url, pg.dsn, "ingest-pause", receive_maximum=100, stall_warn_s=2,
-                            retry_max_s=1)
+        ing = IngestProcess(
+            tmp_path, broker.url, pg.dsn, "ingest-pause", receive_maximum=100, stall_warn_s=2, retry_max_s=1
+        )
         watcher = AckWatcher(broker.host, broker.port)
         pub = Publisher(broker.host, broker.port)
         try:
@@ -204,9 +227,16 @@ def test_database_paused_30s_then_restarted(broker: Mosquitto, tmp_path: Path) -
             finally:
                 store.close()
             growth_mb = (peak_rss - rss_before) / 1024
-            ledger("I2 PostgreSQL SIGSTOP 30 s + immediate restart", len(expected), len(set(got) & expected),
-                   dup_after=len(got) - len(set(got)), rss_growth_mb=round(growth_mb, 1),
-                   peak_unacked=int(peak_unacked), rss_mb=round(peak_rss / 1024, 1))
+            ledger(
+                capsys,
+                "I2 PostgreSQL SIGSTOP 30 s + immediate restart",
+                len(expected),
+                len(set(got) & expected),
+                dup_after=len(got) - len(set(got)),
+                rss_growth_mb=round(growth_mb, 1),
+                peak_unacked=int(peak_unacked),
+                rss_mb=round(peak_rss / 1024, 1),
+            )
             assert set(got) == expected and len(got) == len(expected)
             assert peak_unacked <= 100 + 1  # receive_maximum bounds what the ingester holds
             assert growth_mb < 64

@@ -19,7 +19,9 @@ from tests.support.services import Mosquitto
 pytestmark = pytest.mark.integration
 
 
-async def test_stores_acks_and_learns_registry(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_stores_acks_and_learns_registry(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = open_store(f"sqlite:///{tmp_path}/cw.db")
     t0 = time.time() - 60
     watcher = AckWatcher(broker.host, broker.port)
@@ -41,14 +43,16 @@ async def test_stores_acks_and_learns_registry(broker: Mosquitto, tmp_path: Path
             async with httpx.AsyncClient() as http:
                 text = (await http.get(f"http://127.0.0.1:{ing.metrics_port}/metrics")).text
             assert 'citywatch_ingest_readings_total{result="inserted"} 200.0' in text
-            ledger("flow", 200, 200)
+            ledger(capsys, "flow", 200, 200)
     finally:
         pub.close()
         watcher.close()
         store.close()
 
 
-async def test_gap_detected_and_watermark_stops_below_it(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_gap_detected_and_watermark_stops_below_it(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = open_store(f"sqlite:///{tmp_path}/cw.db")
     t0 = time.time() - 60
     watcher = AckWatcher(broker.host, broker.port)
@@ -72,3 +76,31 @@ async def test_gap_detected_and_watermark_stops_below_it(broker: Mosquitto, tmp_
         pub.close()
         watcher.close()
         store.close()
+
+
+async def test_two_ingesters_share_the_load_and_the_watermark(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$share/ingest/...: each message goes to one ingester; the watermark still covers all (via the store)."""
+    db = f"sqlite:///{tmp_path}/shared.db"
+    store_a, store_b = open_store(db), open_store(db)
+    t0 = time.time() - 60
+    watcher = AckWatcher(broker.host, broker.port)
+    pub = Publisher(broker.host, broker.port)
+    try:
+        async with running(broker.url, store_a) as ing_a, running(broker.url, store_b) as ing_b:
+            for seq, rs in enumerate(make_readings(2, 100, 5, t0), start=1):
+                pub.telemetry("gw-s", "b1", seq, rs)
+            await asyncio.to_thread(pub.wait)
+            assert await asyncio.to_thread(watcher.wait_for, "gw-s", "b1", 100)
+            a = ing_a.metrics.messages.labels("telemetry")._value.get()
+            b = ing_b.metrics.messages.labels("telemetry")._value.get()
+            assert a > 0 and b > 0 and a + b == 100
+            stored = sum(len(c) for c in store_a.iter_readings(t0 - 1, t0 + 100))
+            ledger(capsys, "shared subscription, 2 ingesters", 500, stored, split=f"{int(a)}/{int(b)}")
+            assert stored == 500
+    finally:
+        pub.close()
+        watcher.close()
+        store_a.close()
+        store_b.close()

@@ -35,14 +35,17 @@ def table_checksum(store: Store, t0: float, t1: float) -> tuple[int, str]:
     h = hashlib.sha256()
     n = 0
     for c in store.iter_readings(t0, t1):
-        for row in zip(c.device.tolist(), c.metric.tolist(), c.ts.tolist(), c.value.tolist(), c.quality.tolist(),
-                       strict=True):
+        for row in zip(
+            c.device.tolist(), c.metric.tolist(), c.ts.tolist(), c.value.tolist(), c.quality.tolist(), strict=True
+        ):
             h.update(repr(row).encode())
             n += 1
     return n, h.hexdigest()
 
 
-async def test_malformed_corpus_dead_lettered_good_ones_stored(broker: Mosquitto, pg_store: Store) -> None:
+async def test_malformed_corpus_dead_lettered_good_ones_stored(
+    broker: Mosquitto, pg_store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert len({name for name, *_ in CORPUS}) >= 40
     now = time.time()
     t0 = now - 120
@@ -75,8 +78,15 @@ async def test_malformed_corpus_dead_lettered_good_ones_stored(broker: Mosquitto
             assert ing.metrics.dead_letters.labels("not_json")._value.get() == sum(
                 1 for r in expected.values() if r == "not_json"
             )
-            ledger("I5 malformed payloads (readings of good messages)", generated, stored, dead_lettered=len(CORPUS),
-                   bad_kinds=len(CORPUS), crashes=0)
+            ledger(
+                capsys,
+                "I5 malformed payloads (readings of good messages)",
+                generated,
+                stored,
+                dead_lettered=len(CORPUS),
+                bad_kinds=len(CORPUS),
+                crashes=0,
+            )
             assert stored == generated
             assert all(d.raw is not None for d in pg_store.dead_letters(limit=1000))
     finally:
@@ -84,7 +94,9 @@ async def test_malformed_corpus_dead_lettered_good_ones_stored(broker: Mosquitto
         watcher.close()
 
 
-async def test_duplicates_and_shuffled_replay_give_identical_table(broker: Mosquitto, pg_store: Store) -> None:
+async def test_duplicates_and_shuffled_replay_give_identical_table(
+    broker: Mosquitto, pg_store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
     t0 = time.time() - 300
     batches = make_readings(3, 60, 20, t0)
     msgs = [encode_telemetry("gw-r", "b1", seq, rs) for seq, rs in enumerate(batches, start=1)]
@@ -109,8 +121,15 @@ async def test_duplicates_and_shuffled_replay_give_identical_table(broker: Mosqu
             dup_expected = len(replay) * 20 + 5 * 20
             await wait_until(lambda: ing.metrics.readings.labels("duplicate")._value.get() >= dup_expected, 30)
             second = await asyncio.to_thread(table_checksum, pg_store, t0 - 1, t0 + 3600)
-            ledger("I3 duplicates + shuffled replay", 1200, second[0], dup_before=dup_expected,
-                   dup_after=second[0] - 1200, checksum_equal=first == second)
+            ledger(
+                capsys,
+                "I3 duplicates + shuffled replay",
+                1200,
+                second[0],
+                dup_before=dup_expected,
+                dup_after=second[0] - 1200,
+                checksum_equal=first == second,
+            )
             assert first == second
             assert first[0] == 1200
     finally:

@@ -19,8 +19,13 @@ from contracts.reading import Quality, Reading
 NOW = 1_764_057_600.0
 ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,12}", fullmatch=True)
 junk: st.SearchStrategy[Any] = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 2**64 - 1), st.floats(allow_nan=False), st.text(max_size=6),
-    st.lists(st.integers(-9, 9), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(-9, 9), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=6),
+    st.lists(st.integers(-9, 9), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(-9, 9), max_size=2),
 )
 records = st.fixed_dictionaries(
     {},
@@ -72,9 +77,18 @@ def test_fast_decoder_matches_contracts(obj: dict[str, Any]) -> None:
     assert outcome_fast(raw) == outcome_contracts(raw)
 
 
-@given(st.lists(st.tuples(ids, st.sampled_from(sorted(METRIC_UNITS)), st.floats(NOW - 50, NOW),
-                          st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(list(Quality))),
-                max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            ids,
+            st.sampled_from(sorted(METRIC_UNITS)),
+            st.floats(NOW - 50, NOW),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.sampled_from(list(Quality)),
+        ),
+        max_size=30,
+    )
+)
 def test_fast_decoder_roundtrip(rows: list[tuple[str, str, float, float, Quality]]) -> None:
     readings = [Reading(d, m, round(t, 3), v, METRIC_UNITS[m], q) for d, m, t, v, q in rows]
     raw = encode_telemetry("gw-1", "b1", 5, readings)

@@ -30,7 +30,12 @@ def test_escaping() -> None:
 
 
 def test_parse_url() -> None:
-    assert parse_url("influxdb://tok%2Fen@db.local:8087/city/watch") == ("http://db.local:8087", "tok/en", "city", "watch")
+    assert parse_url("influxdb://tok%2Fen@db.local:8087/city/watch") == (
+        "http://db.local:8087",
+        "tok/en",
+        "city",
+        "watch",
+    )
     assert parse_url("influxdbs://t@h/o/b")[0] == "https://h:8086"
     for bad in ("influxdb://h:8086/o/b", "influxdb://t@h:8086/o", "http://t@h/o/b"):
         with pytest.raises(StoreError):

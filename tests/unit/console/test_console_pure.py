@@ -95,3 +95,41 @@ def test_console_section_validates() -> None:
     no_unit = text + "  users:\n    - {username: bob, password_hash: $argon2id$x, role: case_handler}\n"
     with pytest.raises(ConfigError, match="unit"):
         parse_cloud_section(no_unit, "console", ConsoleSettings, "cloud.yaml")
+
+
+def test_example_cloud_config_has_a_valid_console_section() -> None:
+    from pathlib import Path
+
+    from console.config import load_console_config
+
+    cfg = load_console_config(Path(__file__).resolve().parents[3] / "configs" / "cloud.example.yaml")
+    assert cfg.console.production is True
+    assert {u.role.value for u in cfg.console.users} == {"duty_officer", "case_handler", "supervisor", "admin"}
+    assert all(u.password_hash.startswith("$argon2") for u in cfg.console.users)
+
+
+def test_ttl_cache_single_flight_and_stale_while_revalidate() -> None:
+    import threading
+    import time as _time
+
+    from console.context import TtlCache
+
+    cache = TtlCache()
+    calls = []
+    assert cache.get("k", 60, lambda: calls.append(1) or "v1") == "v1"
+    assert cache.get("k", 60, lambda: "never") == "v1"  # fresh: not recomputed
+    assert cache.get("k", 0, lambda: "v2") == "v2"  # ttl 0: always recomputed
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return "v3"
+
+    cache._values["k"] = (_time.monotonic() - 10, "old")
+    t = threading.Thread(target=lambda: cache.get("k", 1, slow))
+    t.start()
+    _time.sleep(0.05)
+    assert cache.get("k", 1, lambda: "other") == "old"  # refresh in progress elsewhere: stale value at once
+    release.set()
+    t.join()
+    assert cache.get("k", 1, lambda: "x") == "v3"

@@ -1,0 +1,67 @@
+"""``citywatch console``: the app built from a config file over real stores; the operator helpers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from console.cli import args_console, build, cmd_console
+from console.demo import PASSWORD, _demo_hash
+
+pytestmark = pytest.mark.integration
+
+
+def _config(tmp: Path) -> Path:
+    cfg = tmp / "cloud.yaml"
+    cfg.write_text(f"""
+mqtt:
+  url: mqtt://127.0.0.1:1
+console:
+  secret_key: {"k" * 40}
+  production: true
+  live_feed: false
+  ingest_store_url: sqlite:///{tmp}/ts.db
+  alarm_store_url: sqlite:///{tmp}/rules.db
+  case_store_url: sqlite:///{tmp}/cases.db
+  audit_store_url: sqlite:///{tmp}/console.db
+  users:
+    - {{username: duty, role: duty_officer, password_hash: "{_demo_hash()}"}}
+""", encoding="utf-8")
+    return cfg
+
+
+def test_build_from_config(tmp_path: Path) -> None:
+    app, settings = build(str(_config(tmp_path)))
+    assert settings.production
+    with TestClient(app) as c:  # type: ignore[arg-type]
+        assert c.get("/api/openapi.json").status_code == 401
+        r = c.post("/api/v1/auth/login", json={"username": "duty", "password": PASSWORD})
+        h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        assert c.get("/api/v1/devices", headers=h).json() == {"total": 0, "items": []}
+        assert c.get("/api/v1/alarms", headers=h).json()["total"] == 0
+        assert c.get("/open311/v2/services.json").status_code == 200
+        # the reload endpoint re-reads the same file
+        assert c.post("/api/v1/admin/reload", headers=h).status_code == 403
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    from contracts.errors import ConfigError
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("console:\n  secret_key: short\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="secret_key"):
+        build(str(cfg))
+
+
+def test_new_api_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from console.auth import hash_api_key
+
+    parser = argparse.ArgumentParser()
+    args_console(parser)
+    assert cmd_console(parser.parse_args(["--new-api-key", "hotline"])) == 0
+    out = capsys.readouterr().out.splitlines()
+    key = out[0].split(": ", 1)[1]
+    assert hash_api_key(key) in out[1]
