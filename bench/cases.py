@@ -5,7 +5,8 @@ Per backend:
   closed or rejected, 17 units with one busy street office taking ~20 %), then the schema's
   own indexes are built and the planner statistics gathered (ANALYZE);
 * worklist p95: ``CaseStore.worklist(unit=..., state=..., sort="deadline", limit=50)`` — the
-  handler's query, including the total count — over 200 calls with varying unit and state;
+  handler's query, including the total count — over 200 calls with varying unit (busiest street
+  office, any unit, all units), state (one, two, all open) and every fifth call overdue-only;
 * statistics (worst of 5): ``CaseStore.statistics`` over the last 30 days (~80 000 cases);
 * creation rate: ``CaseStore.apply_alarm`` for 1 000 new critical alarms (case + link + file
   + dispatch + 3 audit rows per transaction) on the loaded table.
@@ -166,11 +167,13 @@ def measure(store: CaseStore, n_loaded: int) -> dict[str, Any]:
     wl: list[float] = []
     sizes: list[int] = []
     for i in range(200):
-        unit = UNITS[0] if i % 2 == 0 else rng.choice(UNITS)
+        # the busiest street office, any unit, or the command centre's all-units view
+        unit = [UNITS[0], rng.choice(UNITS), None][i % 5 % 3]
         state: str | list[str] | None = rng.choice([
             "dispatched", "in_handling", "reported", "handled", ["dispatched", "in_handling"], None])
+        overdue = True if i % 5 == 4 else None
         t = time.perf_counter()
-        page = store.worklist(unit=unit, state=state, sort="deadline", limit=50, offset=0, now=NOW)
+        page = store.worklist(unit=unit, state=state, overdue=overdue, sort="deadline", limit=50, offset=0, now=NOW)
         wl.append((time.perf_counter() - t) * 1000)
         sizes.append(page.total)
     pk: list[float] = []

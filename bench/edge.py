@@ -118,10 +118,15 @@ def bench_cpu(tmp: Path, url: str, host: str, port: int) -> dict[str, float]:
                 "outbox": {"path": str(tmp / "cpu-outbox.db"), "budget_bytes": 256 * 1024 * 1024},
                 "publish": PUBLISH,
             }, timeout_ms=500)
+            for bus in doc["buses"]:  # loopback simulator answers in well under 1 ms (the planner's input)
+                bus["turnaround_ms"] = 0.2
             p = start_agent(agent_cfg(tmp / "cpu.yaml", doc))
             try:
                 ok = await asyncio.to_thread(wait, lambda: len(acker.stored()) >= 2000, 30)
-                assert ok, "agent did not start publishing"
+                if not ok:
+                    stop(p)
+                    err = p.stderr.read().decode() if p.stderr else ""
+                    raise AssertionError(f"agent did not start publishing: {err[-2000:]}")
                 n0, c0, t0 = len(acker.stored()), proc_cpu_s(p.pid), time.monotonic()
                 ok = await asyncio.to_thread(wait, lambda: len(acker.stored()) >= n0 + MEASURE_READINGS, 90)
                 assert ok, "agent too slow"

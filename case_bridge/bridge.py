@@ -29,9 +29,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from case_bridge.config import CasesSettings
-from case_bridge.errors import StoreError
+from case_bridge.errors import CaseError, StoreConflict, StoreError
 from case_bridge.notify import Notice, Notifier
-from case_bridge.store import AlarmOutcome, CaseStore
+from case_bridge.store import AlarmOutcome, Case, CaseStore
 from contracts import topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
@@ -52,7 +52,7 @@ class Inbound:
     qos: int
 
 
-def alarm_notice(tr: AlarmTransition, outcome: AlarmOutcome) -> Notice:
+def alarm_notice(tr: AlarmTransition, outcome: AlarmOutcome, utc_offset_s: int = 8 * 3600) -> Notice:
     """What the duty officer reads about an alarm and the case it opened or joined. Pure."""
     case = outcome.case
     title = f"{tr.severity.value.upper()} {tr.rule} @ {tr.device}"
@@ -61,10 +61,22 @@ def alarm_notice(tr: AlarmTransition, outcome: AlarmOutcome) -> Notice:
         title = f"{case.category_name} {title}"
         lines.append(f"案件 #{case.id} {case.service_code} {case.category_name} → {case.unit} ({case.state})")
         if case.deadline is not None:
-            lines.append(f"时限 {time.strftime('%Y-%m-%d %H:%M', time.localtime(case.deadline))}")
+            local = time.gmtime(case.deadline + utc_offset_s)
+            lines.append(f"时限 {time.strftime('%Y-%m-%d %H:%M', local)} (UTC{utc_offset_s / 3600:+g})")
     return Notice(f"alarm:{tr.alarm_id}:{tr.kind.value}:{tr.severity.value}", title, tuple(lines), tr.severity.value,
                   {"alarm_id": tr.alarm_id, "device": tr.device, "rule": tr.rule,
                    "case_id": case.id if case else None})
+
+
+def overdue_notice(case: Case, unit_name: str) -> Notice:
+    """督办: a case's stage deadline just passed. Keyed by case and deadline: each stage once. Pure."""
+    return Notice(
+        f"overdue:{case.id}:{case.deadline}",
+        f"超期 案件 #{case.id} {case.category_name}",
+        (f"{case.state_label} @ {unit_name}", case.description),
+        "major",
+        {"case_id": case.id, "unit": case.unit, "state": case.state, "deadline": case.deadline},
+    )
 
 
 class CaseBridge:
@@ -169,14 +181,24 @@ class CaseBridge:
             except TimeoutError:
                 continue
             while not stop.is_set():
+                failure: tuple[str, str] | None = None
                 try:
                     self._handle(item)
+                except StoreConflict as exc:  # lost every retry of a uniqueness race: a poison message
+                    failure = ("store_conflict", str(exc))
                 except StoreError as exc:
-                    if not self._store_failing:
-                        log.error("case store failed, retrying (not acked): %s", exc)
-                        self._store_failing = True
+                    self._store_down(exc)
                     await asyncio.sleep(1.0)
                     continue
+                except CaseError as exc:  # a bug or a config gap, not the store: keep the message, move on
+                    failure = (type(exc).__name__, str(exc))
+                if failure is not None:
+                    try:
+                        self._dead_letter(item, *failure)
+                    except StoreError as exc:
+                        self._store_down(exc)
+                        await asyncio.sleep(1.0)
+                        continue
                 if self._store_failing:
                     log.info("case store works again")
                     self._store_failing = False
@@ -184,22 +206,29 @@ class CaseBridge:
                 self.processed += 1
                 break
 
+    def _store_down(self, exc: StoreError) -> None:
+        if not self._store_failing:
+            log.error("case store failed, retrying (message not acked): %s", exc)
+            self._store_failing = True
+
     def _ack(self, item: Inbound) -> None:
         if item.qos > 0 and self._client is not None:
             self._client.ack(item.mid, item.qos)
 
-    def _dead_letter(self, item: Inbound, reason: str) -> None:
+    def _dead_letter(self, item: Inbound, reason: str, detail: str = "") -> None:
+        """Record an unusable message with its reason (raises StoreError if the store is down: retried)."""
+        self.store.dead_letter(item.topic, reason, detail, item.payload, self.clock())
         n = self._dead_letters.get(reason, 0)
         self._dead_letters[reason] = n + 1
         if n == 0:
-            log.warning("dropping undecodable message on %s: %s (further ones counted)", item.topic, reason)
+            log.warning("dead-lettered a message on %s: %s %s (further ones counted)", item.topic, reason, detail)
 
     def _handle(self, item: Inbound) -> None:
         if item.topic.startswith(_ALARM_PREFIX):
             try:
                 tr = decode_alarm(item.payload)
             except PayloadError as exc:
-                self._dead_letter(item, exc.reason)
+                self._dead_letter(item, exc.reason, exc.detail)
                 return
             self.handle_alarm(tr)
             return
@@ -209,7 +238,7 @@ class CaseBridge:
                 return
             status = decode_status(item.payload)
         except PayloadError as exc:
-            self._dead_letter(item, exc.reason)
+            self._dead_letter(item, exc.reason, exc.detail)
             return
         except ContractError:
             self._dead_letter(item, "bad_topic")
@@ -223,26 +252,30 @@ class CaseBridge:
     def handle_alarm(self, tr: AlarmTransition) -> AlarmOutcome:
         now = self.clock()
         outcome = self.store.apply_alarm(tr, self.registry.get(tr.device), now)
+        effective = outcome
         if outcome.effect == "duplicate":
-            return outcome
-        self._publish_open(outcome.devices)
+            # a redelivery: the first delivery may have died after its commit, before publishing and
+            # queueing its notice; both are idempotent (retained payload dedup, notice dedup key)
+            case = self.store.case_for_alarm(tr.alarm_id, now)
+            effective = AlarmOutcome("duplicate", case.id if case else None, case, (), (tr.device,))
+        self._publish_open(effective.devices)
         if self.notifier is not None and self.notifier.enabled:
-            self._notify_alarm(tr, outcome, now)
+            self._notify_alarm(tr, effective, now)
         return outcome
 
     def _notify_alarm(self, tr: AlarmTransition, outcome: AlarmOutcome, now: float) -> None:
         assert self.notifier is not None
         if tr.kind in (TransitionKind.ACKNOWLEDGED, TransitionKind.CLEARED):
-            self.notifier.escalations.stop(tr.alarm_id)
+            self.notifier.cancel_escalation(tr.alarm_id)
             return
         if tr.kind not in (TransitionKind.RAISED, TransitionKind.ESCALATED):
             return
         if tr.severity.rank < self.notifier.settings.min_severity.rank:
             return
-        notice = alarm_notice(tr, outcome)
-        self.notifier.notify(notice)
-        if tr.severity is Severity.CRITICAL and self.notifier.settings.escalate_to:
-            self.notifier.escalations.start(tr.alarm_id, notice, now)
+        notice = alarm_notice(tr, outcome, self.store.catalog.calendar.utc_offset_s)
+        # the escalation is scheduled in the notice's transaction, only when the notice is new
+        critical = tr.severity is Severity.CRITICAL
+        self.notifier.notify(notice, escalate_alarm=tr.alarm_id if critical else None, now=now)
 
     def _publish_open(self, devices: Iterable[str]) -> None:
         devs = list(devices)
@@ -286,6 +319,12 @@ class CaseBridge:
                     f"case:{c.id}:returned:{c.version}", f"核查未通过 案件 #{c.id} {c.category_name}",
                     (f"传感器仍报警, 案件已回退 → {c.unit}", c.description), c.severity or "major", {"case_id": c.id}))
         self._publish_open(changed)
-        if self.notifier is not None:
+        if self.notifier is not None and self.notifier.enabled:
+            for c in self.store.deadlines_passed(since, now):
+                self.notifier.notify(overdue_notice(c, self._unit_name(c.unit)), now=now)
             self.notifier.tick(now)
         return outcomes
+
+    def _unit_name(self, unit_id: str) -> str:
+        u = self.store.catalog.unit(unit_id)
+        return u.name if u is not None else unit_id

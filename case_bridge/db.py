@@ -317,11 +317,44 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
             # the device registry learnt from retained birth messages, so a restarted bridge
             # maps alarms that arrive before the births correctly
+            # messages the bridge could not use, with the reason: acknowledged, never silently lost
+            """CREATE TABLE dead_letters (
+                id {PK},
+                t {REAL} NOT NULL,
+                topic TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT '',
+                payload TEXT NOT NULL
+            )""",
             """CREATE TABLE device_registry (
                 device TEXT PRIMARY KEY,
                 info TEXT NOT NULL,
                 updated_at {REAL} NOT NULL
             )""",
+        ],
+    ),
+    (
+        2,
+        "notification outbox and pending escalations survive a restart",
+        [
+            """CREATE TABLE escalations (
+                alarm_id TEXT PRIMARY KEY,
+                due_t {REAL} NOT NULL,
+                notice TEXT NOT NULL
+            )""",
+            "CREATE INDEX escalations_due ON escalations (due_t)",
+            # notifications to send: written in one transaction with their dedup record (and the
+            # escalation), sent by the notifier, deleted when delivered or given up
+            """CREATE TABLE notify_outbox (
+                id {PK},
+                target TEXT NOT NULL,
+                key TEXT NOT NULL,
+                notice TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_t {REAL} NOT NULL,
+                created_t {REAL} NOT NULL
+            )""",
+            "CREATE INDEX notify_outbox_due ON notify_outbox (next_t)",
         ],
     ),
 ]

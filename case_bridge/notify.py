@@ -8,9 +8,10 @@ robot has 加签; WeCom ``{"msgtype": "markdown", "markdown": {"content"}}``. Bo
 200 with ``{"errcode": 0, "errmsg": "ok"}``; a non-zero errcode is a failure (rate limits —
 DingTalk 130101, WeCom 45009 — are retried, anything else is not).
 
-De-duplication: each (notice key, target) is sent once per ``dedup_window_s``, recorded in
-the case store so a restarted bridge does not re-page the duty officer. Escalation timers
-live in memory: a restart forgets pending escalations (documented limitation).
+Durability: a notice is written to an outbox in the case store in one transaction with its
+de-duplication record (each (key, target) once per ``dedup_window_s``) and, for a critical
+alarm, its escalation timer. The sender claims rows with a lease, so a crash loses nothing
+and a redelivered alarm pages nobody twice; escalations survive a restart.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import random
 import smtplib
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from case_bridge.config import NotifySettings, NotifyTarget, TargetKind
-from case_bridge.errors import NotifyError
+from case_bridge.errors import CaseError, NotifyError
 
 log = logging.getLogger("citywatch.cases.notify")
 
@@ -96,24 +97,37 @@ def backoff_s(attempt: int, base_s: float, max_s: float, jitter: float = 0.0) ->
     return float(delay * (1.0 + jitter))
 
 
-@dataclass
-class Escalations:
-    """Critical alarms waiting for an acknowledgement; pure bookkeeping, time is a parameter."""
+def notice_json(n: Notice) -> dict[str, Any]:
+    return {"key": n.key, "title": n.title, "lines": list(n.lines), "severity": n.severity, "data": n.data}
 
-    after_s: float
-    pending: dict[str, tuple[float, Notice]] = field(default_factory=dict)  # alarm id -> (due, notice)
 
-    def start(self, alarm_id: str, notice: Notice, now: float) -> None:
-        self.pending.setdefault(alarm_id, (now + self.after_s, notice))
+def notice_from(j: dict[str, Any]) -> Notice:
+    return Notice(str(j["key"]), str(j["title"]), tuple(j.get("lines", ())), str(j.get("severity", "major")),
+                  dict(j.get("data", {})))
 
-    def stop(self, alarm_id: str) -> None:
-        self.pending.pop(alarm_id, None)
 
-    def due(self, now: float) -> list[Notice]:
-        out = [(a, n) for a, (t, n) in self.pending.items() if t <= now]
-        for a, _n in out:
-            del self.pending[a]
-        return [n for _a, n in out]
+def escalated(n: Notice) -> Notice:
+    return Notice(f"{n.key}:escalated", f"[升级] {n.title}", n.lines, n.severity, n.data)
+
+
+class NotifyStore(Protocol):
+    """The durable side of notifications (implemented by :class:`case_bridge.store.CaseStore`)."""
+
+    def enqueue_notice(self, targets: Sequence[str], notice: dict[str, Any], now: float, window_s: float,
+                       escalation: tuple[str, float, dict[str, Any]] | None = None) -> list[str]: ...
+
+    def take_notices(self, now: float, lease_s: float, limit: int = 20
+                     ) -> list[tuple[int, str, dict[str, Any], int]]: ...
+
+    def notice_done(self, outbox_id: int) -> None: ...
+
+    def notice_retry(self, outbox_id: int, attempts: int, next_t: float) -> None: ...
+
+    def pending_notices(self) -> int: ...
+
+    def cancel_escalation(self, alarm_id: str) -> None: ...
+
+    def take_due_escalations(self, now: float) -> list[dict[str, Any]]: ...
 
 
 async def send_once(target: NotifyTarget, notice: Notice, client: httpx.AsyncClient) -> None:
@@ -160,22 +174,26 @@ def _send_mail(target: NotifyTarget, notice: Notice) -> None:
 
 
 class Notifier:
-    """Sends notices in the background: dedup, retries with backoff, escalation timers."""
+    """Queues notices in the store's outbox and sends them in the background with retries.
+
+    ``notify`` is a short write transaction (dedup record + outbox rows + optional escalation);
+    ``run`` claims due rows, sends them concurrently, deletes them when delivered or given up,
+    and reschedules them with exponential backoff otherwise.
+    """
 
     def __init__(
         self,
         settings: NotifySettings,
-        dedup: Callable[[str, float, float], bool],
+        store: NotifyStore,
         clock: Callable[[], float] = time.time,
         jitter: bool = True,
     ) -> None:
         self.settings = settings
+        self.store = store
         self._targets = {t.name: t for t in settings.targets}
-        self._dedup = dedup
         self._clock = clock
         self._jitter = jitter
-        self._queue: asyncio.Queue[tuple[NotifyTarget, Notice]] = asyncio.Queue(maxsize=10000)
-        self.escalations = Escalations(settings.escalate_after_s)
+        self._wake: asyncio.Event | None = None
         self.sent: list[tuple[str, str]] = []  # (target, key) delivered, for tests and metrics
         self.failed: list[tuple[str, str, str]] = []  # (target, key, error) given up
         self._failing: set[str] = set()
@@ -184,66 +202,86 @@ class Notifier:
     def enabled(self) -> bool:
         return bool(self.settings.targets)
 
-    def notify(self, notice: Notice, escalate: bool = False) -> None:
-        """Queue ``notice`` for the primary targets (or the escalation targets)."""
-        names = self.settings.escalate_to if escalate else self.settings.primary
-        now = self._clock()
-        for name in names:
-            target = self._targets[name]
-            if not self._dedup(f"{name}:{notice.key}", now, self.settings.dedup_window_s):
-                continue
-            try:
-                self._queue.put_nowait((target, notice))
-            except asyncio.QueueFull:
-                log.error("notification queue full; dropping %s for %s", notice.key, name)
+    def notify(self, notice: Notice, escalate_alarm: str | None = None, now: float | None = None) -> list[str]:
+        """Queue ``notice`` for the primary targets; with ``escalate_alarm``, also schedule the
+        escalation that fires unless :meth:`cancel_escalation` comes first."""
+        now = self._clock() if now is None else now
+        esc = None
+        if escalate_alarm is not None and self.settings.escalate_to:
+            esc = (escalate_alarm, now + self.settings.escalate_after_s, notice_json(notice))
+        queued = self.store.enqueue_notice(self.settings.primary, notice_json(notice), now,
+                                           self.settings.dedup_window_s, esc)
+        self._poke()
+        return queued
+
+    def cancel_escalation(self, alarm_id: str) -> None:
+        self.store.cancel_escalation(alarm_id)
 
     def tick(self, now: float) -> None:
-        for notice in self.escalations.due(now):
-            esc = Notice(f"{notice.key}:escalated", f"[升级] {notice.title}", notice.lines, notice.severity,
-                         notice.data)
-            self.notify(esc, escalate=True)
+        """Fire the escalations that are due (a critical alarm nobody acknowledged in time)."""
+        for j in self.store.take_due_escalations(now):
+            self.store.enqueue_notice(self.settings.escalate_to, notice_json(escalated(notice_from(j))), now,
+                                      self.settings.dedup_window_s)
+            self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._wake = asyncio.Event()
+        lease = max(t.timeout_s for t in self.settings.targets) * 2 + 5 if self.settings.targets else 30.0
         async with httpx.AsyncClient() as client:
-            workers = [asyncio.create_task(self._worker(client), name=f"cases.notify.{i}") for i in range(2)]
-            try:
-                await stop.wait()
-            finally:
-                for w in workers:
-                    w.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+            while not stop.is_set():
+                try:
+                    batch = self.store.take_notices(self._clock(), lease)
+                except CaseError as exc:
+                    log.error("cannot read the notification outbox: %s", exc)
+                    batch = []
+                if batch:
+                    await asyncio.gather(*(self._attempt(client, *row) for row in batch))
+                    continue
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 0.1)
+                except TimeoutError:
+                    pass
 
     async def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait until the queue is empty and every notice was sent or given up (tests, shutdown)."""
-        await asyncio.wait_for(self._queue.join(), timeout_s)
+        """Wait until the outbox is empty: every notice sent or given up (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self.store.pending_notices():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.store.pending_notices()} notices still pending")
+            await asyncio.sleep(0.02)
 
-    async def _worker(self, client: httpx.AsyncClient) -> None:
-        while True:
-            target, notice = await self._queue.get()
-            try:
-                await self._deliver(client, target, notice)
-            finally:
-                self._queue.task_done()
-
-    async def _deliver(self, client: httpx.AsyncClient, target: NotifyTarget, notice: Notice) -> None:
-        s = self.settings
-        for attempt in range(1, s.retry_attempts + 1):
-            try:
-                await send_once(target, notice, client)
-            except NotifyError as exc:
-                if target.name not in self._failing:
-                    log.warning("%s (will retry: %s)", exc, exc.retryable)
-                    self._failing.add(target.name)
-                if not exc.retryable or attempt == s.retry_attempts:
-                    self.failed.append((target.name, notice.key, str(exc)))
-                    log.error("gave up notifying %s of %s after %d attempt(s): %s", target.name, notice.key,
-                              attempt, exc)
-                    return
-                jitter = random.random() * 0.2 if self._jitter else 0.0
-                await asyncio.sleep(backoff_s(attempt, s.retry_base_s, s.retry_max_s, jitter))
-                continue
-            if target.name in self._failing:
-                log.info("notifying %s works again", target.name)
-                self._failing.discard(target.name)
-            self.sent.append((target.name, notice.key))
+    async def _attempt(self, client: httpx.AsyncClient, outbox_id: int, name: str, body: dict[str, Any],
+                       attempts: int) -> None:
+        notice = notice_from(body)
+        target = self._targets.get(name)
+        if target is None:  # the target was removed from the config since it was queued
+            self.failed.append((name, notice.key, "unknown target"))
+            self.store.notice_done(outbox_id)
             return
+        s = self.settings
+        try:
+            await send_once(target, notice, client)
+        except NotifyError as exc:
+            attempt = attempts + 1
+            if target.name not in self._failing:
+                log.warning("%s (will retry: %s)", exc, exc.retryable)
+                self._failing.add(target.name)
+            if not exc.retryable or attempt >= s.retry_attempts:
+                self.failed.append((target.name, notice.key, str(exc)))
+                log.error("gave up notifying %s of %s after %d attempt(s): %s", target.name, notice.key, attempt, exc)
+                self.store.notice_done(outbox_id)
+                return
+            jitter = random.random() * 0.2 if self._jitter else 0.0
+            self.store.notice_retry(outbox_id, attempt,
+                                    self._clock() + backoff_s(attempt, s.retry_base_s, s.retry_max_s, jitter))
+            return
+        if target.name in self._failing:
+            log.info("notifying %s works again", target.name)
+            self._failing.discard(target.name)
+        self.sent.append((target.name, notice.key))
+        self.store.notice_done(outbox_id)

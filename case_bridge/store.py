@@ -85,6 +85,10 @@ class Case:
         return State(self.state).is_open
 
     @property
+    def state_label(self) -> str:
+        return State(self.state).label_zh
+
+    @property
     def position(self) -> Position:
         return Position(State(self.state), self.extension_pending)
 
@@ -274,8 +278,9 @@ class CaseStore:
             where.append("source = ?")
             params.append(source)
         if device is not None:
-            where.append("(device = ? OR id IN (SELECT case_id FROM case_links WHERE device = ?))")
-            params.extend([device, device])
+            # IoT cases always link their devices; the link index finds them, correlated ones too
+            where.append("id IN (SELECT case_id FROM case_links WHERE device = ?)")
+            params.append(device)
         if ids is not None:
             if not ids:
                 return Page([], 0, limit, offset)
@@ -350,6 +355,16 @@ class CaseStore:
         for d in devs:
             out.setdefault(d, {})
         return out
+
+    def deadlines_passed(self, after: float, until: float, limit: int = 200) -> list[Case]:
+        """Open cases whose stage deadline fell in (after, until]: the ones that just went overdue."""
+        with self.db.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_COLUMNS} FROM cases WHERE is_open = 1 AND deadline > ? AND deadline <= ? "
+                "ORDER BY deadline, id LIMIT ?",
+                (after, until, limit),
+            )
+        return [_case(r, until) for r in rows]
 
     def devices_with_open_cases(self) -> list[str]:
         with self.db.read() as tx:
@@ -552,17 +567,100 @@ class CaseStore:
                 out.append(AlarmOutcome("updated", cid, c2, acts, devices))
         return out
 
-    def notify_once(self, key: str, now: float, window_s: float) -> bool:
-        """True the first time ``key`` is seen within ``window_s`` (notification de-duplication)."""
+    def enqueue_notice(
+        self,
+        targets: Sequence[str],
+        notice: dict[str, Any],
+        now: float,
+        window_s: float,
+        escalation: tuple[str, float, dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """Queue ``notice`` (a dict with ``key``) for each target not sent the same key within
+        ``window_s``, and schedule ``escalation`` (alarm id, due time, notice) with it, in one
+        transaction: a redelivered alarm neither pages twice nor loses the page. Returns the
+        targets queued."""
+        key = str(notice["key"])
+        body = _dumps(notice)
+        queued: list[str] = []
         with self.db.tx() as tx:
-            rows = tx.execute("SELECT t FROM notify_log WHERE key = ?", (key,))
-            if rows and now - float(rows[0][0]) < window_s:
-                return False
-            if rows:
-                tx.execute("UPDATE notify_log SET t = ? WHERE key = ?", (now, key))
-            else:
-                tx.execute("INSERT INTO notify_log (key, t) VALUES (?, ?)", (key, now))
-            return True
+            for target in targets:
+                dkey = f"{target}:{key}"
+                rows = tx.execute("SELECT t FROM notify_log WHERE key = ?", (dkey,))
+                if rows and now - float(rows[0][0]) < window_s:
+                    continue
+                if rows:
+                    tx.execute("UPDATE notify_log SET t = ? WHERE key = ?", (now, dkey))
+                else:
+                    tx.execute("INSERT INTO notify_log (key, t) VALUES (?, ?)", (dkey, now))
+                tx.execute(
+                    "INSERT INTO notify_outbox (target, key, notice, attempts, next_t, created_t) "
+                    "VALUES (?, ?, ?, 0, ?, ?)",
+                    (target, key, body, now, now),
+                )
+                queued.append(target)
+            if escalation is not None and (queued or not targets):
+                alarm_id, due_t, esc = escalation
+                tx.execute(
+                    "INSERT INTO escalations (alarm_id, due_t, notice) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (alarm_id, due_t, _dumps(esc)),
+                )
+        return queued
+
+    def take_notices(self, now: float, lease_s: float, limit: int = 20) -> list[tuple[int, str, dict[str, Any], int]]:
+        """Claim up to ``limit`` due notices for ``lease_s`` (a crashed sender's claim runs out):
+        (outbox id, target, notice, attempts so far)."""
+        with self.db.tx() as tx:
+            rows = tx.execute(
+                "SELECT id, target, notice, attempts FROM notify_outbox WHERE next_t <= ? ORDER BY next_t, id LIMIT ?",
+                (now, limit),
+            )
+            for r in rows:
+                tx.execute("UPDATE notify_outbox SET next_t = ? WHERE id = ?", (now + lease_s, r[0]))
+        return [(int(r[0]), str(r[1]), orjson.loads(r[2]), int(r[3])) for r in rows]
+
+    def notice_done(self, outbox_id: int) -> None:
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM notify_outbox WHERE id = ?", (outbox_id,))
+
+    def notice_retry(self, outbox_id: int, attempts: int, next_t: float) -> None:
+        with self.db.tx() as tx:
+            tx.execute("UPDATE notify_outbox SET attempts = ?, next_t = ? WHERE id = ?", (attempts, next_t, outbox_id))
+
+    def pending_notices(self) -> int:
+        with self.db.read() as tx:
+            return int(tx.execute("SELECT COUNT(*) FROM notify_outbox")[0][0])
+
+    def cancel_escalation(self, alarm_id: str) -> None:
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM escalations WHERE alarm_id = ?", (alarm_id,))
+
+    def take_due_escalations(self, now: float) -> list[dict[str, Any]]:
+        """Remove and return the escalations due at ``now`` (one transaction: each fires once)."""
+        with self.db.tx() as tx:
+            rows = tx.execute("SELECT alarm_id, notice FROM escalations WHERE due_t <= ? ORDER BY due_t", (now,))
+            for alarm_id, _n in rows:
+                tx.execute("DELETE FROM escalations WHERE alarm_id = ?", (alarm_id,))
+        return [orjson.loads(n) for _a, n in rows]
+
+    def case_for_alarm(self, alarm_id: str, now: float | None = None) -> Case | None:
+        with self.db.read() as tx:
+            rows = tx.execute("SELECT case_id FROM case_links WHERE alarm_id = ?", (alarm_id,))
+            return self._get_tx(tx, int(rows[0][0]), time.time() if now is None else now) if rows else None
+
+    def dead_letter(self, topic: str, reason: str, detail: str, payload: bytes, now: float) -> None:
+        """Keep a message the bridge could not use, with why (inspect with ``dead_letters``)."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT INTO dead_letters (t, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
+                (now, topic, reason, detail[:1000], payload[:65536].decode("utf-8", "replace")),
+            )
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
+        with self.db.read() as tx:
+            rows = tx.execute(
+                "SELECT t, topic, reason, detail, payload FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        return [(float(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
     def remember_devices(self, devices: Sequence[DeviceInfo], now: float) -> None:
         """Keep the registry from birth messages (device -> DeviceInfo) across restarts."""

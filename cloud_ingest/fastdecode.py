@@ -70,6 +70,18 @@ def _str(val: Any, where: str, key: str) -> str:
     return val
 
 
+_BN_CACHE: dict[str, str] = {}  # validated base names -> device id (shared by calls; bounded)
+_BN_CACHE_MAX = 100_000
+
+
+def _base_name(bn: Any, i: int) -> str:
+    name = _str(bn, f"e[{i}]", "bn")
+    dev = name[:-1] if name.endswith("/") else ""
+    if _fullmatch_id(dev) is None:
+        raise PayloadError("bad_device_id", f"e[{i}].bn={name[:80]!r}")
+    return dev
+
+
 def decode_telemetry_rows(raw: bytes | str, max_bytes: int | None = None) -> RowBatch:
     """Same contract as :func:`contracts.payloads.decode_telemetry`, rows instead of readings."""
     obj = _loads(raw, max_bytes)
@@ -93,17 +105,22 @@ def decode_telemetry_rows(raw: bytes | str, max_bytes: int | None = None) -> Row
     t_min = math.inf
     t_max = -math.inf
     units = _UNITS
+    bn_cache = _BN_CACHE
     for i, rec in enumerate(recs):
         if type(rec) is not dict:
             raise PayloadError("wrong_type", f"e[{i}] is not an object")
         if "bn" in rec:
-            bn = _str(rec["bn"], f"e[{i}]", "bn")
-            dev = bn[:-1] if bn.endswith("/") else ""
-            if _fullmatch_id(dev) is None:
-                raise PayloadError("bad_device_id", f"e[{i}].bn={bn[:80]!r}")
+            bn = rec["bn"]
+            dev = bn_cache.get(bn) if type(bn) is str else None
+            if dev is None:
+                dev = _base_name(bn, i)
+                if len(bn_cache) >= _BN_CACHE_MAX:
+                    bn_cache.clear()
+                bn_cache[bn] = dev
             device = dev
         if "bt" in rec:
-            bt = _num(rec["bt"], f"e[{i}]", "bt")
+            btv = rec["bt"]
+            bt = btv if type(btv) is float and _isfinite(btv) else _num(btv, f"e[{i}]", "bt")
         if "bu" in rec:
             bu = _str(rec["bu"], f"e[{i}]", "bu")
         if device is None:
@@ -114,19 +131,16 @@ def decode_telemetry_rows(raw: bytes | str, max_bytes: int | None = None) -> Row
         expected_unit = units.get(metric)
         if expected_unit is None:
             raise PayloadError("unknown_metric", f"e[{i}].n={metric[:40]!r}")
-        if "u" in rec:
-            unit = rec["u"]
-            if type(unit) is not str or "\x00" in unit:
-                unit = _str(unit, f"e[{i}]", "u")
-        else:
-            unit = bu
+        unit = rec.get("u", bu)
         if unit != expected_unit:
+            if "u" in rec:
+                unit = _str(unit, f"e[{i}]", "u")
             raise PayloadError("unit_mismatch", f"e[{i}]: {metric} in {unit!r}, expected {expected_unit!r}")
         val = rec.get("v")
-        value = float(val) if type(val) is float and _isfinite(val) else _num(val, f"e[{i}]", "v")
+        value = val if type(val) is float and _isfinite(val) else _num(val, f"e[{i}]", "v")
         if "t" in rec:
             tv = rec["t"]
-            t = float(tv) if type(tv) is float and _isfinite(tv) else _num(tv, f"e[{i}]", "t")
+            t = tv if type(tv) is float and _isfinite(tv) else _num(tv, f"e[{i}]", "t")
         else:
             t = 0.0
         q = rec.get("q", 0)

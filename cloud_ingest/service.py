@@ -36,7 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud_ingest.config import IngestSettings
-from cloud_ingest.errors import StoreError, StoreUnavailable
+from cloud_ingest.errors import IngestError, StoreError, StoreUnavailable
 from cloud_ingest.metrics import IngestMetrics, serve_metrics
 from cloud_ingest.store.base import DeadLetterIn, SeqMark, StatusUpdate, Store, WriteBatch, WriteResult
 from cloud_ingest.validate import Accepted, Limits, Rejected, classify
@@ -46,6 +46,10 @@ from contracts.config import MqttSettings
 from contracts.payloads import encode_ack
 
 log = logging.getLogger(__name__)
+
+
+class _GiveUp(IngestError):
+    """Stop requested while commits cannot succeed: exit without acknowledging (nothing is lost)."""
 
 
 @dataclass(slots=True)
@@ -133,6 +137,7 @@ class Ingester:
         self.committed_batches = 0
         self.ready_event: asyncio.Event | None = None  # set once subscribed (tests wait on it)
         self.metrics_port: int | None = None
+        self._stop: asyncio.Event | None = None
         # Fault-injection hook for the kill -9 tests: widen the commit-to-ack window so a kill
         # lands between them (reliability.md I1 "after_commit_before_ack"). Unset in production.
         self._fault_ack_delay_s = float(os.environ.get("CITYWATCH_FAULT_ACK_DELAY_S", "0") or 0)
@@ -225,16 +230,24 @@ class Ingester:
         self.ready_event = self.ready_event or asyncio.Event()
         server = None
         if self.cfg.metrics_port is not None:
-            server = await serve_metrics(self.metrics, self.cfg.metrics_host, self.cfg.metrics_port)
+            try:
+                server = await serve_metrics(self.metrics, self.cfg.metrics_host, self.cfg.metrics_port)
+            except OSError as exc:
+                raise IngestError(
+                    f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port}: {exc}"
+                ) from exc
             self.metrics_port = server.sockets[0].getsockname()[1]
         client = self._client = self._make_client()
         client.loop_start()
         ready: asyncio.Queue[Pending | None] = asyncio.Queue(maxsize=1)
+        self._stop = stop
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._collect(ready, stop), name="ingest.collect")
                 tg.create_task(self._commit_loop(ready), name="ingest.commit")
                 tg.create_task(self._gap_timer(stop), name="ingest.gaps")
+        except* _GiveUp as eg:
+            log.warning("%s", eg.exceptions[0])
         finally:
             self._connected = False  # an intentional disconnect is not worth a warning
             client.disconnect()
@@ -338,6 +351,11 @@ class Ingester:
                     log.error("store rejected a batch of %d messages (%s); writing them one by one", len(p.items), exc)
                     result = await self._write_split(p, st)
             except StoreUnavailable as exc:
+                if self._stop is not None and self._stop.is_set():
+                    raise _GiveUp(
+                        f"stopping while the store is unavailable: {self.metrics.unacked._value.get():.0f} messages "
+                        "stay unacknowledged and the broker redelivers them to the next run"
+                    ) from exc
                 self.metrics.store_errors.labels("unavailable").inc()
                 if self._store_down_since is None:
                     self._store_down_since = time.monotonic()

@@ -97,6 +97,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     host = args.host or settings.listen_host
     port = args.port if args.port is not None else settings.listen_port
     log.info("console on http://%s:%d/ (users: %s)", host, port, ", ".join(u.username for u in settings.users))
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=False))  # type: ignore[arg-type]
+    # open SSE streams never finish on their own: give them 5 s on shutdown, then close them
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",  # type: ignore[arg-type]
+                                           proxy_headers=False, timeout_graceful_shutdown=5))
     asyncio.run(server.serve())
     return 0

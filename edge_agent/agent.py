@@ -179,7 +179,8 @@ class Agent:
         self.uplink.clear_fault("outbox_write")
         cap = self.outbox.disk_full_cap
         if cap is not None and "outbox_disk_full" not in self.uplink.faults:
-            self.uplink.raise_fault("outbox_disk_full", f"disk filled before the budget; the policy now keeps {cap} bytes")
+            self.uplink.raise_fault("outbox_disk_full",
+                                    f"disk filled before the budget; the policy now keeps {cap} bytes")
         self.uplink.notify_appended()
         if dev.storm_interval_s is not None:
             self._feed_storm(dev, readings)

@@ -22,14 +22,21 @@ def args_agent(parser: argparse.ArgumentParser) -> None:
                         help="bus share the planner allows (default 0.8, leaving room for retries and writes)")
 
 
-def check(cfg: AgentConfig, max_utilisation: float) -> int:
-    """Planner verdict for ``--check``: 0 when every bus fits at storm intervals, 1 otherwise."""
+def overbooked(cfg: AgentConfig, max_utilisation: float, show: bool) -> list[str]:
+    """Buses the planner refuses (normal or storm intervals); prints the plan when ``show``."""
     from gateway.budget import plan_config, render
     from gateway.config import FieldConfig
 
     budgets = plan_config(FieldConfig(buses=cfg.buses, devices=cfg.devices), max_utilisation)
-    sys.stdout.write(render(budgets))
     bad = [b.bus for b in budgets if b.overbooked]
+    if show or bad:
+        sys.stdout.write(render(budgets))
+    return bad
+
+
+def check(cfg: AgentConfig, max_utilisation: float) -> int:
+    """Planner verdict for ``--check``: 0 when every bus fits at storm intervals, 1 otherwise."""
+    bad = overbooked(cfg, max_utilisation, show=True)
     if bad:
         print(f"config refused: bus(es) {', '.join(bad)} overbooked", file=sys.stderr)
         return 1
@@ -57,5 +64,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     cfg = load_agent_config(args.config)
     if args.check:
         return check(cfg, args.max_utilisation)
+    bad = overbooked(cfg, args.max_utilisation, show=False)
+    if bad:  # storm mode must fit the bus: refuse to start rather than lose polls in a flood
+        print(f"citywatch agent: bus(es) {', '.join(bad)} overbooked; see the plan above", file=sys.stderr)
+        return 1
     asyncio.run(_run(cfg))
     return 0

@@ -77,10 +77,14 @@ class StormConfig(StrictModel):
     enter_rise_m_per_h: float | None = 0.3
     exit_rise_m_per_h: float | None = 0.05
     rate_window_s: float = PydField(900.0, gt=0.0, le=86400.0)
+    #: a rate from samples spanning less than this is noise (1 mm over 0.1 s reads as 36 m/h)
+    rate_min_span_s: float = PydField(60.0, ge=0.0, le=86400.0)
     min_hold_s: float = PydField(900.0, ge=0.0, le=86400.0)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> StormConfig:
+        if self.rate_min_span_s > self.rate_window_s:
+            raise ValueError("rate_min_span_s must be <= rate_window_s")
         if (self.enter_depth_m is None) != (self.exit_depth_m is None):
             raise ValueError("give both enter_depth_m and exit_depth_m, or neither")
         if self.enter_depth_m is not None and self.exit_depth_m is not None and self.exit_depth_m > self.enter_depth_m:

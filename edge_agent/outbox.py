@@ -465,6 +465,32 @@ class Outbox:
             raise OutboxError(f"{self.path}: reading batch {h.boot}/{h.seq} failed: {exc}") from exc
         return [Event(d, k, i, ts, orjson.loads(b)) for d, k, i, ts, b in rows]
 
+    def relabel(self, batch_ids: Sequence[int]) -> list[BatchHeader]:
+        """Give batches of an old boot new seqs of the current boot (same rows, same order).
+
+        For batches the cloud no longer acks by their old boot (it keeps only its recent boots):
+        without this they would hold the window forever. Identity (device, metric, sample time)
+        makes the possible duplicate harmless.
+        """
+        todo = [self._batches[i] for i in batch_ids if i in self._batches and self._batches[i].boot != self.boot]
+        if not todo:
+            return []
+        seq = self._last_seq
+        out: list[BatchHeader] = []
+        try:
+            with self._tx():
+                for h in todo:
+                    seq += 1
+                    self._db.execute("UPDATE batches SET boot = ?, seq = ? WHERE id = ?", (self.boot, seq, h.id))
+                    out.append(BatchHeader(h.id, self.boot, seq, h.cls, h.first_id, h.last_id, h.n, h.nbytes))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(seq),))
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: relabelling {len(todo)} batches failed: {exc}") from exc
+        self._last_seq = seq
+        for h in out:
+            self._batches[h.id] = h
+        return out
+
     # ------------------------------------------------------------ acks
 
     def ack(self, acked: dict[str, int]) -> int:

@@ -27,10 +27,14 @@ class StormState:
         return self.forced if self.forced is not None else self.active
 
 
-def rise_rate_m_per_h(samples: Sequence[tuple[float, float]]) -> float | None:
-    """Least-squares slope of depth over time, in m/h; None with fewer than 2 distinct times."""
+#: samples kept for the rate; older ones inside the window are thinned out (bounded CPU per poll)
+MAX_SAMPLES = 128
+
+
+def rise_rate_m_per_h(samples: Sequence[tuple[float, float]], min_span_s: float = 0.0) -> float | None:
+    """Least-squares slope of depth over time, in m/h; None with fewer than 2 samples or too short a span."""
     n = len(samples)
-    if n < 2:
+    if n < 2 or samples[-1][0] - samples[0][0] < min_span_s:
         return None
     mt = sum(t for t, _ in samples) / n
     md = sum(d for _, d in samples) / n
@@ -44,7 +48,10 @@ def rise_rate_m_per_h(samples: Sequence[tuple[float, float]]) -> float | None:
 def observe(state: StormState, ts: float, depth: float, cfg: StormConfig) -> StormState:
     """Feed one good depth sample; returns the new state (``since``/``reason`` set on a change)."""
     window = (*(s for s in state.samples if ts - s[0] <= cfg.rate_window_s and s[0] < ts), (ts, depth))
-    rate = rise_rate_m_per_h(window)
+    if len(window) > MAX_SAMPLES:  # drop every other old sample, keep the newest half as is
+        half = MAX_SAMPLES // 2
+        window = (*window[:-half:2], *window[-half:])
+    rate = rise_rate_m_per_h(window, cfg.rate_min_span_s)
     new = replace(state, samples=window)
     if not cfg.enabled:
         return new

@@ -54,6 +54,8 @@ class Acknowledger:
         self.drop_next = 0
         self.dropped_batches: list[tuple[str, int]] = []
         self.paused = False
+        self.boots_kept: int | None = None  # like the ingester: list only the N most recent boots
+        self._boot_order: list[str] = []
         self.status: list[payloads.Status] = []
         self.cmd_results: list[payloads.CommandResult] = []
         proto = paho.MQTTv5 if mqtt5 else paho.MQTTv311
@@ -101,6 +103,8 @@ class Acknowledger:
             self.total_readings += len(batch.readings)
             for e in batch.events:
                 self.events[(e.device, e.kind, e.id)] += 1
+            if batch.boot not in self._boot_order:
+                self._boot_order.append(batch.boot)
             seqs = self.seqs.setdefault(batch.boot, set())
             seqs.add(batch.seq)
             wm = self.watermark.get(batch.boot, 0)
@@ -108,15 +112,19 @@ class Acknowledger:
                 wm += 1
             advanced = wm != self.watermark.get(batch.boot, 0)
             self.watermark[batch.boot] = wm
-            ack = dict(self.watermark)
+            ack = self._ack_payload()
             paused = self.paused
         if advanced and not paused:
             c.publish(topics.ack(self.gw), payloads.encode_ack(ack), qos=1, retain=True)
 
+    def _ack_payload(self) -> dict[str, int]:
+        boots = self._boot_order if self.boots_kept is None else self._boot_order[-self.boots_kept:]
+        return {b: self.watermark[b] for b in boots if self.watermark.get(b, 0) > 0}
+
     def publish_ack(self) -> None:
         """Re-publish the current watermark (e.g. after un-pausing)."""
         with self.lock:
-            ack = dict(self.watermark)
+            ack = self._ack_payload()
         self._c.publish(topics.ack(self.gw), payloads.encode_ack(ack), qos=1, retain=True)
 
     def publish(self, topic: str, payload: bytes) -> None:

@@ -91,6 +91,7 @@ class Uplink:
         self._status_due = 0.0
         self._cmd_tasks: set[asyncio.Task[None]] = set()
         self._ack_seen = asyncio.Event()
+        self._ack_listed: set[str] = set()  # boots named in the last ack message
         # observable counters
         self.connected = False
         self.connects = 0
@@ -251,6 +252,7 @@ class Uplink:
                 self._fill_window(link, now)
                 oldest = min(self._sent_at.values(), default=None)
                 if ack_timed_out(oldest, self._last_progress, self._ack_timeout_s, now):
+                    self._relabel_forgotten_boots()
                     n = len(self._sent_at)
                     log.warning("no ack progress for %.0f s; resending %d batches in order", self._ack_timeout_s, n)
                     for h in self.outbox.unacked():
@@ -263,6 +265,22 @@ class Uplink:
                 await self._sleep(link, closed, self._next_deadline(now))
         finally:
             closed.cancel()
+
+    def _relabel_forgotten_boots(self) -> None:
+        """Old-boot batches whose boot the cloud's ack no longer lists move to the current boot.
+
+        The cloud acks only its most recent boots per gateway; after several restarts in a row
+        an older boot drops out and its batches could never be acked. Only done after an ack
+        timeout, and only once an ack message has been seen in this session (so we know what
+        the cloud lists).
+        """
+        if not self._ack_seen.is_set():
+            return
+        stale = [h.id for h in self.outbox.unacked() if h.boot != self.boot and h.boot not in self._ack_listed]
+        if stale:
+            moved = self.outbox.relabel(stale)
+            log.warning("cloud no longer acks %d batches of earlier boots; resending them as boot %s seq %d..%d",
+                        len(moved), self.boot, moved[0].seq, moved[-1].seq)
 
     def _next_deadline(self, now: float) -> float:
         deadlines = [self._status_due]
@@ -345,6 +363,7 @@ class Uplink:
             self.raise_fault("bad_ack", f"undecodable ack watermark: {exc}")
             return
         self.clear_fault("bad_ack")
+        self._ack_listed = set(acked)
         try:
             before = {h.id for h in self.outbox.unacked()}
             deleted = self.outbox.ack(acked)

@@ -167,11 +167,11 @@ def run_backtest(
     progress: Callable[[float], None] | None = None,
 ) -> list[tuple[str, BacktestReport]]:
     out = []
+    n = len(rule_sets)
     for i, (label, files) in enumerate(rule_sets):
         rules = load_rules(files)
-        out.append((label, backtest(rules, history, case_policy)))
-        if progress is not None:
-            progress((i + 1) / len(rule_sets))
+        sub = None if progress is None else (lambda f, i=i: progress((i + f) / n))  # type: ignore[misc]
+        out.append((label, backtest(rules, history, case_policy, sub)))
     return out
 
 

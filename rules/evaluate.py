@@ -164,6 +164,15 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
         self.by_name = {r.name: r for r in self.rules}
+        names: list[str] = []
+        for r in self.rules:
+            names.append(r.name)
+            if isinstance(r, StalenessRule) and r.gateway_rule:
+                names.append(r.gateway_rule)
+            if isinstance(r, WimOverloadRule):
+                names.append(r.axle_rule)
+        #: every condition name an alarm can carry (the per-device state is keyed by these)
+        self.condition_names: tuple[str, ...] = tuple(dict.fromkeys(names))
 
     def plan(self, info: DeviceInfo) -> DevicePlan:
         plan = DevicePlan({}, {}, [], [], {})
@@ -209,6 +218,72 @@ class EngineState:
     next_tick_t: float = 0.0
     next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
+    dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
+
+    def device_json(
+        self, device: str, condition_names: Sequence[str], alarms: dict[str, list[Alarm]] | None = None
+    ) -> dict[str, Any]:
+        """The part of the state that belongs to one device (or gateway): what a step persists for it.
+
+        ``from_parts(global_json(), [device_json(d) for every d])`` rebuilds the whole state.
+        """
+        latest = self.latest.get(device, {})
+        keys = [f"{n}|{device}" for n in condition_names]
+        out: dict[str, Any] = {
+            "last_ts": {k: self.last_ts[k] for m in latest if (k := f"{device}|{m}") in self.last_ts},
+            "latest": {device: latest} if latest else {},
+            "latches": {k: self.latches[k].to_json() for k in keys if k in self.latches},
+            "scratch": {k: self.scratch[k] for k in keys if k in self.scratch},
+            "active": {k: self.active[k] for k in keys if k in self.active},
+            "raises": {k: self.raises[k] for k in keys if k in self.raises},
+            "alarms": (
+                {al.alarm_id: al.to_json() for al in alarms.get(device, ())}
+                if alarms is not None
+                else {a: al.to_json() for a, al in self.alarms.items() if al.device == device}
+            ),
+        }
+        for name, table in (
+            ("last_seen", self.last_seen), ("gw_of", self.gw_of), ("born", self.born), ("open_cases", self.open_cases)
+        ):
+            if device in table:
+                out[name] = {device: table[device]}
+        if device in self.registry:
+            out["registry"] = {device: self.registry[device].to_json()}
+        return out
+
+    def global_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "gw_state": self.gw_state,
+            "next_tick_t": None if math.isinf(self.next_tick_t) else self.next_tick_t,
+            "next_stale_t": None if math.isinf(self.next_stale_t) else self.next_stale_t,
+        }
+
+    def devices_known(self) -> set[str]:
+        """Every device or gateway id that has a state part."""
+        out = set(self.latest) | set(self.registry) | set(self.last_seen) | set(self.open_cases)
+        out.update(al.device for al in self.alarms.values())
+        out.update(k.split("|", 1)[1] for k in (*self.latches, *self.active, *self.scratch, *self.raises))
+        return out
+
+    @classmethod
+    def from_parts(cls, global_obj: dict[str, Any], parts: Iterable[dict[str, Any]]) -> EngineState:
+        merged: dict[str, Any] = dict(global_obj)
+        for part in parts:
+            for name, table in part.items():
+                merged.setdefault(name, {}).update(table)
+        return cls.from_json(merged)
+
+    def take_dirty(self) -> set[str]:
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+    def take_dirty_parts(self, condition_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The state parts of every device changed since the last call (what a step persists)."""
+        by_device: dict[str, list[Alarm]] = {}
+        for al in self.alarms.values():
+            by_device.setdefault(al.device, []).append(al)
+        return {d: self.device_json(d, condition_names, by_device) for d in self.take_dirty()}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -226,8 +301,9 @@ class EngineState:
             "gw_state": self.gw_state,
             "born": self.born,
             "open_cases": self.open_cases,
-            "next_tick_t": self.next_tick_t,
-            "next_stale_t": self.next_stale_t,
+            # JSON has no infinity: None stands for "never"
+            "next_tick_t": None if math.isinf(self.next_tick_t) else self.next_tick_t,
+            "next_stale_t": None if math.isinf(self.next_stale_t) else self.next_stale_t,
         }
 
     @classmethod
@@ -249,9 +325,13 @@ class EngineState:
             gw_state=dict(obj.get("gw_state", {})),
             born=dict(obj.get("born", {})),
             open_cases=dict(obj.get("open_cases", {})),
-            next_tick_t=float(obj.get("next_tick_t", 0.0)),
-            next_stale_t=float(obj.get("next_stale_t", 0.0)),
+            next_tick_t=_time_or_never(obj.get("next_tick_t", 0.0)),
+            next_stale_t=_time_or_never(obj.get("next_stale_t", 0.0)),
         )
+
+
+def _time_or_never(value: Any) -> float:
+    return float("inf") if value is None else float(value)
 
 
 # ---------------------------------------------------------------- helpers
@@ -285,6 +365,7 @@ class Sample(NamedTuple):
 
 
 def _set_condition(st: EngineState, c: Compiled, device: str, ch: Change, out: list[AlarmTransition]) -> None:
+    st.dirty.add(device)
     target, t, value, evidence = ch
     aid = st.active.get(c.key)
     alarm = st.alarms.get(aid) if aid is not None else None
@@ -460,6 +541,7 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     if last is not None and t <= last:
         return  # duplicate or late: never re-evaluated, never raises anew
     st.last_ts[skey] = t
+    st.dirty.add(device)
     seen = st.last_seen.get(device)
     if seen is None or t > seen:
         st.last_seen[device] = t
@@ -563,6 +645,8 @@ def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) 
     if last is not None and ev.ts < last:
         return
     st.last_ts[ekey] = ev.ts
+    st.dirty.add(ev.device)
+    st.latest.setdefault(ev.device, {})[f"event:{ev.kind}"] = [ev.ts, None, True]  # so its watermark persists
     seen = st.last_seen.get(ev.device)
     if seen is None or ev.ts > seen:
         st.last_seen[ev.device] = ev.ts
@@ -581,6 +665,8 @@ def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) 
 
 def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTransition]) -> None:
     prev = st.gw_state.get(s.gw)
+    st.dirty.add(s.gw)
+    st.dirty.update(info.id for info in s.devices)
     st.next_stale_t = min(st.next_stale_t, s.t)  # the registry or a gateway changed: rescan silences
     if s.state == "online":
         for info in s.devices:
@@ -656,6 +742,7 @@ def _auto_clear(st: EngineState, now: float, out: list[AlarmTransition]) -> None
     # event alarms that clear themselves
     for aid in [a for a, al in st.alarms.items() if al.auto_clear_t is not None and al.auto_clear_t <= now]:
         al = st.alarms.pop(aid)
+        st.dirty.add(al.device)
         assert al.auto_clear_t is not None
         cleared = TransitionKind.CLEARED
         why = {"reason": "auto"}
@@ -675,10 +762,12 @@ def evaluate(
         elif isinstance(item, GatewayStatus):
             _status(rs, state, item, out)
         elif isinstance(item, AlarmAck):
+            state.dirty.add(item.device)
             alarm = state.alarms.get(item.alarm_id)
             if alarm is not None and alarm.device == item.device:
                 acknowledge(alarm, item.actor, item.t, item.note, out)
         elif isinstance(item, OpenCases):
+            state.dirty.add(item.device)
             if item.cases:
                 state.open_cases[item.device] = dict(item.cases)
             else:

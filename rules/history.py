@@ -48,6 +48,8 @@ def history_from_chunks(
             keep[1:] = t[1:] != t[:-1]
             t, v, q = t[keep], v[keep], q[keep]
         series[key] = Series(t, v, q)
+    if progress is not None:
+        progress(1.0)
     return History(series, registry, [], start, end)
 
 

@@ -44,7 +44,7 @@ from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
 from rules.evaluate import EngineState, GatewayStatus, Input, RuleSet, evaluate
 from rules.specs import Rule
-from rules.store import AlarmStore
+from rules.store import AlarmStore, StateDelta
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class RuleRunner:
         self.ready_event = self.ready_event or asyncio.Event()
         saved = await asyncio.to_thread(self.store.load_state)
         if saved is not None:
-            self.state = EngineState.from_json(saved)
+            self.state = EngineState.from_parts(*saved)
             log.info("resumed rule state: %d active alarms", len(self.state.alarms))
         client = self._client = self._make_client()
         client.loop_start()
@@ -253,8 +253,9 @@ class RuleRunner:
                     self._bad_logged.add(reason)
                     log.warning("ignoring undecodable message on %s: %s", it.topic, exc)
         self.state, transitions = evaluate(self.ruleset, self.state, inputs, now)
-        if items or transitions:
-            snapshot = self.state.to_json()
+        if items or transitions or self.state.dirty:
+            parts = self.state.take_dirty_parts(self.ruleset.condition_names)
+            snapshot = StateDelta(self.state.global_json(), parts)
             while True:
                 try:
                     await asyncio.to_thread(self.store.commit, snapshot, transitions)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ DEFAULT_URL = "sqlite:///data/rules.db"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS rules_state (id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_t DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS rules_device_state (device TEXT PRIMARY KEY, state TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rules_alarms ("
     " alarm_id TEXT PRIMARY KEY, device TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
     " max_severity TEXT NOT NULL, active INTEGER NOT NULL, raised_t DOUBLE PRECISION NOT NULL,"
@@ -48,6 +50,18 @@ _SCHEMA = (
     " actor TEXT, published INTEGER NOT NULL DEFAULT 0, UNIQUE (alarm_id, kind, t))",
     "CREATE INDEX IF NOT EXISTS rules_transitions_unpub ON rules_transitions (published, seq)",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelta:
+    """What one step changed in the engine state: the small global part and the touched devices' parts.
+
+    Persisting per device keeps a step's write proportional to what it touched (a 10 000-device
+    state is ~14 MB of JSON; a step touches a few hundred devices).
+    """
+
+    global_part: dict[str, Any]
+    devices: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +86,9 @@ class AlarmRecord:
 class AlarmStore(Protocol):
     url: str
 
-    def load_state(self) -> dict[str, Any] | None: ...
+    def load_state(self) -> tuple[dict[str, Any], list[dict[str, Any]]] | None: ...
 
-    def commit(self, state: dict[str, Any] | None, transitions: Sequence[AlarmTransition]) -> None: ...
+    def commit(self, state: StateDelta | None, transitions: Sequence[AlarmTransition]) -> None: ...
 
     def unpublished(self, limit: int = 1000) -> list[tuple[int, AlarmTransition]]: ...
 
@@ -137,23 +151,32 @@ class _SqlStore:
         with self._tx(what) as cur:
             return list(self._execute(cur, sql, params).fetchall())
 
-    def load_state(self) -> dict[str, Any] | None:
-        rows = self._read("SELECT state FROM rules_state WHERE id = 1", (), "load_state")
-        if not rows:
-            return None
-        obj = orjson.loads(rows[0][0])
-        return obj if isinstance(obj, dict) else None
+    def load_state(self) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """(global part, device parts) as committed, or None before the first commit."""
+        with self._tx("load_state") as cur:
+            rows = list(self._execute(cur, "SELECT state FROM rules_state WHERE id = 1").fetchall())
+            if not rows:
+                return None
+            parts = [orjson.loads(r[0]) for r in self._execute(cur, "SELECT state FROM rules_device_state")]
+        return orjson.loads(rows[0][0]), parts
 
-    def commit(self, state: dict[str, Any] | None, transitions: Sequence[AlarmTransition]) -> None:
-        """State snapshot + alarms + transitions, atomically. Re-committing the same transitions is a no-op."""
+    def commit(self, state: StateDelta | None, transitions: Sequence[AlarmTransition]) -> None:
+        """State delta + alarms + transitions, atomically. Re-committing the same transitions is a no-op."""
         with self._tx("commit") as cur:
             if state is not None:
                 self._execute(
                     cur,
                     "INSERT INTO rules_state (id, state, updated_t) VALUES (1, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_t = excluded.updated_t",
-                    (orjson.dumps(state).decode(), max((tr.t for tr in transitions), default=0.0)),
+                    (orjson.dumps(state.global_part).decode(), max((tr.t for tr in transitions), default=0.0)),
                 )
+                rows = [(d, orjson.dumps(part).decode()) for d, part in state.devices.items()]
+                if rows:
+                    sql = (
+                        "INSERT INTO rules_device_state (device, state) VALUES (?, ?) "
+                        "ON CONFLICT (device) DO UPDATE SET state = excluded.state"
+                    )
+                    cur.executemany(sql.replace("?", "%s") if self._pg else sql, rows)
             for tr in transitions:
                 self._apply(cur, tr)
 
@@ -185,7 +208,8 @@ class _SqlStore:
         elif tr.kind is TransitionKind.ACKNOWLEDGED:
             self._execute(
                 cur,
-                "UPDATE rules_alarms SET acked_by = ?, acked_t = ?, updated_t = ? WHERE alarm_id = ? AND acked_by IS NULL",
+                "UPDATE rules_alarms SET acked_by = ?, acked_t = ?, updated_t = ? "
+                "WHERE alarm_id = ? AND acked_by IS NULL",
                 (tr.actor, tr.t, tr.t, tr.alarm_id),
             )
         elif tr.kind is TransitionKind.CLEARED:
@@ -254,6 +278,7 @@ class SqliteAlarmStore(_SqlStore):
     def __init__(self, path: str, url: str | None = None) -> None:
         self.url = url or f"sqlite:///{path}"
         self.path = path
+        self._lock = threading.Lock()
         try:
             if path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -267,6 +292,10 @@ class SqliteAlarmStore(_SqlStore):
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Any]:
+        with self._lock:  # one connection, used from worker threads: one transaction at a time
+            yield from self._tx_locked(what)
+
+    def _tx_locked(self, what: str) -> Iterator[Any]:
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
@@ -292,6 +321,7 @@ class PostgresAlarmStore(_SqlStore):
         import psycopg
 
         self.url = url
+        self._lock = threading.Lock()
         try:
             self._conn = psycopg.connect(url, autocommit=False)
             with self._conn.cursor() as cur:
@@ -303,6 +333,10 @@ class PostgresAlarmStore(_SqlStore):
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Any]:
+        with self._lock:
+            yield from self._tx_locked(what)
+
+    def _tx_locked(self, what: str) -> Iterator[Any]:
         import psycopg
 
         try:

@@ -20,6 +20,8 @@ Signatures (``Store`` below is the Protocol):
   bucket of ``bucket_s`` seconds (``date_bin``/``time_bucket``) avg/min/max/count; ordered by ts.
 - ``iter_readings(start, end, devices=None, chunk=50_000) -> Iterator[ReadingChunk]`` — all
   readings with ``start <= ts < end`` ordered by (ts, device, metric), as numpy column arrays.
+- ``events(start, end, device=None, kind=None, limit=1000) -> list[Event]`` — discrete records
+  (WIM vehicles, cover interrupts) with ``start <= ts < end``, oldest first.
 - ``devices() -> list[DeviceState]``, ``gateways() -> list[GatewayState]`` — registry learnt
   from retained status (birth / last-will) messages, with online state and last seen.
 - ``dead_letters(limit=100, since=None) -> list[DeadLetter]``, ``dead_letter_count() -> int``.
@@ -217,6 +219,10 @@ class Store(Protocol):
     def iter_readings(
         self, start: float, end: float, devices: Sequence[str] | None = None, chunk: int = 50_000
     ) -> Iterator[ReadingChunk]: ...
+
+    def events(
+        self, start: float, end: float, device: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> list[Event]: ...
 
     def devices(self) -> list[DeviceState]: ...
 

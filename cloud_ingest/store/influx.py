@@ -45,7 +45,7 @@ from cloud_ingest.store.base import (
 from cloud_ingest.store.common import device_info_from_json, device_info_json
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
-from contracts.reading import Quality, Reading
+from contracts.reading import Event, Quality, Reading
 
 # ------------------------------------------------------------ line protocol (pure)
 
@@ -365,6 +365,23 @@ class InfluxStore:
         ]
         for i in range(0, len(out), chunk):
             yield make_chunk(out[i : i + chunk])
+
+    def events(
+        self, start: float, end: float, device: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> list[Event]:
+        flux = self._from("events", f"time(v: {ts_ms(start) * 1_000_000})", f"time(v: {ts_ms(end) * 1_000_000})")
+        if device is not None:
+            flux += f" |> filter(fn: (r) => r.device == {_flux_str(device)})"
+        if kind is not None:
+            flux += f" |> filter(fn: (r) => r.kind == {_flux_str(kind)})"
+        flux += ' |> filter(fn: (r) => r._field == "body") |> group() |> sort(columns: ["_time"])'
+        flux += f" |> limit(n: {int(limit)})"
+        with self._lock:
+            rows = self._query(flux)
+        return [
+            Event(r["device"], r["kind"], r["id"], round(r["_time"].timestamp(), 3), orjson.loads(r["_value"]))
+            for r in rows
+        ]
 
     def _registry(self) -> list[tuple[str, str]]:
         rows = self._query(

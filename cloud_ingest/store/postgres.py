@@ -42,7 +42,7 @@ from cloud_ingest.store.common import device_info_from_json
 from cloud_ingest.store.sqlite import digest
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
-from contracts.reading import Quality, Reading
+from contracts.reading import Event, Quality, Reading
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +422,22 @@ class PostgresStore:
             raise StoreError(f"PostgreSQL iter_readings: {exc}") from exc
         finally:
             conn.close()
+
+    def events(
+        self, start: float, end: float, device: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> list[Event]:
+        sql = (
+            f"SELECT device, kind, id, extract(epoch FROM ts)::float8, body FROM events WHERE ts >= {TS} AND ts < {TS}"
+        )
+        params: list[Any] = [ts_ms(start), ts_ms(end)]
+        if device is not None:
+            sql += " AND device = %s"
+            params.append(device)
+        if kind is not None:
+            sql += " AND kind = %s"
+            params.append(kind)
+        rows = self._query(sql + " ORDER BY ts, device, kind, id LIMIT %s", [*params, limit])
+        return [Event(d, k, i, round(t, 3), b) for d, k, i, t, b in rows]
 
     def devices(self) -> list[DeviceState]:
         rows = self._query(

@@ -40,7 +40,7 @@ from cloud_ingest.store.common import (
 )
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import ts_ms
-from contracts.reading import Quality, Reading
+from contracts.reading import Event, Quality, Reading
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -248,6 +248,20 @@ class SqliteStore:
             raise self._fail(exc, "iter_readings") from exc
         finally:
             conn.close()
+
+    def events(
+        self, start: float, end: float, device: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> list[Event]:
+        sql = "SELECT device, kind, id, ts_ms, body FROM events WHERE ts_ms >= ? AND ts_ms < ?"
+        params: list[Any] = [ts_ms(start), ts_ms(end)]
+        if device is not None:
+            sql += " AND device = ?"
+            params.append(device)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        rows = self._query(sql + " ORDER BY ts_ms, device, kind, id LIMIT ?", [*params, limit])
+        return [Event(d, k, i, t / 1000.0, orjson.loads(b)) for d, k, i, t, b in rows]
 
     def devices(self) -> list[DeviceState]:
         rows = self._query(

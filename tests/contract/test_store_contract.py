@@ -142,6 +142,12 @@ def test_events_dedup(store: Store) -> None:
     assert store.write(WriteBatch(events=[("gw-1", ev)])).events_inserted == 1
     res = store.write(WriteBatch(events=[("gw-1", ev)]))
     assert (res.events_inserted, res.events_duplicate) == (0, 1)
+    cover = Event("mh-1", "cover_open", "7", T0 + 5, {"tilt_deg": 91.5, "note": "浙"})
+    store.write(WriteBatch(events=[("gw-2", cover)]))
+    assert store.events(T0, T0 + 10) == [ev, cover]
+    assert store.events(T0, T0 + 10, device="mh-1") == [cover]
+    assert store.events(T0, T0 + 10, kind="vehicle") == [ev]
+    assert store.events(T0 + 1, T0 + 5) == []  # end exclusive
 
 
 def test_dead_letters_kept_with_raw_bytes(store: Store) -> None:

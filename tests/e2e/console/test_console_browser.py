@@ -32,7 +32,7 @@ from contracts.config import MqttSettings
 from contracts.reading import Reading
 from tests.support.services import free_port, missing
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 
@@ -82,7 +82,7 @@ async def _login(page: Any, base: str, user: str) -> None:
     await page.fill("#username", user)
     await page.fill("#password", PASSWORD)
     await page.click("#login-btn")
-    await page.wait_for_load_state("networkidle")
+    await page.wait_for_url(lambda url: "/login" not in url, timeout=15_000)
 
 
 async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
@@ -94,7 +94,8 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
     feed = MqttFeed(MqttSettings(url=broker.url), hub)
     env = build_demo(str(tmp_path), now=time.time(), acks=feed, background=feed.run, hub=hub, n_devices=24)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}"
     rules = RuleEngineStandIn(broker.port, env)
@@ -102,7 +103,9 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
     gauge = next(d for d in env.demo.devices
                  if d.kind == "water_gauge" and d.id not in alarmed and d.grid == "330106001001")  # 灵隐-1
     try:
+        deadline = time.monotonic() + 15
         while not (server.started and feed.connected):
+            assert time.monotonic() < deadline, f"server started={server.started} feed connected={feed.connected}"
             await asyncio.sleep(0.05)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -138,12 +141,12 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
             assert case.unit == "lingyin-street" and case.state == "dispatched"  # critical: auto-dispatched
             await _login(page, base, "handler-a")
             await page.click(f'a[href="/cases/{case.id}"]')
-            await page.wait_for_load_state("networkidle")
+            await page.wait_for_selector("#case-state", timeout=15_000)
             for action, label in (("accept", "处置中"), ("report_fix", "已处置")):
                 await page.fill("#note", f"e2e {action}")
                 await page.click(f'button.act[data-action="{action}"]')
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
-                await page.wait_for_load_state("networkidle")
+                await page.wait_for_load_state("load")
             await page.goto(f"{base}/logout")
             # ---- supervisor verifies and closes (a handler may not close their own work)
             await _login(page, base, "sup")
@@ -151,8 +154,8 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
             for action, label in (("verify", "已核查"), ("close", "结案")):
                 await page.click(f'button.act[data-action="{action}"]')
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
-                await page.wait_for_load_state("networkidle")
-            await page.wait_for_timeout(500)  # let the chart draw
+                await page.wait_for_load_state("load")
+            await page.wait_for_selector("svg.plot polyline.line", timeout=15_000)  # the chart is drawn
             await page.screenshot(path=str(SHOTS / "case.png"), full_page=True)
             await browser.close()
         final = env.case_store.get(case.id)

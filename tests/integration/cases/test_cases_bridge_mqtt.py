@@ -50,6 +50,8 @@ async def test_alarms_become_cases_and_open_sets_are_published(broker: Mosquitto
         await wait_until(lambda: bridge.processed >= 5)  # 1 birth + 4 alarm messages
         page = console.worklist()
         assert page.total == 2
+        (dead,) = console.dead_letters()
+        assert dead[1] == topics.alarms(GAUGE.id) and dead[2] == "not_json" and dead[4] == "{not json"
         by_unit = {c.unit: c for c in page.items}
         assert by_unit["lingyin-street"].service_code == "S0111"
         assert by_unit["gas"].service_code == "B0111"
@@ -78,3 +80,27 @@ def broker_settings(broker: Mosquitto):  # type: ignore[no-untyped-def]
     from contracts.config import MqttSettings
 
     return MqttSettings(url=broker.url)
+
+
+async def test_database_connection_lost_then_recovered(broker: Mosquitto, pg_dsn: str) -> None:
+    """The bridge's PostgreSQL session is killed: the alarm waits unacknowledged, then becomes a case."""
+    import psycopg
+    from cases_support import pg_store
+
+    with pg_store(pg_dsn, verify_hold_s=600.0) as store:
+        bridge = CaseBridge(store, broker_settings(broker), CasesSettings(tick_s=0.2, client_id="cases-pg-test"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(bridge.run(stop))
+        try:
+            await asyncio.wait_for(bridge.ready.wait(), 10)
+            pid = store.db.conn.info.backend_pid  # type: ignore[union-attr]
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            tr = alarm(GAUGE.id, "road-water-depth", severity="critical", value=0.5, t=time.time())
+            publish_all(broker.port, [(topics.alarms(GAUGE.id), encode_alarm(tr), False)])
+            await wait_until(lambda: bridge.processed >= 1, 15)
+            page = store.worklist()
+            assert page.total == 1 and page.items[0].state == "dispatched"
+        finally:
+            stop.set()
+            await task

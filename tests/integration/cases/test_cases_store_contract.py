@@ -252,10 +252,20 @@ def test_statistics(store: CaseStore) -> None:
 
 
 def test_notify_dedup_and_migrate_twice(store: CaseStore) -> None:
-    assert store.notify_once("k", T0, 60)
-    assert not store.notify_once("k", T0 + 30, 60)
-    assert store.notify_once("k", T0 + 61, 60)
-    assert migrate(store.db) == 1
+    n = {"key": "k", "title": "t"}
+    assert store.enqueue_notice(["a", "b"], n, T0, 60) == ["a", "b"]
+    assert store.enqueue_notice(["a", "b"], n, T0 + 30, 60) == []
+    assert store.enqueue_notice(["a"], n, T0 + 61, 60) == ["a"]
+    assert store.pending_notices() == 3
+    claimed = store.take_notices(T0 + 61, lease_s=30, limit=2)
+    assert [(t, b["key"], a) for _i, t, b, a in claimed] == [("a", "k", 0), ("b", "k", 0)]
+    (third,) = store.take_notices(T0 + 61, lease_s=30)  # the first two are leased
+    assert store.take_notices(T0 + 62, lease_s=30) == []
+    store.notice_done(claimed[0][0])
+    store.notice_retry(claimed[1][0], 1, T0 + 70)
+    # the retry is due, and the third's lease ran out (its sender "crashed"): both come back
+    assert [i for i, *_ in store.take_notices(T0 + 95, lease_s=30)] == [claimed[1][0], third[0]]
+    assert migrate(store.db) == 2
     store.remember_devices([GAUGE, COVER_GAS], T0)
     store.remember_devices([GAUGE], T0 + 1)
     assert store.known_devices()["mh-0002"] == COVER_GAS
@@ -296,7 +306,7 @@ def test_two_writers_race_for_one_correlation_key(store: CaseStore, tmp_path: Pa
                 for i in range(first, n, 2):
                     dev = LAMP_A if i % 4 < 2 else LAMP_B
                     s.apply_alarm(alarm(dev.id, "lampFailure", alarm_id=f"race-{i}", t=T0 + i), dev, T0 + i)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(s, k)) for k, s in ((0, store), (1, other))]
@@ -311,3 +321,14 @@ def test_two_writers_race_for_one_correlation_key(store: CaseStore, tmp_path: Pa
             assert int(tx.execute("SELECT COUNT(*) FROM case_links")[0][0]) == n
     finally:
         other.close()
+
+
+def test_escalations_are_kept_in_the_store(store: CaseStore) -> None:
+    n1, n2 = {"key": "k1", "title": "t"}, {"key": "k2", "title": "t"}
+    store.enqueue_notice(["duty"], n1, T0, 3600, ("a1", T0 + 600, n1))
+    store.enqueue_notice(["duty"], n1, T0 + 10, 3600, ("a1", T0 + 900, n1))  # duplicate: nothing new
+    store.enqueue_notice(["duty"], n2, T0, 3600, ("a2", T0 + 600, n2))
+    store.cancel_escalation("a2")
+    assert store.take_due_escalations(T0 + 599) == []
+    assert store.take_due_escalations(T0 + 600) == [{"key": "k1", "title": "t"}]
+    assert store.take_due_escalations(T0 + 10_000) == []

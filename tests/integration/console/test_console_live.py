@@ -46,7 +46,8 @@ class Probe:
 
 async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:

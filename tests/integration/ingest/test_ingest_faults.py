@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ingest_support import AckWatcher, Publisher, ledger, make_readings
+from ingest_support import AckWatcher, Publisher, ledger, make_readings, running
 from pg_cluster import pg_cluster
 
 from cloud_ingest.store import Store, open_store
@@ -139,9 +140,7 @@ def test_kill9_mid_batch_stores_every_reading_once(
             expected.update((r.device, r.metric, r.ts) for r in rs)
     plan.sort(key=lambda p: p[2])  # interleave the gateways
     generated = len(expected)
-    ing = IngestProcess(
-        tmp_path, broker.url, fresh_pg, "ingest-kill", linger_ms=30, batch_max_readings=1000, writers=2
-    )
+    ing = IngestProcess(tmp_path, broker.url, fresh_pg, "ingest-kill", linger_ms=30, batch_max_readings=1000, writers=2)
     ing.env["CITYWATCH_FAULT_ACK_DELAY_S"] = "0.05"  # widen commit->ack so kills land between them
     watcher = AckWatcher(broker.host, broker.port)
     pub = Publisher(broker.host, broker.port)
@@ -242,5 +241,43 @@ def test_database_paused_30s_then_restarted(
             assert growth_mb < 64
         finally:
             ing.stop()
+            pub.close()
+            watcher.close()
+
+
+async def test_stop_while_database_down_leaves_messages_to_the_next_run(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM during an outage exits promptly without acknowledging; the next run commits them."""
+    with pg_cluster() as pg:
+        t0 = time.time() - 600
+        batches = make_readings(5, 20, 10, t0)
+        watcher = AckWatcher(broker.host, broker.port)
+        pub = Publisher(broker.host, broker.port)
+        store = open_store(pg.dsn)
+        try:
+            ing_id = "ingest-restart"
+            async with running(broker.url, store, client_id=ing_id, retry_max_s=0.5) as ing:
+                for seq in range(1, 11):
+                    pub.telemetry("gw-d", "b1", seq, batches[seq - 1])
+                await asyncio.to_thread(pub.wait)
+                assert await asyncio.to_thread(watcher.wait_for, "gw-d", "b1", 10)
+                await asyncio.to_thread(pg.stop, "fast")
+                for seq in range(11, 21):
+                    pub.telemetry("gw-d", "b1", seq, batches[seq - 1])
+                await asyncio.to_thread(pub.wait)
+                await asyncio.sleep(1.0)
+                assert ing.metrics.store_up._value.get() == 0
+                t_stop = time.monotonic()
+            assert time.monotonic() - t_stop < 10
+            assert watcher.acks["gw-d"]["b1"] == 10
+            await asyncio.to_thread(pg.start)
+            async with running(broker.url, store, client_id=ing_id):
+                assert await asyncio.to_thread(watcher.wait_for, "gw-d", "b1", 20)
+            got = stored_identities(store, t0 - 1, t0 + 3600)
+            ledger(capsys, "stop during DB outage, next run", 200, len(set(got)), dup_after=len(got) - len(set(got)))
+            assert len(got) == len(set(got)) == 200
+        finally:
+            store.close()
             pub.close()
             watcher.close()

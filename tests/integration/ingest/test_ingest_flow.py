@@ -12,8 +12,8 @@ from ingest_support import AckWatcher, Publisher, ledger, make_readings, running
 
 from cloud_ingest.store import open_store
 from contracts import topics
-from contracts.payloads import Status, encode_status
-from contracts.reading import DeviceInfo
+from contracts.payloads import Status, encode_events, encode_status
+from contracts.reading import DeviceInfo, Event
 from tests.support.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -33,8 +33,13 @@ async def test_stores_acks_and_learns_registry(
             batches = make_readings(0, 20, 10, t0)
             for seq, rs in enumerate(batches, start=1):
                 pub.telemetry("gw-a", "b1", seq, rs)
+            wim = Event(
+                "wim-1", "vehicle", "18452", round(t0 + 3, 3), {"lane": 1, "gross_kg": 52300, "axle_kg": [7100, 9800]}
+            )
+            pub.publish(topics.events("gw-a"), encode_events("gw-a", "b1", 21, [wim]))  # one seq across both kinds
             await asyncio.to_thread(pub.wait)
-            assert await asyncio.to_thread(watcher.wait_for, "gw-a", "b1", 20)
+            assert await asyncio.to_thread(watcher.wait_for, "gw-a", "b1", 21)
+            assert store.events(t0, t0 + 10) == [wim]
             await wait_until(lambda: sum(len(c) for c in store.iter_readings(t0 - 1, t0 + 100)) == 200)
             [gw] = store.gateways()
             assert gw.online and gw.boot == "b1"

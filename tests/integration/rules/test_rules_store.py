@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
-from rules.store import AlarmStore, open_alarm_store
+from rules.store import AlarmStore, StateDelta, open_alarm_store
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_057_600.0
@@ -23,7 +23,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AlarmStore
         import psycopg
 
         with psycopg.connect(dsn, autocommit=True) as conn:  # the session database is shared: start clean
-            conn.execute("DROP TABLE IF EXISTS rules_state, rules_alarms, rules_transitions")
+            conn.execute("DROP TABLE IF EXISTS rules_state, rules_device_state, rules_alarms, rules_transitions")
         s = open_alarm_store(dsn)
     try:
         yield s
@@ -37,10 +37,12 @@ def tr(kind: TransitionKind, sev: Severity, t: float, actor: str | None = None) 
 
 def test_lifecycle_is_stored_and_listed(store: AlarmStore) -> None:
     assert store.load_state() is None
-    store.commit({"v": 1, "x": [1, 2]}, [tr(TransitionKind.RAISED, Severity.MINOR, 0)])
-    store.commit({"v": 1, "x": [3]}, [tr(TransitionKind.ESCALATED, Severity.CRITICAL, 10),
-                                      tr(TransitionKind.DEESCALATED, Severity.MAJOR, 20)])
-    assert store.load_state() == {"v": 1, "x": [3]}
+    store.commit(StateDelta({"v": 1}, {"a": {"x": 1}, "b": {"x": 2}}), [tr(TransitionKind.RAISED, Severity.MINOR, 0)])
+    store.commit(StateDelta({"v": 2}, {"a": {"x": 3}}), [tr(TransitionKind.ESCALATED, Severity.CRITICAL, 10),
+                                                         tr(TransitionKind.DEESCALATED, Severity.MAJOR, 20)])
+    loaded = store.load_state()
+    assert loaded is not None
+    assert loaded[0] == {"v": 2} and sorted(p["x"] for p in loaded[1]) == [2, 3]
     rec = store.get("wl-0001.depth.1")
     assert rec is not None and rec.active and rec.severity is Severity.MAJOR and rec.max_severity is Severity.CRITICAL
     store.commit(None, [tr(TransitionKind.ACKNOWLEDGED, Severity.MAJOR, 30, "duty-li")])
@@ -57,8 +59,8 @@ def test_lifecycle_is_stored_and_listed(store: AlarmStore) -> None:
 
 def test_replayed_commit_is_a_no_op_and_outbox_drains(store: AlarmStore) -> None:
     raised = tr(TransitionKind.RAISED, Severity.MAJOR, 0)
-    store.commit({"v": 1}, [raised])
-    store.commit({"v": 1}, [raised])  # a crash between commit and ack replays the same step
+    store.commit(StateDelta({"v": 1}, {}), [raised])
+    store.commit(StateDelta({"v": 1}, {}), [raised])  # a crash between commit and ack replays the same step
     pending = store.unpublished()
     assert [p[1] for p in pending] == [raised]
     store.mark_published([pending[0][0]])

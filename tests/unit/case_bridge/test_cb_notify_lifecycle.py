@@ -9,7 +9,16 @@ import urllib.parse
 
 from case_bridge.config import TargetKind
 from case_bridge.lifecycle import AlarmView, Verdict, verification
-from case_bridge.notify import Escalations, Notice, backoff_s, dingtalk_sign, dingtalk_url, http_body
+from case_bridge.notify import (
+    Notice,
+    backoff_s,
+    dingtalk_sign,
+    dingtalk_url,
+    escalated,
+    http_body,
+    notice_from,
+    notice_json,
+)
 
 N = Notice("k", "CRITICAL road-water-depth @ wl-0001", ("value=0.42",), "critical", {"case_id": 7})
 
@@ -38,15 +47,10 @@ def test_backoff_doubles_and_caps() -> None:
     assert backoff_s(2, 1.0, 10.0, jitter=0.2) == 2.4
 
 
-def test_escalation_bookkeeping() -> None:
-    e = Escalations(after_s=300)
-    e.start("a1", N, 1000.0)
-    e.start("a1", N, 1100.0)  # a repeat does not push the deadline
-    e.start("a2", N, 1000.0)
-    e.stop("a2")
-    assert e.due(1299.0) == []
-    assert e.due(1300.0) == [N]
-    assert e.due(1400.0) == []
+def test_notice_round_trip_and_escalated_form() -> None:
+    assert notice_from(notice_json(N)) == N
+    e = escalated(N)
+    assert e.key == "k:escalated" and e.title.startswith("[升级]") and e.lines == N.lines
 
 
 def av(active: bool, cleared_at: float | None = None, raised_at: float = 0.0) -> AlarmView:

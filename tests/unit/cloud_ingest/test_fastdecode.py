@@ -107,3 +107,21 @@ def test_classify_never_raises(raw: bytes, kind: str) -> None:
     assert isinstance(verdict, Accepted | Rejected)
     if isinstance(verdict, Rejected):
         assert verdict.reason and verdict.gw == "gw-1"
+
+
+def test_unhashable_and_odd_fields_rejected_like_contracts() -> None:
+    base = {"v": 1, "gw": "gw-1", "boot": "b", "seq": 1}
+    cases = [
+        {"bn": "d/", "n": "depth", "u": "m", "v": 1.0, "q": [1]},
+        {"bn": "d/", "n": "depth", "u": "m", "v": 1.0, "q": {"a": 1}},
+        {"bn": "d/", "n": "depth", "u": None, "v": 1.0},
+        {"bn": "d/", "n": "depth", "u": ["m"], "v": 1.0},
+        {"bn": ["d/"], "n": "depth", "u": "m", "v": 1.0},
+        {"bn": "d/", "bu": "m", "n": "depth", "v": 1},
+        {"bn": "d/", "bt": True, "n": "depth", "u": "m", "v": 1.0},
+        {"bn": "d/", "n": "depth", "u": "m", "v": 1.0, "q": True},
+        {"bn": "d/", "n": "depth", "u": "m", "v": 1.0, "q": 1.0},
+    ]
+    for rec in cases:
+        raw = orjson.dumps({**base, "e": [rec]})
+        assert outcome_fast(raw) == outcome_contracts(raw), rec

@@ -164,6 +164,16 @@ class OutboxMachine(RuleBasedStateMachine):
             expect += len(keys)
         assert deleted == expect
 
+    @rule()
+    def relabel_old_boots(self) -> None:
+        old = [h for h in self.ob.unacked() if h.boot != self.boot]
+        moved = self.ob.relabel([h.id for h in old])
+        assert len(moved) == len(old)
+        for h_old, h_new in zip(old, moved, strict=True):
+            self.seq += 1
+            assert (h_new.boot, h_new.seq) == (self.boot, self.seq)
+            self.batches[(h_new.boot, h_new.seq)] = self.batches.pop((h_old.boot, h_old.seq))
+
     @rule(new_boot=st.booleans())
     def crash_and_reopen(self, new_boot: bool) -> None:
         # drop the connection without any goodbye, as a crash would, then reopen
@@ -240,3 +250,35 @@ def test_disk_full_before_budget_drops_by_policy_and_counts(tmp_path: Path) -> N
     assert h is not None and ob.load_readings(h)[-1] == _r(n - 1)
     assert ob.integrity_check() == "ok"
     ob.close()
+
+
+def test_relabel_moves_old_boot_batches_to_current_boot(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", 1 << 20, boot="b0")
+    ob.append([_r(i) for i in range(6)])
+    h0 = ob.form_batch(RecordClass.TELEMETRY, 3, 1 << 20)
+    ob.close()
+    ob = Outbox(tmp_path / "o.db", 1 << 20, boot="b1")
+    h1 = ob.form_batch(RecordClass.TELEMETRY, 3, 1 << 20)
+    assert h0 is not None and h1 is not None and h1.seq == 1
+    moved = ob.relabel([h0.id, h1.id])  # the current boot's batch is left alone
+    assert [(h.boot, h.seq, h.first_id) for h in moved] == [("b1", 2, h0.first_id)]
+    assert ob.load_readings(moved[0]) == [_r(0), _r(1), _r(2)]
+    assert ob.ack({"b0": 99}) == 0 and ob.ack({"b1": 2}) == 6
+    ob.close()
+    assert Outbox(tmp_path / "o.db", 1 << 20, boot="b1").last_seq == 2  # persisted
+
+
+def test_agent_refuses_overbooked_bus(tmp_path: Path) -> None:
+    from edge_agent.cli import overbooked
+    from edge_agent.config import parse_agent_config
+
+    text = f"""
+gateway: {{id: gw-1}}
+mqtt: {{url: "mqtt://127.0.0.1:1883"}}
+outbox: {{path: {tmp_path}/o.db, budget_bytes: 10000000}}
+buses: [{{id: b1, type: rtu, serial: /dev/null, baud: 9600}}]
+devices:
+""" + "".join(f"  - {{id: wl-{i:04d}, profile: water_gauge, bus: b1, unit_id: {i + 1}, poll_interval_s: 60,"
+              f" storm_poll_interval_s: 0.2}}\n" for i in range(10))
+    cfg = parse_agent_config(text, "gw.yaml")
+    assert overbooked(cfg, 0.8, show=False) == ["b1"]  # fine at 60 s, not with every gauge at 0.2 s

@@ -88,6 +88,16 @@ def test_storm_enters_on_rise_rate_and_command_override() -> None:
 def test_rise_rate() -> None:
     assert storm.rise_rate_m_per_h([(0.0, 0.0)]) is None
     assert storm.rise_rate_m_per_h([(0.0, 0.0), (3600.0, 0.5)]) == pytest.approx(0.5)
+    assert storm.rise_rate_m_per_h([(0.0, 0.0), (0.1, 0.001)], min_span_s=60) is None  # noise, not a flood
+
+
+def test_fast_polling_noise_does_not_trigger_storm_and_window_is_bounded() -> None:
+    s = storm.StormState()
+    rng = random.Random(3)
+    for i in range(2000):  # 0.1 s polling, +-2 mm noise on a flat 3 cm
+        s = storm.observe(s, i * 0.1, 0.03 + rng.uniform(-0.002, 0.002), CFG)
+        assert not s.storm, i
+        assert len(s.samples) <= storm.MAX_SAMPLES
 
 
 BASE = """

@@ -90,7 +90,10 @@ def _got(trs: Sequence[AlarmTransition], device: str, t0: float) -> list[tuple[s
     return [(tr.rule, tr.kind.value, tr.severity.value, tr.t - t0) for tr in trs if tr.device == device]
 
 
-def _near(got: Sequence[tuple[str, str, str, float]], want: Sequence[tuple[str, str, str, float]], tol_s: float) -> None:
+Row = tuple[str, str, str, float]
+
+
+def _near(got: Sequence[Row], want: Sequence[Row], tol_s: float) -> None:
     assert [g[:3] for g in got] == [w[:3] for w in want], got
     for g, w in zip(got, want, strict=True):
         assert abs(g[3] - w[3]) <= tol_s, (g, w)

@@ -157,7 +157,8 @@ def test_silent_device_versus_gateway_offline() -> None:
     a, b = gauge("wl-0001", interval_s=60.0), gauge("wl-0002", interval_s=60.0)
     st = EngineState()
     st, _ = evaluate(rs, st, [GatewayStatus("gw-1", "online", T0, (a,)), GatewayStatus("gw-2", "online", T0, (b,))], T0)
-    st, _ = evaluate(rs, st, [Reading("wl-0001", "depth", T0 + 10, 0.0), Reading("wl-0002", "depth", T0 + 10, 0.0)], T0 + 10)
+    first = [Reading("wl-0001", "depth", T0 + 10, 0.0), Reading("wl-0002", "depth", T0 + 10, 0.0)]
+    st, _ = evaluate(rs, st, first, T0 + 10)
     # gw-2 loses its uplink (last will); wl-0001 just goes quiet
     st, trs = evaluate(rs, st, [GatewayStatus("gw-2", "offline", T0 + 20)], T0 + 20)
     assert trs == []
@@ -168,7 +169,8 @@ def test_silent_device_versus_gateway_offline() -> None:
     assert [(tr.device, tr.rule, tr.kind.value) for tr in trs] == [("wl-0001", "device-offline", "raised")]
     st, trs = evaluate(rs, st, [], T0 + 4000)
     assert trs == []  # no repeat
-    st, trs = evaluate(rs, st, [GatewayStatus("gw-2", "online", T0 + 4010, (b,)), Reading("wl-0001", "depth", T0 + 4005, 0.0)], T0 + 4010)
+    back = [GatewayStatus("gw-2", "online", T0 + 4010, (b,)), Reading("wl-0001", "depth", T0 + 4005, 0.0)]
+    st, trs = evaluate(rs, st, back, T0 + 4010)
     assert sorted((tr.device, tr.kind.value) for tr in trs) == [("gw-2", "cleared"), ("wl-0001", "cleared")]
     st, trs = evaluate(rs, st, [], T0 + 4020)
     assert trs == []  # wl-0002's silence counts from its gateway's return
@@ -281,7 +283,8 @@ def test_wim_each_overload_is_its_own_alarm_with_the_record() -> None:
         Event("wim-0001", "vehicle", "3", T0 + 2, {"axles": 6, "gross_kg": 70000, "axle_kg": [7000] + [12600] * 5}),
         Event("wim-0001", "vehicle", "4", T0 + 3, {"axles": 3, "gross_kg": 28000, "combination": True,
                                                    "axle_kg": [7000, 10500, 10500]}),  # 27 t combination, +3.7 %
-        Event("wim-0001", "vehicle", "5", T0 + 4, {"axles": 4, "gross_kg": 30000, "axle_kg": [7000, 7000, 8000, 14000]}),
+        Event("wim-0001", "vehicle", "5", T0 + 4,
+              {"axles": 4, "gross_kg": 30000, "axle_kg": [7000, 7000, 8000, 14000]}),
     ]
     st, trs = run(rules, [GatewayStatus("gw", "online", 0.0, (wim,)), *trucks])
     got = [(tr.rule, tr.severity.value, tr.evidence["record"]["event_id"]) for tr in trs]
