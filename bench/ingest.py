@@ -124,7 +124,7 @@ def e2e(
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             gw, _ = topics.parse_gw_topic(msg.topic)
-            acks[gw] = decode_ack(msg.payload).get("b1", 0)
+            acks[gw] = decode_ack(bytes(msg.payload)).get("b1", 0)
             if all(acks.get(g, 0) >= n for g, n in last.items()):
                 done.set()
 
@@ -205,7 +205,7 @@ def naive(dsn: str, data: dict[str, list[list[Reading]]], tmp: Path, budget_s: f
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             if not first[0]:
                 first[0] = time.perf_counter()
-            b = decode_telemetry(msg.payload)
+            b = decode_telemetry(bytes(msg.payload))
             for r in b.readings:
                 db.execute(
                     "INSERT INTO naive VALUES (%s, %s, to_timestamp(%s), %s, %s) ON CONFLICT DO NOTHING",

@@ -308,7 +308,7 @@ class CaseBridge:
 
     def tick(self, now: float, since: float) -> list[AlarmOutcome]:
         """Sensor verification, open-case reconciliation (console-made transitions), escalations."""
-        outcomes = self.store.due_verifications(now)
+        outcomes = self.store.due_verifications(now, self.settings.verify_hold_s, self.settings.verify_grace_s)
         changed: set[str] = set(self.store.devices_changed_since(since - 1.0))
         for o in outcomes:
             changed.update(o.devices)

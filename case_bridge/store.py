@@ -532,10 +532,17 @@ class CaseStore:
                 return self._alarm_on_case(tx, case, tr, device, now=now, effect="attached")
             return self._create_from_draft(tx, tr, draft, now)
 
-    def due_verifications(self, now: float | None = None, hold_s: float | None = None) -> list[AlarmOutcome]:
-        """Sensor-verify every handled IoT case whose hold time has passed (or fail it)."""
+    def due_verifications(
+        self, now: float | None = None, hold_s: float | None = None, grace_s: float | None = None
+    ) -> list[AlarmOutcome]:
+        """Sensor-verify every handled IoT case whose hold time has passed (or fail it).
+
+        ``hold_s`` / ``grace_s`` default to the store's (``open_case_store(verify_hold_s=,
+        verify_grace_s=)``); the bridge passes its ``cases`` settings.
+        """
         now = time.time() if now is None else now
         hold = self.verify_hold_s if hold_s is None else hold_s
+        grace = self.verify_grace_s if grace_s is None else grace_s
         with self.db.read() as tx:
             ids = [int(r[0]) for r in tx.execute(
                 "SELECT id FROM cases WHERE state = ? AND source = 'iot' ORDER BY deadline, id LIMIT 500",
@@ -548,7 +555,7 @@ class CaseStore:
                 if case.state != State.HANDLED.value or case.handled_at is None:
                     continue
                 alarms = self._alarms_tx(tx, cid)
-                decision = lifecycle.verification(case.handled_at, alarms, hold, now, self.verify_grace_s)
+                decision = lifecycle.verification(case.handled_at, alarms, hold, now, grace)
                 if decision.verdict is Verdict.WAIT:
                     continue
                 devices = tuple(sorted({a.device for a in alarms}))

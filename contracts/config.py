@@ -6,7 +6,7 @@ Models derive from :class:`StrictModel` so unknown keys are rejected, never igno
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -108,6 +108,8 @@ class MqttSettings(StrictModel):
     key_file: str | None = None
     keepalive_s: int = 30
     client_id: str | None = None
+    #: "5" (default), or "3.1.1" for brokers without MQTT 5 (the all-in-one's embedded amqtt)
+    protocol: Literal["5", "3.1.1"] = "5"
 
     @field_validator("url")
     @classmethod
@@ -126,6 +128,11 @@ class MqttSettings(StrictModel):
     @property
     def tls(self) -> bool:
         return parse_mqtt_url(self.url)[2]
+
+    @property
+    def protocol_level(self) -> int:
+        """The CONNECT protocol level: 5 for MQTT 5, 4 for 3.1.1 (paho's MQTTv5 / MQTTv311)."""
+        return 5 if self.protocol == "5" else 4
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int, bool]:

@@ -313,21 +313,27 @@ def _rate_eval_points(seg: Segs, rule: RateRule) -> tuple[np.ndarray, np.ndarray
     if rule.eval_every_s <= 0:
         idx = np.flatnonzero(enough)
         return idx, start[idx]
-    pts: list[int] = []
-    for k in range(len(b) - 1):
+    # greedy "every eval_every_s": where consecutive candidates are already that far apart (the usual
+    # case: samples sparser than eval_every_s) all are taken; only the other segments are walked
+    cand = np.flatnonzero(enough)
+    cand_seg = np.searchsorted(seg.bounds, cand, side="right") - 1
+    close = (cand_seg[1:] == cand_seg[:-1]) & (t[cand[1:]] - t[cand[:-1]] < rule.eval_every_s)
+    walk = set(cand_seg[1:][close].tolist())
+    if not walk:
+        return cand, start[cand]
+    keep = ~np.isin(cand_seg, list(walk))
+    pts: list[int] = cand[keep].tolist()
+    for k in sorted(walk):
         lo, hi = b[k], b[k + 1]
-        cand = np.flatnonzero(enough[lo:hi])
-        if cand.size == 0:
-            continue
-        tc = t[lo:hi][cand]
+        sub = np.flatnonzero(enough[lo:hi])
+        tc = t[lo:hi][sub]
         nxt = np.searchsorted(tc, tc + rule.eval_every_s, side="left").tolist()
         j = 0
-        m = cand.size
-        cl = (cand + lo).tolist()
-        while j < m:
+        cl = (sub + lo).tolist()
+        while j < sub.size:
             pts.append(cl[j])
             j = nxt[j]
-    idx = np.asarray(pts, dtype=np.int64)
+    idx = np.sort(np.asarray(pts, dtype=np.int64))
     return idx, start[idx]
 
 
@@ -509,34 +515,39 @@ class LampData:
     which: np.ndarray  # 0 current, 1 relay
     good: np.ndarray
     infos: list[DeviceInfo]
+    sun: dict[float, np.ndarray] = field(default_factory=dict)  # margin -> sun_up_vector of every sample
 
 
-def lamp_data(parts: Sequence[tuple[DeviceInfo, dict[str, Series], Any]]) -> LampData:
-    ts, ws, vs, gs, bounds, infos = [], [], [], [], [0], []
-    for info, metrics, ranges in parts:
-        pieces = []
+def lamp_data(parts: Sequence[tuple[DeviceInfo, dict[str, Series]]], ranges: Any) -> LampData:
+    """All lamps' current and relay samples in one array, sorted by (lamp, time, current before relay)."""
+    infos = [info for info, m in parts if any(m.get(n) is not None and m[n].t.size for n in ("current", "relay"))]
+    by_id = {info.id: m for info, m in parts}
+    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    for k, info in enumerate(infos):
         for rank, name in enumerate(("current", "relay")):
-            ser = metrics.get(name)
+            ser = by_id[info.id].get(name)
             if ser is not None and ser.t.size:
-                ok = _good_mask(ser, ranges.get(name, ()))
-                pieces.append((ser.t, np.full(ser.t.size, rank, dtype=np.int8), ser.v, ok))
-        if not pieces:
-            continue
-        t = np.concatenate([p[0] for p in pieces])
-        w = np.concatenate([p[1] for p in pieces])
-        order = np.lexsort((w, t))
-        ts.append(t[order])
-        ws.append(w[order])
-        vs.append(np.concatenate([p[2] for p in pieces])[order])
-        gs.append(np.concatenate([p[3] for p in pieces])[order])
-        bounds.append(bounds[-1] + t.size)
-        infos.append(info)
-    if not infos:
+                n = ser.t.size
+                cols.append((np.full(n, k), ser.t, np.full(n, rank, dtype=np.int8), ser.v, ser.q))
+    if not cols:
         empty = np.empty(0)
         none = Segs(empty, empty, np.zeros(1, dtype=np.int64), [])
         return LampData(none, empty.astype(np.int8), empty.astype(bool), [])
-    seg = Segs(np.concatenate(ts), np.concatenate(vs), np.asarray(bounds, dtype=np.int64), [i.id for i in infos])
-    return LampData(seg, np.concatenate(ws), np.concatenate(gs), infos)
+    segid, t, which, v, q = (np.concatenate([c[i] for c in cols]) for i in range(5))
+    good = (q == int(Quality.GOOD)) & np.isfinite(v)
+    for rank, name in enumerate(("current", "relay")):
+        for lo, hi in ranges.get(name, ()):
+            sel = which == rank
+            if lo is not None:
+                good &= ~sel | (v >= lo)
+            if hi is not None:
+                good &= ~sel | (v <= hi)
+    order = np.lexsort((which, t, segid))
+    counts = np.bincount(segid, minlength=len(infos))
+    bounds = np.zeros(len(infos) + 1, dtype=np.int64)
+    bounds[1:] = np.cumsum(counts)
+    seg = Segs(t[order], v[order], bounds, [i.id for i in infos])
+    return LampData(seg, which[order], good[order], infos)
 
 
 def lamp_vector(c: Compiled, data: LampData) -> list[AlarmTransition]:
@@ -569,11 +580,13 @@ def lamp_vector(c: Compiled, data: LampData) -> list[AlarmTransition]:
     else:
         lit = np.where(relay_known, relay_on, amps >= rule.on_current_a)
     lit_known = amps_known | relay_known
-    sun = np.full(n, -1, dtype=np.int8)
-    b = seg.bounds.tolist()
-    for k, info in enumerate(data.infos):
-        if info.lat is not None and info.lon is not None:
-            sun[b[k] : b[k + 1]] = sun_up_vector(info.lat, info.lon, t[b[k] : b[k + 1]], rule.margin_s)
+    sun = data.sun.get(rule.margin_s)
+    if sun is None:
+        sun = data.sun[rule.margin_s] = np.full(n, -1, dtype=np.int8)
+        b = seg.bounds.tolist()
+        for k, info in enumerate(data.infos):
+            if info.lat is not None and info.lon is not None:
+                sun[b[k] : b[k + 1]] = sun_up_vector(info.lat, info.lon, t[b[k] : b[k + 1]], rule.margin_s)
     ev = good & lit_known & (sun >= 0)
     bad = lit & (sun == 1) if isinstance(rule, LampDayBurningRule) else ~lit & (sun == 0)
     sub = seg.select(ev)
@@ -592,6 +605,13 @@ def _good_mask(s: Series, ranges: Iterable[tuple[float | None, float | None]]) -
         if hi is not None:
             good &= s.v <= hi
     return good
+
+
+def _segs_and_good(parts: Sequence[tuple[str, Series]], ranges: Any) -> tuple[Segs, np.ndarray]:
+    """Devices' series of one metric as one array, and which samples are good (quality and range)."""
+    seg = Segs.build([(d, s.t, s.v) for d, s in parts])
+    joined = Series(seg.t, seg.v, np.concatenate([s.q for _d, s in parts if s.t.size]) if seg.t.size else np.empty(0))
+    return seg, _good_mask(joined, ranges)
 
 
 def _device_rules(plan: DevicePlan) -> list[Compiled]:
@@ -633,9 +653,10 @@ def backtest(
         events_by_device[ev.device].append(ev)
     out: list[AlarmTransition] = []
     # phase 1: per device, sort its series into jobs of identical compiled rules
-    plain: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]]]] = {}
-    faults: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]], list[np.ndarray]]] = {}
-    lamps: dict[tuple[Any, ...], tuple[Compiled, list[tuple[DeviceInfo, dict[str, Series], Any]]]] = {}
+    # jobs: (compiled rule, valid ranges of its metric) -> the devices' (id, series)
+    plain: dict[tuple[Any, ...], tuple[Compiled, Any, list[tuple[str, Series]]]] = {}
+    faults: dict[tuple[Any, ...], tuple[Compiled, Any, list[tuple[str, Series]]]] = {}
+    lamps: dict[tuple[Any, ...], tuple[Compiled, Any, list[tuple[DeviceInfo, dict[str, Series]]]]] = {}
     stale: dict[tuple[Any, ...], tuple[Compiled, list[tuple[str, np.ndarray, np.ndarray]], dict[str, float]]] = {}
     devices = sorted(set(by_device) | set(events_by_device))
     special = _special_ids(full.rules)
@@ -648,11 +669,12 @@ def backtest(
         metrics = by_device.get(device, {})
         events = events_by_device.get(device, [])
         scalar_rules: list[Rule] = [c.rule for c in plan.wim]
-        goods: dict[str, np.ndarray] = {}
         for c in _device_rules(plan):
             rule = c.rule
             if isinstance(rule, LampFailureRule | LampDayBurningRule | LampDarkRule):
-                lamps.setdefault(_group_key(c), (c, []))[1].append((info, metrics, plan.ranges))
+                rng = {m: tuple(plan.ranges.get(m, ())) for m in ("current", "relay")}
+                lkey = (*_group_key(c), tuple(rng.items()))
+                lamps.setdefault(lkey, (c, rng, []))[2].append((info, metrics))
                 continue
             if isinstance(rule, CoverOpenRule) and any(e.kind in rule.event_kinds for e in events):
                 scalar_rules.append(rule)
@@ -661,16 +683,9 @@ def backtest(
             ser = metrics.get(metric)
             if ser is None or ser.t.size == 0:
                 continue
-            good = goods.get(metric)
-            if good is None:
-                good = goods[metric] = _good_mask(ser, plan.ranges.get(metric, ()))
-            if isinstance(rule, SensorFaultRule):
-                job = faults.setdefault(_group_key(c), (c, [], []))
-                job[1].append((device, ser.t, ser.v))
-                job[2].append(good)
-                continue
-            t, v = (ser.t, ser.v) if good.all() else (ser.t[good], ser.v[good])
-            plain.setdefault(_group_key(c), (c, []))[1].append((device, t, v))
+            ranges = tuple(plan.ranges.get(metric, ()))
+            jobs_of = faults if isinstance(rule, SensorFaultRule) else plain
+            jobs_of.setdefault((*_group_key(c), ranges), (c, ranges, []))[2].append((device, ser))
         if plan.staleness and metrics:
             seen = np.unique(np.concatenate([m.t for m in metrics.values()]))
             for c in plan.staleness:
@@ -691,8 +706,10 @@ def backtest(
         if progress is not None:
             progress(done / max(jobs, 1))
 
-    for c, parts in plain.values():
-        seg = Segs.build(parts)
+    for c, ranges, sparts in plain.values():
+        seg, good = _segs_and_good(sparts, ranges)
+        if not good.all():
+            seg = seg.select(good)  # no threshold, rate or lamp alarm from a bad reading
         if isinstance(c.rule, RateRule):
             out.extend(rate_vector(c, seg))
         elif isinstance(c.rule, SupplyVoltageRule):
@@ -702,11 +719,17 @@ def backtest(
         else:
             out.extend(threshold_vector(c, seg))
         tick()
-    for c, parts, goods_list in faults.values():
-        out.extend(sensor_fault_vector(c, Segs.build(parts), np.concatenate(goods_list)))
+    for c, ranges, sparts in faults.values():
+        seg, good = _segs_and_good(sparts, ranges)
+        out.extend(sensor_fault_vector(c, seg, good))
         tick()
-    for c, lparts in lamps.values():
-        out.extend(lamp_vector(c, lamp_data(lparts)))
+    lamp_cache: dict[Any, LampData] = {}
+    for c, rng, lparts in lamps.values():
+        ckey = (tuple(rng.items()), tuple(info.id for info, _m in lparts))
+        data = lamp_cache.get(ckey)
+        if data is None:
+            data = lamp_cache[ckey] = lamp_data(lparts, rng)
+        out.extend(lamp_vector(c, data))
         tick()
     for c, parts, limits in stale.values():
         out.extend(staleness_vector(c, Segs.build(parts), limits, end))

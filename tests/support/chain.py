@@ -282,7 +282,6 @@ class ChainOptions:
     relays: bool = True  # False: agents and the ingester connect directly (benchmarks: no extra hop)
     extra_identities: tuple[str, ...] = ()  # more broker accounts (load generators' gateways)
     ingest: dict[str, Any] = field(default_factory=dict)  # overrides of the generated ingest section
-    poll_timeout_ms: int | None = None  # bus timeout of the generated gateway configs
 
 
 class Chain:

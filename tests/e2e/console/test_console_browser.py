@@ -1,6 +1,8 @@
-"""Browser end-to-end (headless Chromium via Playwright): the duty officer watches a storm alarm
-arrive live and acknowledges it; the handler works the resulting case; the supervisor verifies
-and closes it. Screenshots of the overview and the case page go to ``docs/screenshots/``.
+"""Browser end-to-end (headless Chromium via Playwright) on seeded demo data: the duty officer
+watches a storm alarm arrive live and acknowledges it; the handler works the resulting case;
+the supervisor verifies and closes it. Screenshots of the overview, the case page and the
+handler's worklist on a phone go to ``docs/screenshots/`` (run this test to refresh them).
+``test_console_chain.py`` runs the same story through the real ingest, rules and case bridge.
 
 The chain around the console is real where it crosses a boundary: a private Mosquitto carries
 the alarm transition, the telemetry and the ``alarm-ack`` message; the rule engine's
@@ -140,6 +142,10 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
                         if c.device == gauge.id)
             assert case.unit == "lingyin-street" and case.state == "dispatched"  # critical: auto-dispatched
             await _login(page, base, "handler-a")
+            await page.set_viewport_size({"width": 390, "height": 844})  # the handler's phone
+            await page.wait_for_selector(f'a[href="/cases/{case.id}"]')
+            await page.screenshot(path=str(SHOTS / "worklist-phone.png"), full_page=False)
+            await page.set_viewport_size({"width": 1280, "height": 900})
             await page.click(f'a[href="/cases/{case.id}"]')
             await page.wait_for_selector("#case-state", timeout=15_000)
             for action, label in (("accept", "处置中"), ("report_fix", "已处置")):

@@ -30,9 +30,10 @@ async def wait_until(pred: object, timeout_s: float = 10.0) -> None:
 
 async def test_alarms_become_cases_and_open_sets_are_published(broker: Mosquitto, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cases.db"
-    store = open_case_store(url, verify_hold_s=1.0)
+    store = open_case_store(url)
     console = open_case_store(url)  # a second process's view (the console)
-    bridge = CaseBridge(store, broker_settings(broker), CasesSettings(tick_s=0.1, client_id="cases-test"))
+    settings = CasesSettings(tick_s=0.1, client_id="cases-test", verify_hold_s=1.0, verify_grace_s=0.0)
+    bridge = CaseBridge(store, broker_settings(broker), settings)
     watcher = Collector(broker.port, topics.CASE_OPEN_FILTER)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))

@@ -85,7 +85,7 @@ class AckWatcher:
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         gw, _ = topics.parse_gw_topic(msg.topic)
         with self.lock:
-            self.acks[gw] = decode_ack(msg.payload)
+            self.acks[gw] = decode_ack(bytes(msg.payload))
 
     def wait_for(self, gw: str, boot: str, seq: int, timeout_s: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -21,6 +21,7 @@ from ingest_support import AckWatcher, Publisher, ledger, make_readings, running
 from pg_cluster import pg_cluster
 
 from cloud_ingest.store import Store, open_store
+from contracts.reading import Reading
 from tests.support.services import Mosquitto, free_port, pg_database
 
 pytestmark = pytest.mark.integration
@@ -97,7 +98,9 @@ class IngestProcess:
         return 0
 
 
-def publish_in_background(pub: Publisher, plan: list[tuple[str, str, int, list]], rate_hz: float) -> threading.Thread:
+def publish_in_background(
+    pub: Publisher, plan: list[tuple[str, str, int, list[Reading]]], rate_hz: float
+) -> threading.Thread:
     def run() -> None:
         t_next = time.monotonic()
         for gw, boot, seq, rs in plan:
@@ -114,7 +117,7 @@ def publish_in_background(pub: Publisher, plan: list[tuple[str, str, int, list]]
 
 
 def stored_identities(store: Store, t0: float, t1: float) -> list[tuple[str, str, float]]:
-    out = []
+    out: list[tuple[str, str, float]] = []
     for c in store.iter_readings(t0, t1):
         out.extend(zip(c.device.tolist(), c.metric.tolist(), c.ts.tolist(), strict=True))
     return out
