@@ -29,7 +29,14 @@ Public API (what the console and other packages call)::
     store.allowed_actions(case, role=None) -> tuple[str, ...]
     store.linked_alarms(case_id) -> list[AlarmView]             # sensor evidence for the case page
     store.apply_alarm(AlarmTransition, DeviceInfo | None, now=None) -> AlarmOutcome   (the bridge)
-    store.due_verifications(now=None) -> list[AlarmOutcome]    (the bridge)
+    store.due_verifications(now=None, hold_s=None, grace_s=None) -> list[AlarmOutcome]   (the bridge)
+    store.case_for_alarm(alarm_id) -> Case | None; store.open_cases_for(devices) -> {device: {rule: id}}
+    store.dead_letters(limit=100)                               # messages the bridge could not use
+
+Notifications (:mod:`case_bridge.notify`): ``Notifier(NotifySettings, store)`` queues a
+``Notice`` in the store's outbox (``notify(notice, escalate_alarm=None)``) and ``run(stop)``
+sends it (webhook, DingTalk, WeCom, e-mail) with retries; the bridge is
+``case_bridge.bridge.CaseBridge(store, mqtt_settings, cases_settings, notifier)``.
 
 Categories are addressed by service code: ``B<code>`` for a 部件 (component), ``S<code>`` for
 an 事件 (event); the bare codes overlap (B0111 燃气井盖, S0111 道路积水). That service code is

@@ -152,14 +152,11 @@ class Ingester:
             return
         self._gen += 1
         share = self.cfg.share_group
-        opts = SubscribeOptions(qos=1)
-        client.subscribe(
-            [
-                (topics.gw_filter("telemetry", share), opts),
-                (topics.gw_filter("events", share), opts),
-                (topics.gw_filter("status"), opts),
-            ]
-        )
+        filters = [topics.gw_filter("telemetry", share), topics.gw_filter("events", share), topics.gw_filter("status")]
+        if self.mqtt.protocol == "5":
+            client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
+        else:
+            client.subscribe([(f, 1) for f in filters])
         if not self._connected:
             log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
         self._connected = True
@@ -200,10 +197,12 @@ class Ingester:
 
     def _make_client(self) -> mqtt.Client:
         m = self.mqtt
+        v5 = m.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.cfg.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
             manual_ack=True,
         )
         if m.username is not None:
@@ -215,10 +214,15 @@ class Ingester:
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        props.ReceiveMaximum = self.cfg.receive_maximum
-        client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            props.ReceiveMaximum = self.cfg.receive_maximum
+            client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        else:
+            # MQTT 3.1.1 (the all-in-one's embedded broker): a persistent session via clean_session=False;
+            # there is no Receive Maximum, so the broker's own in-flight limit bounds what we hold
+            client.connect_async(m.host, m.port, m.keepalive_s)
         return client
 
     # ------------------------------------------------------------ asyncio side

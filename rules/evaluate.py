@@ -227,26 +227,50 @@ class EngineState:
 
         ``from_parts(global_json(), [device_json(d) for every d])`` rebuilds the whole state.
         """
-        latest = self.latest.get(device, {})
-        keys = [f"{n}|{device}" for n in condition_names]
+        latest = self.latest.get(device)
+        last_ts: dict[str, float] = {}
+        if latest:
+            for m in latest:
+                k = f"{device}|{m}"
+                if k in self.last_ts:
+                    last_ts[k] = self.last_ts[k]
+        latches: dict[str, Any] = {}
+        scratch: dict[str, Any] = {}
+        active: dict[str, str] = {}
+        raises: dict[str, list[float]] = {}
+        lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
+        for n in condition_names:
+            k = f"{n}|{device}"
+            latch = lt.get(k)
+            if latch is not None:
+                latches[k] = [latch.on, latch.since]
+            if k in sc:
+                scratch[k] = sc[k]
+            if k in ac:
+                active[k] = ac[k]
+            if k in ra:
+                raises[k] = ra[k]
+        if alarms is not None:
+            own = {al.alarm_id: al.to_json() for al in alarms.get(device, ())}
+        else:
+            own = {a: al.to_json() for a, al in self.alarms.items() if al.device == device}
         out: dict[str, Any] = {
-            "last_ts": {k: self.last_ts[k] for m in latest if (k := f"{device}|{m}") in self.last_ts},
+            "last_ts": last_ts,
             "latest": {device: latest} if latest else {},
-            "latches": {k: self.latches[k].to_json() for k in keys if k in self.latches},
-            "scratch": {k: self.scratch[k] for k in keys if k in self.scratch},
-            "active": {k: self.active[k] for k in keys if k in self.active},
-            "raises": {k: self.raises[k] for k in keys if k in self.raises},
-            "alarms": (
-                {al.alarm_id: al.to_json() for al in alarms.get(device, ())}
-                if alarms is not None
-                else {a: al.to_json() for a, al in self.alarms.items() if al.device == device}
-            ),
+            "latches": latches,
+            "scratch": scratch,
+            "active": active,
+            "raises": raises,
+            "alarms": own,
         }
-        for name, table in (
-            ("last_seen", self.last_seen), ("gw_of", self.gw_of), ("born", self.born), ("open_cases", self.open_cases)
-        ):
-            if device in table:
-                out[name] = {device: table[device]}
+        if device in self.last_seen:
+            out["last_seen"] = {device: self.last_seen[device]}
+        if device in self.gw_of:
+            out["gw_of"] = {device: self.gw_of[device]}
+        if device in self.born:
+            out["born"] = {device: self.born[device]}
+        if device in self.open_cases:
+            out["open_cases"] = {device: self.open_cases[device]}
         if device in self.registry:
             out["registry"] = {device: self.registry[device].to_json()}
         return out

@@ -184,6 +184,11 @@ class SupplyVoltageRule(_RuleBase):
 # ---------------------------------------------------------------- rate, staleness, sensor faults
 
 
+class RateOverride(StrictModel):
+    offset: float | None = None
+    enabled: bool = True
+
+
 class RateRule(_RuleBase):
     """Rate of change over a window (Theil–Sen slope, robust to single spikes), in units per hour."""
 
@@ -199,7 +204,7 @@ class RateRule(_RuleBase):
     raise_after_s: float = Field(default=0.0, ge=0.0)
     clear_after_s: float = Field(default=600.0, ge=0.0)
     severity: Severity = Severity.MAJOR
-    overrides: dict[str, ThresholdOverride] = Field(default_factory=dict)
+    overrides: dict[str, RateOverride] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _hyst(self) -> RateRule:

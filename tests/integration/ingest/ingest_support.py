@@ -39,9 +39,11 @@ def make_readings(gw_index: int, n_msgs: int, per_msg: int, t0: float) -> list[l
 class Publisher:
     """A paho QoS 1 publisher that waits for every PUBACK."""
 
-    def __init__(self, host: str, port: int, client_id: str | None = None) -> None:
+    def __init__(self, host: str, port: int, client_id: str | None = None, v5: bool = True) -> None:
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         )
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
@@ -72,11 +74,12 @@ class AckWatcher:
 
     host: str
     port: int
+    v5: bool = True
     acks: dict[str, dict[str, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311)
         self.client.on_message = self._on_message
         self.client.connect(self.host, self.port)
         self.client.subscribe("citywatch/v1/gw/+/ack", qos=1)
@@ -113,9 +116,9 @@ def settings(**kw: object) -> IngestSettings:
 
 
 @contextlib.asynccontextmanager
-async def running(url: str, store: Store, **kw: object) -> AsyncIterator[Ingester]:
+async def running(url: str, store: Store, mqtt_protocol: str = "5", **kw: object) -> AsyncIterator[Ingester]:
     """An in-process ingester, subscribed before the body runs, stopped and drained after."""
-    ing = Ingester(MqttSettings(url=url), settings(**kw), store)
+    ing = Ingester(MqttSettings.model_validate({"url": url, "protocol": mqtt_protocol}), settings(**kw), store)
     ing.ready_event = asyncio.Event()
     stop = asyncio.Event()
     task = asyncio.create_task(ing.run(stop))

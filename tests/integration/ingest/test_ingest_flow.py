@@ -109,3 +109,24 @@ async def test_two_ingesters_share_the_load_and_the_watermark(
         watcher.close()
         store_a.close()
         store_b.close()
+
+
+async def test_mqtt_311_client_mode(broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mqtt.protocol "3.1.1" (brokers without MQTT 5, e.g. the embedded amqtt): same ingest, same watermark."""
+    store = open_store(f"sqlite:///{tmp_path}/cw.db")
+    t0 = time.time() - 60
+    watcher = AckWatcher(broker.host, broker.port)
+    pub = Publisher(broker.host, broker.port)
+    try:
+        async with running(broker.url, store, mqtt_protocol="3.1.1", share_group=None):
+            for seq, rs in enumerate(make_readings(4, 10, 5, t0), start=1):
+                pub.telemetry("gw-v3", "b1", seq, rs)
+            await asyncio.to_thread(pub.wait)
+            assert await asyncio.to_thread(watcher.wait_for, "gw-v3", "b1", 10)
+            stored = sum(len(c) for c in store.iter_readings(t0 - 1, t0 + 100))
+            ledger(capsys, "MQTT 3.1.1 client mode", 50, stored)
+            assert stored == 50
+    finally:
+        pub.close()
+        watcher.close()
+        store.close()

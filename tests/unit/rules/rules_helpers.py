@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from contracts.alarms import AlarmTransition
 from contracts.reading import DeviceInfo, Quality, Reading
 from rules.evaluate import EngineState, GatewayStatus, Input, RuleSet, evaluate
 from rules.specs import Rule, parse_rules
 
+ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_RULES = ROOT / "configs" / "rules" / "default.yaml"
+CLOUD_EXAMPLE = ROOT / "configs" / "cloud.example.yaml"
 T0 = 1_764_057_600.0  # 2025-11-25 08:00 UTC (16:00 in Hangzhou)
 
 

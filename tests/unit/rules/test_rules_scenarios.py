@@ -9,6 +9,7 @@ plus the sensor noise's effect at a threshold crossing).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ from firmware_sim.scenarios import Scenario  # noqa: E402
 
 NOON_CST = 1_764_561_600.0  # 2025-12-01 04:00 UTC = 12:00 in Hangzhou
 NIGHT_CST = NOON_CST + 10 * 3600  # 22:00
-RULES = load_rules(["configs/rules/default.yaml"])
+RULES = load_rules([Path(__file__).resolve().parents[3] / "configs" / "rules" / "default.yaml"])
 
 SIM = """
 seed: 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from rules_helpers import T0, birth, gauge, rules_from, run, series
+from rules_helpers import CLOUD_EXAMPLE, DEFAULT_RULES, ROOT, T0, birth, gauge, rules_from, run, series
 
 from contracts.alarms import Severity, TransitionKind
 from contracts.errors import ConfigError
@@ -118,7 +118,7 @@ def test_ack_once_and_open_case_attaches() -> None:
 
 
 def test_rate_warns_before_the_depth_threshold() -> None:
-    rules = load_rules(["configs/rules/default.yaml"])
+    rules = load_rules([DEFAULT_RULES])
     depths = [0.002 * i for i in range(60)]  # +0.12 m/h, below 0.15 m for 75 minutes
     _, trs = run(rules, [birth(gauge()), *series("wl-0001", "depth", depths)])
     first = trs[0]
@@ -134,7 +134,7 @@ def test_theil_sen_ignores_a_spike() -> None:
 
 
 def test_out_of_range_and_flatline_raise_a_sensor_fault() -> None:
-    rules = load_rules(["configs/rules/default.yaml"])
+    rules = load_rules([DEFAULT_RULES])
     out = series("wl-0001", "depth", [0.1, 9.0, 9.0, 9.0, 0.1, 0.1, 0.1])
     _, trs = run(rules, [birth(gauge()), *out])
     assert [(tr.rule, tr.kind.value) for tr in trs] == [
@@ -152,7 +152,7 @@ def test_out_of_range_and_flatline_raise_a_sensor_fault() -> None:
 
 
 def test_silent_device_versus_gateway_offline() -> None:
-    rules = load_rules(["configs/rules/default.yaml"])
+    rules = load_rules([DEFAULT_RULES])
     rs = RuleSet(rules)
     a, b = gauge("wl-0001", interval_s=60.0), gauge("wl-0002", interval_s=60.0)
     st = EngineState()
@@ -334,6 +334,28 @@ def test_duplicate_rule_names_across_files(tmp_path) -> None:  # type: ignore[no
 def test_example_rules_and_cloud_config_load() -> None:
     from rules.config import load_settings
 
-    assert len(load_rules(["configs/rules/default.yaml"])) == 13
-    _mqtt, cfg = load_settings("configs/cloud.example.yaml")
-    assert load_rules(cfg.files)
+    assert len(load_rules([DEFAULT_RULES])) == 13
+    _mqtt, cfg = load_settings(CLOUD_EXAMPLE)
+    assert load_rules([ROOT / f for f in cfg.files])
+
+
+def test_backtest_staleness_from_gaps_matches_live_ticks() -> None:
+    from rules.backtest import backtest, history_from_readings
+
+    rules = rules_from("rules: [{name: gone, kind: staleness, applies_to: {kinds: [water_gauge]}, min_silence_s: 600}]")
+    dev = gauge("wl-0001", interval_s=60.0)
+    times = [T0 + 60 * i for i in range(10)] + [T0 + 3000 + 60 * i for i in range(5)]  # a 2400 s hole
+    reads = [Reading("wl-0001", "depth", t, 0.0) for t in times]
+    rep = backtest(rules, history_from_readings(reads, {"wl-0001": dev}))
+    assert [(tr.kind.value, tr.t - T0) for tr in rep.transitions] == [("raised", 540 + 600), ("cleared", 3000)]
+    assert rep.rules["gone"].raised == 1 and rep.rules["gone"].alarm_time_s == 3000 - 1140
+    # the live engine, ticking every 10 s, sees the same silence within one tick
+    rs = RuleSet(rules)
+    st, _ = evaluate(rs, EngineState(), [birth(dev)], T0)
+    live = []
+    for k in range(0, 320):
+        now = T0 + 10 * k
+        st, trs = evaluate(rs, st, [r for r in reads if now - 10 < r.ts <= now], now)
+        live += trs
+    assert [tr.kind.value for tr in live] == ["raised", "cleared"]
+    assert 0 < live[0].t - (T0 + 1140) <= 10 and live[1].t == T0 + 3000
