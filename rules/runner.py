@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -39,6 +37,7 @@ from contracts import topics
 from contracts.alarms import AlarmTransition
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
+from contracts.paho import connect_async, new_client, sub_options
 from contracts.payloads import decode_alarm_ack, decode_events, decode_open_cases, decode_status, decode_telemetry
 from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
@@ -121,9 +120,9 @@ class RuleRunner:
             log.error("broker refused the connection: %s", rc)
             return
         self._gen += 1
-        opts = SubscribeOptions(qos=1)
+        opts = sub_options(self.mqtt)
         share = self.cfg.share_group
-        subs: list[tuple[str, SubscribeOptions]] = []
+        subs: list[tuple[str, SubscribeOptions | int]] = []
         if self.cfg.gateways:
             for gw in self.cfg.gateways:
                 for t in (topics.telemetry(gw), topics.events(gw)):
@@ -135,7 +134,7 @@ class RuleRunner:
             (topics.ALARM_ACK_FILTER, opts),
             (topics.CASE_OPEN_FILTER, opts),
         ]
-        client.subscribe(subs)
+        client.subscribe(subs)  # type: ignore[arg-type]  # homogeneous per protocol
         log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
         self._connected = True
         if self._loop is not None:
@@ -185,13 +184,8 @@ class RuleRunner:
 
     def _make_client(self) -> mqtt.Client:
         m = self.mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id, protocol=mqtt.MQTTv5, manual_ack=True
-        )
-        if m.username is not None:
-            client.username_pw_set(m.username, m.password)
-        if m.tls:
-            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file)
+        client = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
+                            receive_maximum=self.cfg.receive_maximum)
         client.reconnect_delay_set(1, 10)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
@@ -199,10 +193,7 @@ class RuleRunner:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        props.ReceiveMaximum = self.cfg.receive_maximum
-        client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        connect_async(client, m)
         return client
 
     # ------------------------------------------------------------ asyncio side
