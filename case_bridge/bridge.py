@@ -22,11 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from case_bridge.config import CasesSettings
 from case_bridge.errors import CaseError, StoreConflict, StoreError
@@ -36,6 +33,7 @@ from contracts import topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
+from contracts.paho import connect_async, new_client, sub_options
 from contracts.payloads import OpenCases, decode_alarm, decode_status, encode_open_cases
 from contracts.reading import DeviceInfo
 
@@ -113,8 +111,8 @@ class CaseBridge:
         if rc.is_failure:
             log.error("broker refused the connection: %s", rc)
             return
-        opts = SubscribeOptions(qos=1)
-        client.subscribe([(topics.gw_filter("status"), opts), (topics.ALARMS_FILTER, opts)])
+        opts = sub_options(self.mqtt)
+        client.subscribe([(topics.gw_filter("status"), opts), (topics.ALARMS_FILTER, opts)])  # type: ignore[arg-type]
         if not self._connected:
             log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
         self._connected = True
@@ -139,20 +137,14 @@ class CaseBridge:
 
     def _make_client(self) -> mqtt.Client:
         m = self.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id or self.settings.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if m.username is not None:
-            client.username_pw_set(m.username, m.password)
-        if m.tls:
-            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file)
+        client = new_client(m, m.client_id or self.settings.client_id, manual_ack=True,
+                            session_expiry_s=self.settings.session_expiry_s)
         client.reconnect_delay_set(1, 10)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        connect_async(client, m)
         return client
 
     # ------------------------------------------------------------ asyncio side
