@@ -165,6 +165,13 @@ class DemoEnv:
     hub: Any
     settings: Any
 
+    def close(self) -> None:
+        """Close every store (each holds SQLite file descriptors; paho's select() breaks past 1024)."""
+        self.ts_store.close()
+        self.case_store.close()
+        self.alarm_store.close()
+        self.app.state.ctx.stores.audit.close()
+
 
 def build_demo(directory: str, *, n_devices: int = 16, now: float, settings: Any = None, acks: Any = None,
                clock: Any = None, background: Any = None, hub: Any = None) -> DemoEnv:

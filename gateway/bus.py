@@ -161,6 +161,9 @@ class SerialTransport:
                 write_timeout=0,
                 exclusive=True,  # a probe must not talk over a running agent on the same line
             )
+        except termios.error as exc:  # not an OSError: a port refusing the line settings (ptys refuse parity)
+            raise BusError(f"cannot open {self.path}: the port refuses {self.baud} baud parity {self.parity} "
+                           f"({exc}); a pty or some adapters need --parity N") from exc
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BusError(f"cannot open {self.path}: {exc}") from exc
         self._serial = ser

@@ -44,7 +44,7 @@ import orjson
 import psycopg
 import yaml
 
-from tests.support.services import Mosquitto, free_port, mosquitto_binary, missing, pg_database, wait_port
+from tests.support.services import Mosquitto, free_port, missing, mosquitto_binary, pg_database, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 ACL_FILE = REPO / "configs" / "mosquitto" / "citywatch.acl"

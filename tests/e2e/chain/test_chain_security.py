@@ -60,7 +60,7 @@ class Client:
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.event:
-            self.messages.append((msg.topic, msg.payload))
+            self.messages.append((msg.topic, bytes(msg.payload)))
             self.event.notify_all()
 
     def _wait(self, pred: Any, timeout_s: float = 5.0) -> Any:
@@ -80,6 +80,7 @@ class Client:
 
     def subscribe(self, topic: str) -> int:
         _rc, mid = self.c.subscribe(topic, qos=1)
+        assert mid is not None
         self._wait(lambda: mid in self.subacks)
         return int(self.subacks[mid][0].value)
 
@@ -192,7 +193,8 @@ def test_chain_ingester_dead_letters_a_payload_whose_gw_is_not_its_topics_on_a_p
                 return dead, int(stored[0]) if stored else 0
 
             deadline = time.monotonic() + 20
-            dead, stored = [], 0
+            dead: list[Any] = []
+            stored = 0
             while time.monotonic() < deadline:
                 try:
                     dead, stored = rows()

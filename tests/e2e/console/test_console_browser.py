@@ -171,3 +171,4 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
         rules.close()
         server.should_exit = True
         await task
+        env.close()

@@ -177,3 +177,5 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
                 await asyncio.wait_for(task, 10)
         gw.disconnect()
         gw.loop_stop()
+        for store in (ts, alarms, cases):
+            store.close()

@@ -13,8 +13,10 @@ from console.demo import DEMO_API_KEY, PASSWORD, DemoEnv, build_demo
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> DemoEnv:
-    return build_demo(str(tmp_path), now=time.time())
+def env(tmp_path: Path) -> Iterator[DemoEnv]:
+    e = build_demo(str(tmp_path), now=time.time())
+    yield e
+    e.close()
 
 
 @pytest.fixture

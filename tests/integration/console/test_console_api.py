@@ -211,6 +211,7 @@ def test_openapi_and_docs_need_login_in_production(tmp_path: object) -> None:
         assert "/api/v1/cases/{case_id}/actions" in spec["paths"]
         assert "/open311/v2/requests.{fmt}" in spec["paths"]
         assert c.get("/api/docs").status_code == 200
+    env.close()
 
 
 def test_security_headers(client: TestClient) -> None:

@@ -114,6 +114,7 @@ async def test_live_alarm_reading_and_ack(broker: Any, tmp_path: Path) -> None:
         probe.close()
         server.should_exit = True
         await task
+        env.close()
 
 
 async def test_ack_without_broker_is_503(tmp_path: Path) -> None:
@@ -130,6 +131,7 @@ async def test_ack_without_broker_is_503(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         await task
+        env.close()
 
 
 async def test_case_events_respect_units(tmp_path: Path) -> None:
@@ -164,6 +166,7 @@ async def test_case_events_respect_units(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         await task
+        env.close()
 
 
 async def test_pages_render_for_each_role(tmp_path: Path) -> None:
@@ -190,3 +193,4 @@ async def test_pages_render_for_each_role(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         await task
+        env.close()

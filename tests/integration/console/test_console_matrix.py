@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -62,8 +63,9 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, dict[str, tuple[int, int]
 ]
 
 
-def _client(tmp: Path, role: str) -> tuple[TestClient, dict[str, str], dict[str, object]]:
+def _client(tmp: Path, role: str, opened: list[Any]) -> tuple[TestClient, dict[str, str], dict[str, object]]:
     env = build_demo(str(tmp), now=time.time())
+    opened.append(env)
     c = TestClient(env.app)
     tok = c.post("/api/v1/auth/login", json={"username": role, "password": PASSWORD}).json()["access_token"]
     ids: dict[str, object] = {"own": env.demo.case_ids["lingyin-street"][0],
@@ -75,14 +77,15 @@ def _client(tmp: Path, role: str) -> tuple[TestClient, dict[str, str], dict[str,
 def test_matrix(role: str, tmp_path: Path) -> None:
     """Reads share one environment; every write gets a fresh one (seeded state, no order effects)."""
     mismatches = []
-    shared = _client(tmp_path / "reads", role)
+    opened: list[Any] = []
+    shared = _client(tmp_path / "reads", role, opened)
     n = 0
     for which in ("own", "foreign"):
         unit = "lingyin-street" if which == "own" else "hubin-street"
         for method, path, body, expected in ROUTES:
             if method == "POST":
                 n += 1
-                c, h, ids = _client(tmp_path / f"w{n}", role)
+                c, h, ids = _client(tmp_path / f"w{n}", role, opened)
             else:
                 c, h, ids = shared
             url = path.format(case=ids[which], unit=unit, alarm=ids["alarm"])
@@ -90,6 +93,8 @@ def test_matrix(role: str, tmp_path: Path) -> None:
             r = c.request(method, url, headers=h, json=body)
             if r.status_code != want:
                 mismatches.append(f"{role} {which} {method} {url}: {r.status_code} != {want} {r.text[:120]}")
+    for env in opened:
+        env.close()
     assert not mismatches, "\n".join(mismatches)
 
 

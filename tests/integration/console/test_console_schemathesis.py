@@ -8,6 +8,7 @@ covers it).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def fuzz_env(tmp_path: Path) -> Any:
+def fuzz_env(tmp_path: Path) -> Iterator[Any]:
     # generous limits: the fuzzer is not an attacker, and 429s would hide the handlers from it
     settings_ = demo_settings(write_rate={"per_minute": 1e6, "burst": 100000},
                               login_rate={"per_minute": 1e6, "burst": 100000})
-    return build_demo(str(tmp_path), now=time.time(), settings=settings_)
+    env = build_demo(str(tmp_path), now=time.time(), settings=settings_)
+    yield env
+    env.close()
 
 
 @pytest.fixture
