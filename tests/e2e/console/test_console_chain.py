@@ -155,8 +155,8 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
                 await page.click(f'button.act[data-action="{action}"]')
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
                 await page.wait_for_load_state("load")
-            now_case = cases.get(case.id)
-            assert now_case.state == "handled", [(e.actor, e.action, e.to_state, e.note) for e in cases.timeline(case.id)]
+            trail = [(e.actor, e.action, e.to_state, e.note) for e in cases.timeline(case.id)]
+            assert cases.get(case.id).state == "handled", trail
             await page.goto(f"{base}/logout")
             await _login(page, base, "sup")
             await page.goto(f"{base}/cases/{case.id}")
