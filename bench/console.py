@@ -11,8 +11,9 @@ with 1 000 000 cases and 10 000 devices, under concurrent clients on loopback.
 * Endpoints: ``GET /api/v1/cases?open_only=true&limit=50`` as a supervisor (all units),
   the same as a case handler (one unit: the object-level scope), ``GET /api/v1/overview``
   as a duty officer (counts over all devices, the 40 deepest gauges with a 6 h trend each,
-  active alarms). Baseline in the same run: ``GET /healthz`` (no store, no auth) — the cost
-  of the HTTP stack itself; ratios are endpoint rps / baseline rps.
+  active alarms), then worklist and overview again with a single client (latency without
+  queueing). Baseline in the same run: ``GET /healthz`` (no store, no auth) — the cost of
+  the HTTP stack itself; ratios are endpoint rps / baseline rps.
 
     .venv/bin/python bench/console.py [--cases 1000000] [--devices 10000] [--clients 16] [--seconds 6]
 
@@ -181,6 +182,13 @@ async def client(base: str, clients: int, seconds: float) -> dict[str, Any]:
         out[name] = res
         print(f"{name:20s} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:7.1f} ms  p95 {res['p95_ms']:7.1f} ms"
               f"  ({res['requests']} requests, {res['errors']} errors)", flush=True)
+    # the same endpoints with one client: latency without queueing behind the other clients
+    for name, path, user in (("worklist_1client", "/api/v1/cases?open_only=true&limit=50", "sup"),
+                             ("overview_1client", "/api/v1/overview", "duty")):
+        res = await hammer(base, path, tokens[user], 1, min(seconds, 3.0))
+        out[name] = res
+        print(f"{name:20s} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:7.1f} ms  p95 {res['p95_ms']:7.1f} ms"
+              f"  ({res['requests']} requests, {res['errors']} errors)", flush=True)
     return out
 
 
@@ -234,6 +242,8 @@ def main() -> int:
         "worklist_unit_rps": res["worklist_one_unit"]["rps"],
         "worklist_unit_p95_ms": res["worklist_one_unit"]["p95_ms"],
         "overview_rps": res["overview"]["rps"], "overview_p95_ms": res["overview"]["p95_ms"],
+        "worklist_p95_ms_1client": res["worklist_1client"]["p95_ms"],
+        "overview_p95_ms_1client": res["overview_1client"]["p95_ms"],
         "worklist_vs_baseline": round(res["worklist_all_units"]["rps"] / base, 3),
         "overview_vs_baseline": round(res["overview"]["rps"] / base, 3),
         "errors": sum(r["errors"] for r in res.values()),

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import time
 from pathlib import Path
 
 from console.config import ConsoleSettings, load_console_config
@@ -31,12 +32,12 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     """Open the stores named in the config and build the app (with the MQTT live feed)."""
     from case_bridge import open_case_store
     from cloud_ingest.store import open_store
+    from console import serialize
     from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
     from console.app import create_app
     from console.audit import AuditLog
     from console.context import Stores
-    from console.live import Hub, LiveEvent, MqttFeed
-    from contracts.payloads import OpenCases
+    from console.live import Hub, MqttFeed, case_open_refresher
     from rules.store import open_alarm_store
 
     cfg = load_console_config(config_path)
@@ -50,20 +51,8 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     cases = CaseAdapter(case_store)
     hub = Hub(queue_max=settings.sse_queue_max)
 
-    def case_open(oc: OpenCases) -> None:
-        async def refresh() -> None:
-            from console import serialize
-
-            for case_id in sorted(set(oc.cases.values())):
-                view = await asyncio.to_thread(cases.get, case_id)
-                if view is not None:
-                    import time
-
-                    hub.publish(LiveEvent("case", serialize.case(view, time.time()), unit=view.unit))
-
-        asyncio.get_running_loop().create_task(refresh())
-
-    feed = MqttFeed(cfg.mqtt, hub, on_case_open=case_open) if settings.live_feed else None
+    on_case_open = case_open_refresher(hub, cases.get, lambda view: serialize.case(view, time.time()))
+    feed = MqttFeed(cfg.mqtt, hub, on_case_open=on_case_open) if settings.live_feed else None
     stores = Stores(devices=DeviceAdapter(ts_store), alarms=RulesAlarmAdapter(alarm_store), cases=cases,
                     audit=AuditLog(settings.audit_store_url), acks=feed)
 

@@ -151,11 +151,17 @@ def need(perm: Perm) -> Callable[[Request], Principal]:
 
 
 def writer(perm: Perm) -> Callable[[Request], Principal]:
-    """Like :func:`need`, plus the per-user write rate limit."""
+    """Like :func:`need`, plus the per-user write rate limit; a refused write is audited too."""
     check = need(perm)
 
     def dep(request: Request) -> Principal:
-        p = check(request)
+        try:
+            p = check(request)
+        except Forbidden:
+            who = getattr(request.state, "principal", None)
+            actor = who.actor if who is not None else "?"
+            ctx_of(request).audit(actor, f"denied:{request.method}", request.url.path[:120], 403, perm=perm.value)
+            raise
         ctx_of(request).write_limiter.take(p.actor, ctx_of(request).clock())
         return p
 

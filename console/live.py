@@ -1,8 +1,8 @@
 """Live feed: MQTT in, Server-Sent Events out.
 
-paho runs its network loop in its own thread (``loop_start``); every message is handed to
-the asyncio loop with ``call_soon_threadsafe`` and decoded there, so the hub is only ever
-touched from the loop thread. Readings arrive far faster than a wall screen can show, so the
+paho is driven from the asyncio loop by its socket callbacks (see :class:`MqttFeed` for
+why not ``loop_start``), so messages are decoded and the hub is touched on the loop thread
+only. Readings arrive far faster than a wall screen can show, so the
 hub coalesces them: the latest value per (device, metric) is flushed at most once per
 ``flush_s``. Alarm and case events go out immediately. Each subscriber has a bounded queue;
 a slow browser loses its oldest events (and is told so with a ``gap`` event), never the
@@ -122,8 +122,42 @@ def alarm_event(tr: Any) -> LiveEvent:
     })
 
 
+def case_open_refresher(hub: Hub, get_case: Callable[[str], Any],
+                        to_json: Callable[[Any], dict[str, Any]]) -> Callable[[payloads.OpenCases], None]:
+    """On a bridge ``case-open`` message, re-read those cases and publish them as ``case`` events.
+
+    The bridge runs in another process; its retained per-device open-case set is the cheapest
+    signal that a case was opened, attached to or closed there. The store reads run in a
+    worker thread so the loop never waits on the database.
+    """
+
+    def on_case_open(oc: payloads.OpenCases) -> None:
+        async def refresh() -> None:
+            for case_id in sorted(set(oc.cases.values())):
+                view = await asyncio.to_thread(get_case, case_id)
+                if view is not None:
+                    hub.publish(LiveEvent("case", to_json(view), unit=getattr(view, "unit", None)))
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        _refreshes.add(task)
+        task.add_done_callback(_refreshes.discard)
+
+    return on_case_open
+
+
+_refreshes: set[asyncio.Task[None]] = set()  # keep references: the loop holds tasks only weakly
+
+
 class MqttFeed:
-    """One paho client: subscribes to alarms, telemetry and case-open; publishes acknowledgements."""
+    """One paho client: subscribes to alarms, telemetry and case-open; publishes acknowledgements.
+
+    paho is driven from the asyncio loop through its socket callbacks (``add_reader`` /
+    ``add_writer`` + ``loop_misc`` once a second) rather than ``loop_start``: paho's own loop
+    uses ``select()``, which fails once a descriptor number passes 1024 — and a console holding
+    a thousand browser connections (SSE) gets there. Every paho callback therefore runs on the
+    loop thread; calls from the handler thread pool (``send_ack``) only queue a packet, and the
+    write registration is marshalled onto the loop with ``call_soon_threadsafe``.
+    """
 
     def __init__(self, settings: MqttSettings, hub: Hub,
                  on_case_open: Callable[[payloads.OpenCases], None] | None = None) -> None:
@@ -132,6 +166,8 @@ class MqttFeed:
         self._on_case_open = on_case_open
         self._settings = settings
         self._connected = False
+        self._sock: Any = None
+        self._stopping = False
         client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if settings.username:
@@ -141,23 +177,99 @@ class MqttFeed:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(1, 30)
+        self._client.on_socket_open = self._on_socket_open
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_socket_register_write
+        self._client.on_socket_unregister_write = self._on_socket_unregister_write
 
     @property
     def connected(self) -> bool:
         return self._connected
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._client.connect_async(self._settings.host, self._settings.port, self._settings.keepalive_s)
-        self._client.loop_start()
+    async def run(self, _hub: Hub | None = None) -> None:
+        """Connect, keep the session alive and reconnect with backoff until cancelled."""
+        loop = self._loop = asyncio.get_running_loop()
+        delay_s = 1.0
+        failing = False
+        try:
+            while not self._stopping:
+                if self._sock is None:
+                    try:
+                        # the TCP (and TLS) handshake blocks: do it in a worker thread
+                        await asyncio.to_thread(self._client.connect, self._settings.host, self._settings.port,
+                                                self._settings.keepalive_s)
+                        delay_s = 1.0
+                    except (OSError, ValueError) as exc:
+                        if not failing:
+                            log.warning("console live feed: cannot reach %s: %s; retrying", self._settings.url, exc)
+                            failing = True
+                        await asyncio.sleep(delay_s)
+                        delay_s = min(delay_s * 2, 30.0)
+                        continue
+                    failing = False
+                await asyncio.sleep(1.0)
+                if self._sock is not None:
+                    loop.call_soon(self._client.loop_misc)  # keepalive pings, dead-connection detection
+        finally:
+            self.stop()
 
     def stop(self) -> None:
+        self._stopping = True
         self._connected = False  # a shutdown is not a lost connection: no warning
-        self._client.disconnect()
-        self._client.loop_stop()
+        if self._sock is not None:
+            self._client.disconnect()
+            with contextlib.suppress(Exception):
+                self._client.loop_write()  # flush the DISCONNECT; paho closes the socket after it
+        self._unwatch()
 
-    # paho thread ------------------------------------------------------------
+    # socket callbacks: may fire on a worker thread (connect) or the handler pool (publish) -------
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _watch(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        self._loop.add_reader(sock, self._client.loop_read)
+
+    def _unwatch(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None and self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+
+    def _on_socket_open(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
+        self._in_loop(self._watch, sock)
+
+    def _on_socket_close(self, _c: mqtt.Client, _ud: Any, _sock: Any) -> None:
+        self._in_loop(self._unwatch)
+
+    def _on_socket_register_write(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
+        def add() -> None:
+            if self._loop is not None and self._sock is sock:
+                self._loop.add_writer(sock, self._client.loop_write)
+
+        self._in_loop(add)
+
+    def _on_socket_unregister_write(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
+        def remove() -> None:
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_writer(sock)
+
+        self._in_loop(remove)
+
+    # paho callbacks (loop thread) ----------------------------------------------
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("console live feed: broker refused connection: %s", reason)
@@ -170,20 +282,11 @@ class MqttFeed:
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if self._connected:
-            log.warning("console live feed: disconnected (%s); paho reconnects", reason)
+            log.warning("console live feed: disconnected (%s); reconnecting", reason)
         self._connected = False
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.handle, msg.topic, bytes(msg.payload))
-
-    async def run(self, _hub: Hub | None = None) -> None:
-        """Run until cancelled (the app's lifespan task): start paho, stop it on the way out."""
-        self.start(asyncio.get_running_loop())
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.stop()
+        self.handle(msg.topic, bytes(msg.payload))
 
     # loop thread --------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:

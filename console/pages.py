@@ -29,6 +29,7 @@ from console.svg import layout_map, sparkline
 from console.views import CaseFilter
 
 router = APIRouter(include_in_schema=False)
+CHART_METRIC = {"water_gauge": "depth", "manhole": "tilt", "lamp": "power", "wim": "record_count"}
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -177,7 +178,11 @@ def case_page(case_id: str, request: Request) -> HTMLResponse:
     c = load_case(ctx, p, case_id)
     now = ctx.clock()
     around = c.created_at
-    chart = {"start": around - 6 * 3600, "end": min(now, max(around + 6 * 3600, (c.closed_at or now)))}
+    chart = {"start": around - 6 * 3600, "end": min(now, max(around + 6 * 3600, (c.closed_at or now))),
+             "metric": "depth"}
+    if c.device:
+        dev = ctx.stores.devices.device(c.device)
+        chart["metric"] = CHART_METRIC.get(dev.kind, "depth") if dev else "depth"
     return _page(request, "case.html", p, c=serialize.case(c, now), timeline=ctx.stores.cases.timeline(c.id),
                  actions=case_actions(ctx, p, c), chart=chart, now=now)
 

@@ -9,6 +9,7 @@ wall seconds while the storm, the cover lift, the outage and the trucks happen:
 * the ingester's PostgreSQL paused for 6 s: its connections go through a TCP relay that is
   SIGSTOPped (a paused server as the ingester sees it: connected, silent). The shared system
   PostgreSQL itself is never stopped;
+* the ingester frozen (``SIGSTOP``) for 3 s, then continued;
 * gateway gw-e2e-01's uplink (gauge + cover) cut for 10 s, standing for a multi-minute outage
   (x20 simulated time: 200 simulated seconds): its relay to the broker is killed (connections
   reset, reconnects refused) and restarted.
@@ -48,6 +49,8 @@ def schedule(c: Chain) -> list[tuple[float, str, Callable[[], None]]]:
         (38.0, "ingest kill -9 #3", lambda: c.bounce("ingest", 0.3)),
         (41.0, "broker kill -9 #3", lambda: c.bounce("broker", 0.5)),
         (44.0, "cases kill -9 #2", lambda: c.bounce("cases", 0.3)),
+        (46.0, "ingest SIGSTOP", lambda: c.pause("ingest")),
+        (49.0, "ingest SIGCONT", lambda: c.resume("ingest")),
     ]
 
 
@@ -70,11 +73,16 @@ def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_openin
                    "a case for every expected condition")
         c.quiesce()
         time.sleep(2.0)  # late alarms from the replayed backlog reach the bridge
-        per_key = one_case_per_condition(all_cases(c))
+        cases = all_cases(c)
+        per_key = one_case_per_condition(cases)
         ledger = c.ledger()
         print(ledger.line("chain faults"))
         print("cases per condition:", per_key)
         assert all(n == 1 for n in per_key.values()), per_key
+        units = {x.corr_key: x.unit for x in cases}
+        assert units["device:wl-e2e-01:road-water-depth"] == "lingyin-street"
+        assert units["device:mh-e2e-01:manhole-tilt"] == "drainage"
+        assert units["circuit:c-e2e-02:lampFailure"] == "street-lighting"
         assert ledger.lost == 0 and ledger.pending == 0
         assert ledger.dup_after_dedup == 0
         assert ledger.dead_lettered == 0

@@ -29,12 +29,13 @@ from case_bridge.config import CasesSettings
 from cloud_ingest.config import IngestSettings
 from cloud_ingest.service import Ingester
 from cloud_ingest.store import open_store
+from console import serialize
 from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
 from console.app import create_app
 from console.audit import AuditLog
 from console.context import Stores
 from console.demo import PASSWORD, demo_settings, make_devices
-from console.live import Hub, MqttFeed
+from console.live import Hub, MqttFeed, case_open_refresher
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.payloads import Status
@@ -97,9 +98,12 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
     bridge = CaseBridge(cases, mq, CasesSettings(store_url=f"sqlite:///{tmp_path}/cases.db", client_id="e2e-cases",
                                                  tick_s=0.5), None)
     hub = Hub(flush_s=0.2)
-    feed = MqttFeed(mq, hub)
+    case_port = CaseAdapter(cases)
+    case_events: list[dict[str, Any]] = []
+    feed = MqttFeed(mq, hub, on_case_open=case_open_refresher(
+        hub, case_port.get, lambda view: case_events.append(serialize.case(view, time.time())) or case_events[-1]))
     app = create_app(demo_settings(), Stores(devices=DeviceAdapter(ts, cache_s=0), alarms=RulesAlarmAdapter(alarms),
-                                             cases=CaseAdapter(cases), audit=AuditLog(f"sqlite:///{tmp_path}/c.db"),
+                                             cases=case_port, audit=AuditLog(f"sqlite:///{tmp_path}/c.db"),
                                              acks=feed), hub=hub, background=feed.run)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -146,6 +150,8 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
 
             await _wait(lambda: dispatched() is not None, "case dispatched")
             case = dispatched()
+            # the bridge's case-open message reached the console's live feed as a case event
+            await _wait(lambda: any(e["id"] == str(case.id) for e in case_events), "case event on the live feed")
             assert case.unit == "lingyin-street" and case.service_code == "S0111"
             await page.goto(f"{base}/logout")
             await _login(page, base, "handler-a")

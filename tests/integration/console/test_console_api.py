@@ -218,3 +218,10 @@ def test_security_headers(client: TestClient) -> None:
     r = client.get("/login")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+def test_refused_writes_are_audited(env: DemoEnv, client: TestClient, as_user: Auth) -> None:
+    alarm = env.demo.alarm_ids[0]
+    assert client.post(f"/api/v1/alarms/{alarm}/ack", headers=as_user("handler-a"), json={}).status_code == 403
+    entries = env.app.state.ctx.stores.audit.entries(limit=5)
+    assert entries[0].actor == "handler-a" and entries[0].result == 403 and entries[0].action == "denied:POST"

@@ -65,3 +65,35 @@ def test_new_api_key(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     key = out[0].split(": ", 1)[1]
     assert hash_api_key(key) in out[1]
+
+
+def test_citywatch_console_serves_and_stops(tmp_path: Path, broker: object) -> None:
+    """The real command: ``citywatch console -c ...`` in its own process, over a broker, then SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.support.services import free_port, wait_port
+
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("mqtt://127.0.0.1:1", broker.url)  # type: ignore[attr-defined]
+                   .replace("live_feed: false", "live_feed: true"), encoding="utf-8")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "citywatch", "console", "-c", str(cfg), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parents[3], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_port("127.0.0.1", port, 20)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["ok"] is True
+        r = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/login", json={"username": "duty", "password": PASSWORD})
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    # uvicorn shuts down cleanly, then re-raises the signal it caught (exit status -SIGTERM)
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Application shutdown complete" in out
+    assert "console live feed: connected" in out

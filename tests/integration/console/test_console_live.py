@@ -4,6 +4,7 @@ acknowledgement from the console reaches the broker as ``alarm-ack``; pages over
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -194,3 +195,41 @@ async def test_pages_render_for_each_role(tmp_path: Path) -> None:
         server.should_exit = True
         await task
         env.close()
+
+
+async def test_feed_survives_broker_restart_and_high_descriptors(broker: Any) -> None:
+    """The feed reconnects after the broker comes back, and works with descriptor numbers > 1024
+    (paho's own select() loop would not: that is why the feed is driven by asyncio)."""
+    import os
+
+    probe: Probe | None = Probe(broker.port, "nothing/#")  # a plain paho client: connected before the flood
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # push the next socket past fd 1024
+    hub = Hub(flush_s=0.05)
+    feed = MqttFeed(MqttSettings(url=broker.url), hub)
+    task = asyncio.create_task(feed.run())
+    try:
+        await _until(lambda: feed.connected, 10)
+        assert feed._sock is not None and feed._sock.fileno() > 1024
+        sub = hub.subscribe()
+        await asyncio.sleep(0.2)  # the SUBACK
+        assert probe is not None
+        tr = AlarmTransition("al-fd", "wl-0001", "road-water-depth", TransitionKind.RAISED, Severity.MAJOR,
+                             time.time(), 0.3, {})
+        probe.c.publish(topics.alarms("wl-0001"), payloads.encode_alarm(tr), qos=1)
+        ev = await asyncio.wait_for(sub.queue.get(), 5)
+        assert ev.kind == "alarm" and ev.data["alarm_id"] == "al-fd"
+        probe.close()
+        probe = None
+        broker.stop()
+        await _until(lambda: not feed.connected, 10)
+        broker.start()
+        await _until(lambda: feed.connected, 20)
+        feed.send_ack("al-fd", "wl-0001", "duty", time.time(), "")  # publishing works again
+    finally:
+        if probe is not None:
+            probe.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for fd in filler:
+            os.close(fd)

@@ -1,0 +1,27 @@
+"""An overloaded truck is a matter for transport enforcement (治超, domain.md §6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.chain.chain_expect import HERE, RULES, linked, wait_case
+from tests.support.chain import ChainOptions, chain
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="case_bridge/mapping.py responsible_unit() sends every 事件 to the locality first "
+    "(grid -> street -> district) and reaches the category's agency_unit only when the grid is unknown, so "
+    "the S9901 车辆超限超载 case goes to the street office beishan-street although configs/categories.yaml "
+    "names agency_unit transport-enforcement for it and a street office cannot enforce overloading",
+)
+def test_chain_an_overload_case_goes_to_transport_enforcement(tmp_path: Path) -> None:
+    with chain(tmp_path, ChainOptions(scenario=HERE / "truck.yaml", rules_file=RULES)) as c:
+        case = wait_case(c, 40, "overload case", device="wim-truck-01", rule="wim-overload")
+        assert case.service_code == "S9901"
+        assert any("record" in a.evidence for a in linked(c, case.id)), "vehicle record as evidence"
+        assert case.unit == "transport-enforcement"
