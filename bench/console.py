@@ -132,7 +132,7 @@ def serve(data: Path, port: int) -> None:
                     audit=AuditLog(f"sqlite:///{data}/console.db"), acks=RecordingAcks())
     app = create_app(settings, stores)
     print("READY", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=60)
 
 
 async def hammer(base: str, path: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
@@ -149,7 +149,13 @@ async def hammer(base: str, path: str, headers: dict[str, str], clients: int, se
             nonlocal errors
             while time.perf_counter() < stop:
                 t = time.perf_counter()
-                r = await c.get(path)
+                try:
+                    r = await c.get(path)
+                except httpx.TransportError as exc:  # counted, and named once, never silently retried
+                    errors += 1
+                    if errors == 1:
+                        print(f"  {path}: {type(exc).__name__}: {exc}", flush=True)
+                    continue
                 lat.append(time.perf_counter() - t)
                 if r.status_code != 200:
                     errors += 1

@@ -29,11 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud_ingest.config import IngestSettings
 from cloud_ingest.errors import IngestError, StoreError, StoreUnavailable
@@ -43,6 +40,7 @@ from cloud_ingest.validate import Accepted, Limits, Rejected, classify
 from cloud_ingest.watermark import AckTracker, Key
 from contracts import topics
 from contracts.config import MqttSettings
+from contracts.paho import connect_async, new_client, sub_options
 from contracts.payloads import encode_ack
 
 log = logging.getLogger(__name__)
@@ -153,10 +151,7 @@ class Ingester:
         self._gen += 1
         share = self.cfg.share_group
         filters = [topics.gw_filter("telemetry", share), topics.gw_filter("events", share), topics.gw_filter("status")]
-        if self.mqtt.protocol == "5":
-            client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
-        else:
-            client.subscribe([(f, 1) for f in filters])
+        client.subscribe([(f, sub_options(self.mqtt)) for f in filters])  # type: ignore[arg-type]
         if not self._connected:
             log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
         self._connected = True
@@ -196,33 +191,17 @@ class Ingester:
             self._wake.set()
 
     def _make_client(self) -> mqtt.Client:
+        # MQTT 3.1.1 (the all-in-one's embedded broker) has no Receive Maximum: there the broker's
+        # own in-flight limit bounds what we hold while the store is down
         m = self.mqtt
-        v5 = m.protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.cfg.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,
-            manual_ack=True,
-        )
-        if m.username is not None:
-            client.username_pw_set(m.username, m.password)
-        if m.tls:
-            client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file, keyfile=m.key_file)
+        client = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
+                            receive_maximum=self.cfg.receive_maximum)
         client.reconnect_delay_set(1, 10)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.cfg.session_expiry_s
-            props.ReceiveMaximum = self.cfg.receive_maximum
-            client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
-        else:
-            # MQTT 3.1.1 (the all-in-one's embedded broker): a persistent session via clean_session=False;
-            # there is no Receive Maximum, so the broker's own in-flight limit bounds what we hold
-            client.connect_async(m.host, m.port, m.keepalive_s)
+        connect_async(client, m)
         return client
 
     # ------------------------------------------------------------ asyncio side
