@@ -229,6 +229,7 @@ class Ledger:
     dead_lettered: int
     dropped_by_policy: int
     pending: int = 0
+    seq_gaps: int = 0  # batches the agents formed (current boot) that the ingester never committed
     faults: str = ""
 
     def line(self, label: str = "ledger") -> str:
@@ -236,8 +237,18 @@ class Ledger:
             f"{label}: generated {self.generated}, stored {self.stored}, lost {self.lost}, "
             f"dup_before_dedup {self.dup_before_dedup}, dup_after_dedup {self.dup_after_dedup}, "
             f"dead_lettered {self.dead_lettered}, dropped_by_policy {self.dropped_by_policy}, "
-            f"pending {self.pending}" + (f"; faults: {self.faults}" if self.faults else "")
+            f"pending {self.pending}, seq_gaps {self.seq_gaps}" + (f"; faults: {self.faults}" if self.faults else "")
         )
+
+
+def outbox_boot(path: Path) -> tuple[str, int]:
+    """(boot, last formed seq) of an agent's outbox."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        db.close()
+    return str(meta.get("boot", "")), int(meta.get("last_seq", "0"))
 
 
 def outbox_ledger(path: Path) -> tuple[int, int, int, int]:
@@ -583,6 +594,15 @@ class Chain:
         )[0][0]
         dead = self.ingest_query("SELECT count(*) FROM dead_letters WHERE gw = ANY(%s)", (self.gateways,))[0][0]
         dups = self._dups_seen + (scrape_duplicates(self.metrics_port) or 0)
+        gaps = 0
+        for gw in self.gateways:
+            if self.outbox_path(gw).exists():
+                boot, last_seq = outbox_boot(self.outbox_path(gw))
+                committed = self.ingest_query(
+                    "SELECT count(*) FROM batches WHERE gw = %s AND boot = %s AND seq BETWEEN 1 AND %s",
+                    (gw, boot, last_seq),
+                )[0][0]
+                gaps += last_seq - int(committed)
         stored = int(stored_r) + int(stored_e)
         return Ledger(
             generated=generated,
@@ -593,6 +613,7 @@ class Chain:
             dead_lettered=int(dead),
             dropped_by_policy=dropped,
             pending=pending,
+            seq_gaps=gaps,
             faults=_summarise(self.fault_log),
         )
 

@@ -85,5 +85,6 @@ def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_openin
         assert units["circuit:c-e2e-02:lampFailure"] == "street-lighting"
         assert ledger.lost == 0 and ledger.pending == 0
         assert ledger.dup_after_dedup == 0
+        assert ledger.seq_gaps == 0
         assert ledger.dead_lettered == 0
         assert ledger.generated > 500

@@ -107,4 +107,5 @@ def test_chain_storm_cover_lamps_truck_raise_the_right_cases_and_verified_fixes_
         assert ledger.generated > 500
         assert ledger.lost == 0 and ledger.pending == 0
         assert ledger.dup_after_dedup == 0
+        assert ledger.seq_gaps == 0
         assert ledger.dead_lettered == 0

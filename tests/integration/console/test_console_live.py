@@ -201,7 +201,13 @@ async def test_feed_survives_broker_restart_and_high_descriptors(broker: Any) ->
     """The feed reconnects after the broker comes back, and works with descriptor numbers > 1024
     (paho's own select() loop would not: that is why the feed is driven by asyncio)."""
     import os
+    import resource
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        if hard != resource.RLIM_INFINITY and hard < 1400:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1400: cannot open descriptors past 1024")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1400, hard))
     probe: Probe | None = Probe(broker.port, "nothing/#")  # a plain paho client: connected before the flood
     filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # push the next socket past fd 1024
     hub = Hub(flush_s=0.05)
