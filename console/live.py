@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,12 +22,12 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from console.errors import StoreUnavailable
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
+from contracts.paho import connect_kwargs, new_client
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +170,8 @@ class MqttFeed:
         self._sock: Any = None
         self._stopping = False
         client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if settings.username:
-            self._client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            self._client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
+        # a live view needs no session: what happened while it was away is in the stores
+        self._client = new_client(settings, client_id, persistent=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -196,8 +194,8 @@ class MqttFeed:
                 if self._sock is None:
                     try:
                         # the TCP (and TLS) handshake blocks: do it in a worker thread
-                        await asyncio.to_thread(self._client.connect, self._settings.host, self._settings.port,
-                                                self._settings.keepalive_s)
+                        await asyncio.to_thread(
+                            functools.partial(self._client.connect, **connect_kwargs(self._client, self._settings)))
                         delay_s = 1.0
                     except (OSError, ValueError) as exc:
                         if not failing:

@@ -126,6 +126,8 @@ def test_mbap() -> None:
 def test_arbitrary_bytes_never_crash_the_reply_path(buf: bytes, fc: int, count: int) -> None:
     if fc in (5, 6):
         count = 1
+    elif fc == 16:
+        count = min(count, 123)  # a write request carries at most 123 registers
     values = tuple([1] * count) if fc in (5, 6, 15, 16) else ()
     req = Request(1, fc, 0, count, values)
     scan = scan_rtu_reply(buf, req)
