@@ -83,9 +83,14 @@ def responsible_unit(catalog: Catalog, category: CategoryDef, owner: str | None,
 
 
 def correlation_key(case_rule: CaseRule, rule: str, device: str, info: DeviceInfo | None) -> str:
-    """One open case per key: per (device, condition), or per circuit / grid when configured."""
+    """One open case per key: per (device, condition), per grid and condition, or per circuit.
+
+    A circuit is one maintenance job whatever its lamps report: a dead feeder makes every lamp
+    raise both ``supplyVoltage`` and ``lampFailure`` (relay on, no current), and the city wants
+    one case for it, so the circuit key carries no rule name.
+    """
     if case_rule.correlate == "circuit" and info is not None and info.circuit:
-        return f"circuit:{info.circuit}:{rule}"
+        return f"circuit:{info.circuit}"
     if case_rule.correlate == "grid" and info is not None and info.grid:
         return f"grid:{info.grid}:{rule}"
     return f"device:{device}:{rule}"

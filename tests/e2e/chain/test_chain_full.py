@@ -46,11 +46,11 @@ def test_chain_storm_cover_lamps_truck_raise_the_right_cases_and_verified_fixes_
         assert cover.kind == "component"
 
         # -- the burnt-out lamp: a street-lamp case for its owner
-        lamp = wait_case(c, 30, "burnt-out lamp case", corr_key="circuit:c-e2e-01:lampFailure")
+        lamp = wait_case(c, 30, "burnt-out lamp case", corr_key="circuit:c-e2e-01")
         assert (lamp.service_code, lamp.unit, lamp.device) == ("B0118", "street-lighting", "lamp-e2e-01")
 
         # -- the circuit outage: one case per condition for the whole circuit, both lamps attached
-        outage = wait_case(c, 40, "circuit outage case", corr_key="circuit:c-e2e-02:lampFailure")
+        outage = wait_case(c, 40, "circuit outage case", corr_key="circuit:c-e2e-02")
         assert outage.service_code == "B0118"
         c.wait_for(
             lambda: {a.device for a in linked(c, outage.id)} == {"lamp-e2e-02", "lamp-e2e-03"},

@@ -76,7 +76,7 @@ def test_map_alarm() -> None:
     water = map_alarm(CAT, alarm("mh-0001", "manhole-tilt"), COVER_WATER)
     assert water is not None and water.unit == "water-supply"
     lamp = map_alarm(CAT, alarm("lamp-0001", "lampFailure"), LAMP_A)
-    assert lamp is not None and lamp.corr_key == "circuit:c-7:lampFailure"
+    assert lamp is not None and lamp.corr_key == "circuit:c-7"
     wim = map_alarm(CAT, alarm("wim-1", "wim-overload", severity="critical"), DeviceInfo("wim-1", "wim", "wim"))
     assert wim is not None and wim.urgency is Urgency.URGENT and wim.unit == "xihu"
 
