@@ -100,6 +100,8 @@ class CategoryDef(StrictModel):
     local: bool = False  # a local extension (扩展部件/事件), not in the national list
     owner_unit: str | None = None  # components: the owner (属主) when the device names none
     agency_unit: str | None = None  # events: the owning agency after the locality
+    #: events: "agency_first" for matters only the agency can act on (overloading is 治超 enforcement)
+    route: Literal["locality_first", "agency_first"] = "locality_first"
     limits: dict[Urgency, Limits]
 
     @field_validator("limits")

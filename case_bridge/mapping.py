@@ -69,11 +69,14 @@ def locality(catalog: Catalog, grid: str | None) -> Locality:
 
 
 def responsible_unit(catalog: Catalog, category: CategoryDef, owner: str | None, grid: str | None) -> str:
-    """部件: owner first, then locality. 事件: locality first (street, district), then agency."""
+    """部件: owner first, then locality. 事件: locality first (street, district), then agency,
+    unless the category routes to its agency first (an enforcement matter a street office cannot act on)."""
     loc = locality(catalog, grid)
     local_chain = [loc.street, loc.district]
     if category.kind is CaseKind.COMPONENT:
         chain = [owner, category.owner_unit, *local_chain]
+    elif category.route == "agency_first":
+        chain = [category.agency_unit, *local_chain]
     else:
         chain = [*local_chain, category.agency_unit]
     for unit in chain:

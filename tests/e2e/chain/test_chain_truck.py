@@ -12,13 +12,6 @@ from tests.support.chain import ChainOptions, chain
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="case_bridge/mapping.py responsible_unit() sends every 事件 to the locality first "
-    "(grid -> street -> district) and reaches the category's agency_unit only when the grid is unknown, so "
-    "the S9901 车辆超限超载 case goes to the street office beishan-street although configs/categories.yaml "
-    "names agency_unit transport-enforcement for it and a street office cannot enforce overloading",
-)
 def test_chain_an_overload_case_goes_to_transport_enforcement(tmp_path: Path) -> None:
     with chain(tmp_path, ChainOptions(scenario=HERE / "truck.yaml", rules_file=RULES)) as c:
         case = wait_case(c, 40, "overload case", device="wim-truck-01", rule="wim-overload")

@@ -78,7 +78,7 @@ def test_map_alarm() -> None:
     lamp = map_alarm(CAT, alarm("lamp-0001", "lampFailure"), LAMP_A)
     assert lamp is not None and lamp.corr_key == "circuit:c-7"
     wim = map_alarm(CAT, alarm("wim-1", "wim-overload", severity="critical"), DeviceInfo("wim-1", "wim", "wim"))
-    assert wim is not None and wim.urgency is Urgency.URGENT and wim.unit == "xihu"
+    assert wim is not None and wim.urgency is Urgency.URGENT and wim.unit == "transport-enforcement"
 
 
 def test_unknown_device_matches_only_explicit_rule_names() -> None:
@@ -132,3 +132,15 @@ def test_cloud_example_sections_validate(capsys: pytest.CaptureFixture[str]) -> 
     args_cases(parser)
     assert cmd_cases(parser.parse_args(["-c", str(cfg), "--check"])) == 0
     assert "21 categories" in capsys.readouterr().out
+
+
+def test_an_agency_first_event_goes_to_its_agency_before_the_street() -> None:
+    from case_bridge.config import load_catalog
+    from case_bridge.mapping import responsible_unit
+
+    catalog = load_catalog()
+    overload = catalog.category("S9901")
+    water = catalog.category("S0111")
+    grid = GAUGE.grid
+    assert responsible_unit(catalog, overload, None, grid) == "transport-enforcement"
+    assert responsible_unit(catalog, water, None, grid) != water.agency_unit  # road water stays local first
