@@ -1,80 +1,43 @@
-"""Helpers for the case-bridge tests: alarms, devices, stores on SQLite and PostgreSQL."""
+"""Helpers for the case-bridge integration tests: the shared fixtures plus MQTT helpers."""
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+import queue
+import time
 
-from case_bridge.store import CaseStore, open_case_store
-from contracts.alarms import AlarmTransition, Severity, TransitionKind
-from contracts.reading import DeviceInfo
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-CST = dt.timezone(dt.timedelta(hours=8))
-# Wednesday 2026-11-25 10:00 +08:00: inside working hours
-T0 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=CST).timestamp()
+from tests.support.cases import (
+    COVER_GAS,
+    COVER_UNKNOWN,
+    COVER_WATER,
+    CST,
+    GAUGE,
+    LAMP_A,
+    LAMP_B,
+    T0,
+    alarm,
+    pg_store,
+    sqlite_store,
+)
 
-GAUGE = DeviceInfo("wl-0001", "radar-level", "water_gauge", 30.25, 120.13, grid="330106001001")
-COVER_WATER = DeviceInfo("mh-0001", "tilt", "manhole", 30.26, 120.14, grid="330106002001",
-                         component_id="3301060101000001")  # 上水井盖 -> water-supply
-COVER_GAS = DeviceInfo("mh-0002", "tilt", "manhole", 30.26, 120.14, grid="330106002001",
-                       component_id="3301060111000002", owner="gas")
-COVER_UNKNOWN = DeviceInfo("mh-0003", "tilt", "manhole", grid="330102001001")
-LAMP_A = DeviceInfo("lamp-0001", "lamp", "lamp", grid="330106001001", circuit="c-7")
-LAMP_B = DeviceInfo("lamp-0002", "lamp", "lamp", grid="330106001001", circuit="c-7")
-
-
-def alarm(device: str, rule: str, kind: str = "raised", severity: str = "major", t: float = T0,
-          value: float | None = 1.0, alarm_id: str | None = None, evidence: dict[str, object] | None = None
-          ) -> AlarmTransition:
-    return AlarmTransition(
-        alarm_id=alarm_id or f"{device}:{rule}:1",
-        device=device,
-        rule=rule,
-        kind=TransitionKind(kind),
-        severity=Severity(severity),
-        t=t,
-        value=value,
-        evidence=evidence or {},
-    )
-
-
-@contextmanager
-def pg_store(dsn: str, **kw: float) -> Iterator[CaseStore]:
-    """A store in a schema of its own inside the session database, dropped afterwards."""
-    import psycopg
-
-    schema = f"cases_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in dsn else "?"
-    store = open_case_store(f"{dsn}{sep}options=-csearch_path%3D{schema}", **kw)  # type: ignore[arg-type]
-    try:
-        yield store
-    finally:
-        store.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@contextmanager
-def sqlite_store(tmp: Path, **kw: float) -> Iterator[CaseStore]:
-    store = open_case_store(f"sqlite:///{tmp}/cases.db", **kw)  # type: ignore[arg-type]
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-# ---------------------------------------------------------------- MQTT helpers (real broker)
-
-import queue  # noqa: E402
-import time  # noqa: E402
-
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+__all__ = [
+    "COVER_GAS",
+    "COVER_UNKNOWN",
+    "COVER_WATER",
+    "CST",
+    "GAUGE",
+    "LAMP_A",
+    "LAMP_B",
+    "T0",
+    "Collector",
+    "alarm",
+    "mqtt_client",
+    "pg_store",
+    "publish_all",
+    "sqlite_store",
+]
 
 
 def mqtt_client(port: int, client_id: str = "") -> mqtt.Client:

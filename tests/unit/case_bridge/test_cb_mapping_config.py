@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cb_support import COVER_GAS, COVER_UNKNOWN, COVER_WATER, GAUGE, LAMP_A, alarm
 
 from case_bridge.config import (
     DEFAULT_CATEGORIES,
@@ -21,6 +20,7 @@ from case_bridge.errors import UnknownCategory
 from case_bridge.mapping import component_category, map_alarm, match_rule, responsible_unit
 from contracts.errors import ConfigError
 from contracts.reading import DeviceInfo
+from tests.support.cases import COVER_GAS, COVER_UNKNOWN, COVER_WATER, GAUGE, LAMP_A, alarm
 
 CAT = load_catalog()
 

@@ -6,10 +6,10 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from cb_support import COVER_GAS, COVER_UNKNOWN, COVER_WATER, CST, GAUGE, T0, alarm
 
 from case_bridge.deadlines import deadline
 from case_bridge.store import CaseStore, open_case_store
+from tests.support.cases import COVER_GAS, COVER_UNKNOWN, COVER_WATER, CST, GAUGE, T0, alarm
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for the case-bridge tests: alarms, devices, stores on SQLite and PostgreSQL."""
+"""Case-bridge test fixtures shared by unit and integration tests: alarms, devices, stores on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
