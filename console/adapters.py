@@ -1,10 +1,7 @@
 """Ports over the real stores: ``cloud_ingest`` time series, ``case_bridge`` cases, alarms.
 
 The console shows what these stores hold and asks them to change it; every translation of
-their types and errors into console views happens here, once. Where a store's public API
-lacks a filter the console needs (cases by device or by creation time, for the device page
-and Open311 date ranges), :meth:`CaseAdapter._query` reads the ``cases`` table through the
-store's own read transaction and row decoder — a documented gap, see the console report.
+their types and errors into console views happens here, once, through the stores' public APIs.
 """
 
 from __future__ import annotations
@@ -148,61 +145,26 @@ class CaseAdapter:
             raise StoreUnavailable(f"case store: {exc}") from exc
 
     def worklist(self, flt: CaseFilter, now: float) -> CasePage:
+        states: list[str] | None = list(flt.states) or None
+        if flt.status == "closed":
+            states = [s for s in (states or TERMINAL) if s in TERMINAL] or ["closed"]
+        ids = [i for i in (_case_id(x) for x in flt.ids) if i is not None] if flt.ids else None
+        if flt.ids and not ids:
+            return CasePage([], 0)  # only ids that cannot exist were asked for
+        # a device's or a date range's cases read newest first; a worklist nearest deadline first
+        by_time = flt.device is not None or flt.created_from is not None or flt.created_to is not None or ids
         try:
-            if flt.ids:
-                items = [v for v in (self.get(i) for i in flt.ids) if v is not None]
-                if flt.unit is not None:
-                    items = [v for v in items if v.unit == flt.unit]
-                return CasePage(items, len(items))
-            if flt.device is not None or flt.created_from is not None or flt.created_to is not None:
-                return self._query(flt, now)
-            states: list[str] | None = list(flt.states) or None
-            include_closed = True
-            if flt.status == "open":
-                include_closed = False
-            elif flt.status == "closed":
-                states = [s for s in (states or TERMINAL) if s in TERMINAL] or ["closed"]
-            page = self.store.worklist(unit=flt.unit, state=states, category=flt.category, overdue=flt.overdue,
-                                       sort="deadline", limit=flt.limit, offset=flt.offset, now=now,
-                                       include_closed=include_closed)
+            page = self.store.worklist(
+                unit=flt.unit, state=states, category=flt.category, overdue=flt.overdue,
+                sort="-created_at" if by_time else "deadline", limit=flt.limit, offset=flt.offset, now=now,
+                include_closed=flt.status != "open", device=flt.device, ids=ids,
+                created_from=flt.created_from, created_to=flt.created_to,
+            )
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         except CaseError as exc:
             raise StoreUnavailable(f"case store: {exc}") from exc
         return CasePage([self._view(c) for c in page.items], page.total)
-
-    def _query(self, flt: CaseFilter, now: float) -> CasePage:
-        where: list[str] = []
-        params: list[Any] = []
-        for col, val in (("device", flt.device), ("unit", flt.unit)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        if flt.category is not None:
-            where.append("service_code = ?")
-            params.append(flt.category)
-        if flt.created_from is not None:
-            where.append("created_at >= ?")
-            params.append(flt.created_from)
-        if flt.created_to is not None:
-            where.append("created_at <= ?")
-            params.append(flt.created_to)
-        if flt.states:
-            where.append(f"state IN ({', '.join('?' * len(flt.states))})")
-            params.extend(flt.states)
-        if flt.status == "open":
-            where.append("is_open = 1")
-        elif flt.status == "closed":
-            where.append("is_open = 0")
-        if flt.overdue is not None:
-            where.append("deadline < ?" if flt.overdue else "deadline >= ?")
-            params.append(now)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        with self.store.db.read() as tx:
-            total = int(tx.execute(f"SELECT COUNT(*) FROM cases{clause}", params)[0][0])
-            rows = tx.execute(f"SELECT {cb_store._COLUMNS} FROM cases{clause} ORDER BY created_at DESC, id DESC "
-                              "LIMIT ? OFFSET ?", [*params, flt.limit, flt.offset])
-        return CasePage([self._view(cb_store._case(r, now)) for r in rows], total)
 
     def timeline(self, case_id: str) -> list[TimelineEntry]:
         cid = _case_id(case_id)
