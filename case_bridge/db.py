@@ -318,7 +318,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             # the device registry learnt from retained birth messages, so a restarted bridge
             # maps alarms that arrive before the births correctly
             # messages the bridge could not use, with the reason: acknowledged, never silently lost
-            """CREATE TABLE dead_letters (
+            """CREATE TABLE case_dead_letters (
                 id {PK},
                 t {REAL} NOT NULL,
                 topic TEXT NOT NULL,

@@ -658,14 +658,14 @@ class CaseStore:
         """Keep a message the bridge could not use, with why (inspect with ``dead_letters``)."""
         with self.db.tx() as tx:
             tx.execute(
-                "INSERT INTO dead_letters (t, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO case_dead_letters (t, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
                 (now, topic, reason, detail[:1000], payload[:65536].decode("utf-8", "replace")),
             )
 
     def dead_letters(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
         with self.db.read() as tx:
             rows = tx.execute(
-                "SELECT t, topic, reason, detail, payload FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+                "SELECT t, topic, reason, detail, payload FROM case_dead_letters ORDER BY id DESC LIMIT ?", (limit,)
             )
         return [(float(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 

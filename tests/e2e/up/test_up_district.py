@@ -1,4 +1,5 @@
-"""``citywatch up`` (what ``make up`` runs): the whole district in one process, through its console.
+"""``citywatch up`` (what ``make up`` runs): the whole district in one process, through its console,
+on the embedded SQLite stores and with ``--db postgresql://...``.
 
 Starts the real command on a compressed storm, then, as a newcomer would, logs in to the console
 it printed and watches readings, alarms and auto-raised cases arrive; Ctrl-C stops it cleanly.
@@ -6,6 +7,7 @@ it printed and watches readings, alarms and auto-raised cases arrive; Ctrl-C sto
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.services import free_port
+from tests.support.services import free_port, pg_database
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.e2e
@@ -33,13 +35,20 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def test_up_runs_a_district_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_up_runs_a_district_end_to_end(tmp_path: Path, backend: str) -> None:
+    with contextlib.ExitStack() as stack:
+        db = ["--db", stack.enter_context(pg_database())] if backend == "postgresql" else []
+        _run_district(tmp_path, db)
+
+
+def _run_district(tmp_path: Path, db_args: list[str]) -> None:
     port = free_port()
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "citywatch.cli", "up", "--data", str(tmp_path / "data"), "--port", str(port),
-             "--speed", "30", "--duration", "240"],
+             "--speed", "30", "--duration", "240", *db_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
