@@ -363,6 +363,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 def migrate(db: SqliteDb | PostgresDb) -> int:
     """Apply pending migrations; returns the schema version. Safe to run from two processes."""
     tokens = _TOKENS[db.dialect]
+    # an up-to-date schema needs no DDL and no lock: a least-privilege role
+    # (configs/postgres/service_roles.sql) may open it without CREATE on the schema
+    exists_sql = ("SELECT to_regclass('schema_migrations') IS NOT NULL" if db.dialect == "postgresql"
+                  else "SELECT count(*) FROM sqlite_master WHERE name = 'schema_migrations'")
+    with db.tx() as tx:
+        if tx.execute(exists_sql)[0][0]:
+            applied = {int(r[0]) for r in tx.execute("SELECT version FROM schema_migrations")}
+            if all(number in applied for number, _name, _stmts in MIGRATIONS):
+                return max(applied, default=0)
     with db.tx() as tx:
         tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
     version = 0

@@ -325,8 +325,13 @@ class PostgresAlarmStore(_SqlStore):
         try:
             self._conn = psycopg.connect(url, autocommit=False)
             with self._conn.cursor() as cur:
-                for stmt in _SCHEMA:
-                    cur.execute(stmt.replace("{autoinc}", "BIGSERIAL PRIMARY KEY"))
+                # a least-privilege role (configs/postgres/service_roles.sql) has no CREATE on the
+                # schema: the owner created the tables, so only create them when they are missing
+                cur.execute("SELECT to_regclass('rules_transitions') IS NOT NULL")
+                row = cur.fetchone()
+                if not (row and row[0]):
+                    for stmt in _SCHEMA:
+                        cur.execute(stmt.replace("{autoinc}", "BIGSERIAL PRIMARY KEY"))
             self._conn.commit()
         except psycopg.Error as exc:
             raise AlarmStoreError(f"cannot open alarm store {_redact(url)}: {exc}") from exc
