@@ -33,7 +33,7 @@ from contracts import topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import connect_async, new_client, sub_options
+from contracts.paho import new_client, sub_options
 from contracts.payloads import OpenCases, decode_alarm, decode_status, encode_open_cases
 from contracts.reading import DeviceInfo
 
@@ -137,14 +137,14 @@ class CaseBridge:
 
     def _make_client(self) -> mqtt.Client:
         m = self.mqtt
-        client = new_client(m, m.client_id or self.settings.client_id, manual_ack=True,
+        client, connect = new_client(m, m.client_id or self.settings.client_id, manual_ack=True,
                             session_expiry_s=self.settings.session_expiry_s)
         client.reconnect_delay_set(1, 10)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        connect_async(client, m)
+        client.connect_async(**connect)
         return client
 
     # ------------------------------------------------------------ asyncio side

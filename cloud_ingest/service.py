@@ -40,7 +40,7 @@ from cloud_ingest.validate import Accepted, Limits, Rejected, classify
 from cloud_ingest.watermark import AckTracker, Key
 from contracts import topics
 from contracts.config import MqttSettings
-from contracts.paho import connect_async, new_client, sub_options
+from contracts.paho import new_client, sub_options
 from contracts.payloads import encode_ack
 
 log = logging.getLogger(__name__)
@@ -194,14 +194,14 @@ class Ingester:
         # MQTT 3.1.1 (the all-in-one's embedded broker) has no Receive Maximum: there the broker's
         # own in-flight limit bounds what we hold while the store is down
         m = self.mqtt
-        client = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
+        client, connect = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
                             receive_maximum=self.cfg.receive_maximum)
         client.reconnect_delay_set(1, 10)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        connect_async(client, m)
+        client.connect_async(**connect)
         return client
 
     # ------------------------------------------------------------ asyncio side

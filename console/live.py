@@ -27,7 +27,7 @@ from console.errors import StoreUnavailable
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import connect_kwargs, new_client
+from contracts.paho import new_client
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class MqttFeed:
         self._stopping = False
         client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
         # a live view needs no session: what happened while it was away is in the stores
-        self._client = new_client(settings, client_id, persistent=False)
+        self._client, self._connect_args = new_client(settings, client_id, persistent=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -195,7 +195,7 @@ class MqttFeed:
                     try:
                         # the TCP (and TLS) handshake blocks: do it in a worker thread
                         await asyncio.to_thread(
-                            functools.partial(self._client.connect, **connect_kwargs(self._client, self._settings)))
+                            functools.partial(self._client.connect, **self._connect_args))
                         delay_s = 1.0
                     except (OSError, ValueError) as exc:
                         if not failing:

@@ -37,7 +37,7 @@ from contracts import topics
 from contracts.alarms import AlarmTransition
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import connect_async, new_client, sub_options
+from contracts.paho import new_client, sub_options
 from contracts.payloads import decode_alarm_ack, decode_events, decode_open_cases, decode_status, decode_telemetry
 from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
@@ -184,7 +184,7 @@ class RuleRunner:
 
     def _make_client(self) -> mqtt.Client:
         m = self.mqtt
-        client = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
+        client, connect = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
                             receive_maximum=self.cfg.receive_maximum)
         client.reconnect_delay_set(1, 10)
         client.max_inflight_messages_set(100)
@@ -193,7 +193,7 @@ class RuleRunner:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
-        connect_async(client, m)
+        client.connect_async(**connect)
         return client
 
     # ------------------------------------------------------------ asyncio side
