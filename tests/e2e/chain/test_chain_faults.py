@@ -1,5 +1,8 @@
 """Faults during the whole chain: the district of ``district.yaml`` plays out while processes die.
 
+Two schedules: ``full_schedule`` has the issue's counts at wall-clock scale (about 6 minutes);
+``schedule`` below is a scaled-down one that runs in under a minute:
+
 Scaled down to fit the e2e time budget (the whole e2e set runs in under 6 minutes), within ~50
 wall seconds while the storm, the cover lift, the outage and the trucks happen:
 
@@ -54,12 +57,37 @@ def schedule(c: Chain) -> list[tuple[float, str, Callable[[], None]]]:
     ]
 
 
+def full_schedule(c: Chain) -> list[tuple[float, str, Callable[[], None]]]:
+    """The issue's counts at wall-clock scale: broker kill -9 x10, ingester x5, rules and cases x3 each,
+    the ingester's database paused 30 s, gw-e2e-01's uplink cut for 5 minutes (about 6 minutes in all)."""
+    gw = "gw-e2e-01"
+    plan: list[tuple[float, str, Callable[[], None]]] = [
+        (5.0, f"uplink {gw} cut", lambda: c.cut_uplink(gw)),
+        (305.0, f"uplink {gw} restored", lambda: c.restore_uplink(gw)),
+        (110.0, "ingest database paused", c.pause_database),
+        (140.0, "ingest database resumed", c.resume_database),
+    ]
+    kills = {
+        "broker": (0.5, [10.0 + 30.0 * i for i in range(10)]),
+        "ingest": (0.3, [20.0, 80.0, 155.0, 215.0, 275.0]),
+        "rules": (0.3, [50.0, 165.0, 255.0]),
+        "cases": (0.3, [95.0, 185.0, 245.0]),
+    }
+    for name, (down_s, times) in kills.items():
+        for i, at in enumerate(times):
+            plan.append((at, f"{name} kill -9 #{i + 1}", lambda n=name, d=down_s: c.bounce(n, d)))
+    return sorted(plan, key=lambda item: item[0])
+
+
+@pytest.mark.parametrize("plan", [schedule, pytest.param(full_schedule, marks=[pytest.mark.slow,
+                                                                                pytest.mark.timeout(900)])],
+                         ids=["scaled", "full"])
 def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_opening_one_case_per_condition(
-    tmp_path: Path,
+    tmp_path: Path, plan: Callable[[Chain], list[tuple[float, str, Callable[[], None]]]],
 ) -> None:
     with chain(tmp_path, options()) as c:
         t0 = time.monotonic()
-        for at_s, what, action in schedule(c):
+        for at_s, what, action in plan(c):
             delay = at_s - (time.monotonic() - t0)
             if delay > 0:
                 time.sleep(delay)
@@ -69,14 +97,14 @@ def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_openin
             assert p.alive, f"{name} is not running after the faults:\n{p.tail()}"
 
         # every expected condition gets its case, once
-        c.wait_for(lambda: expected_conditions() <= set(one_case_per_condition(all_cases(c))), 60,
+        c.wait_for(lambda: expected_conditions() <= set(one_case_per_condition(all_cases(c))), 120,
                    "a case for every expected condition")
         c.quiesce()
         time.sleep(2.0)  # late alarms from the replayed backlog reach the bridge
         cases = all_cases(c)
         per_key = one_case_per_condition(cases)
         ledger = c.ledger()
-        print(ledger.line("chain faults"))
+        print(ledger.line(f"chain faults ({plan.__name__})"))
         print("cases per condition:", per_key)
         assert all(n == 1 for n in per_key.values()), per_key
         units = {x.corr_key: x.unit for x in cases}
