@@ -221,7 +221,7 @@ def test_database_paused_30s_then_restarted(
             time.sleep(3)
             pg.restart_immediate()  # and a crash-like restart: connections drop, WAL recovery
             th.join(90)
-            assert watcher.wait_for("gw-p", "boot1", msgs, 60), f"watermark {watcher.acks}"
+            assert watcher.wait_for("gw-p", "boot1", msgs, 120), f"watermark {watcher.acks}"
             assert ing.proc is not None and ing.proc.poll() is None, "the ingester recovered without a restart"
             store = open_store(pg.dsn)
             try:
