@@ -317,8 +317,11 @@ class Ingester:
             st = await task
             if self._fault_ack_delay_s:
                 await asyncio.sleep(self._fault_ack_delay_s)
-            self._ack(p.items)
+            # the watermark goes out before the PUBACKs, on the same connection: a kill between the two
+            # leaves the messages unacknowledged, so the broker redelivers them and the next run re-publishes
+            # the watermark (the other order could lose the watermark with nothing left to redeliver)
             await self._advance_watermarks(p.batch.seqs, st)
+            self._ack(p.items)
 
     async def _commit(self, p: Pending, st: Store) -> WriteResult:
         delay = self.cfg.retry_initial_s
