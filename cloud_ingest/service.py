@@ -40,7 +40,7 @@ from cloud_ingest.validate import Accepted, Limits, Rejected, classify
 from cloud_ingest.watermark import AckTracker, Key
 from contracts import topics
 from contracts.config import MqttSettings
-from contracts.paho import new_client, sub_options
+from contracts.paho import SubscriberCallbacks, new_client, sub_options
 from contracts.payloads import encode_ack
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def add_to_batch(out: WriteBatch, item: Item, verdict: Accepted | Rejected) -> i
     return 0
 
 
-class Ingester:
+class Ingester(SubscriberCallbacks):
     """One ingester process. ``await Ingester(...).run(stop)`` until ``stop`` is set."""
 
     def __init__(
@@ -155,20 +155,6 @@ class Ingester:
         if not self._connected:
             log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
         self._connected = True
-
-    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, rcs: list[ReasonCode], _p: Properties | None) -> None:
-        bad = [str(rc) for rc in rcs if rc.is_failure]
-        if bad:
-            log.error("subscription refused: %s", ", ".join(bad))
-        elif self._loop is not None and self.ready_event is not None:
-            self._loop.call_soon_threadsafe(self.ready_event.set)
-
-    def _on_disconnect(
-        self, _c: mqtt.Client, _ud: Any, _flags: mqtt.DisconnectFlags, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        if self._connected:
-            log.warning("disconnected from broker (%s); paho reconnects", rc)
-        self._connected = False
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         identity = None

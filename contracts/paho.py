@@ -7,15 +7,20 @@ MQTT 5 with a persistent session (clean start off, session expiry, receive maxim
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.config import MqttSettings
+
+log = logging.getLogger(__name__)
 
 
 def new_client(
@@ -51,3 +56,29 @@ def new_client(
 def sub_options(settings: MqttSettings, qos: int = 1) -> SubscribeOptions | int:
     """What ``subscribe([(topic, opts)])`` takes for this protocol (v3.1.1 wants a plain QoS)."""
     return SubscribeOptions(qos=qos) if settings.protocol_level == 5 else qos
+
+
+class SubscriberCallbacks:
+    """paho callbacks shared by the cloud subscribers: log state transitions once, signal readiness.
+
+    The host class sets ``_connected``, ``_loop`` (the asyncio loop) and ``ready_event`` (set once
+    every subscription is granted); the callbacks run on paho's thread and only hand over to the loop.
+    """
+
+    _connected: bool
+    _loop: asyncio.AbstractEventLoop | None
+    ready_event: asyncio.Event | None
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, rcs: list[ReasonCode], _p: Properties | None) -> None:
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            log.error("subscription refused: %s", ", ".join(bad))
+        elif self._loop is not None and self.ready_event is not None:
+            self._loop.call_soon_threadsafe(self.ready_event.set)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _ud: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        if self._connected:
+            log.warning("disconnected from broker (%s); paho reconnects", rc)
+        self._connected = False

@@ -37,7 +37,7 @@ from contracts import topics
 from contracts.alarms import AlarmTransition
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import new_client, sub_options
+from contracts.paho import SubscriberCallbacks, new_client, sub_options
 from contracts.payloads import decode_alarm_ack, decode_events, decode_open_cases, decode_status, decode_telemetry
 from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
@@ -81,7 +81,7 @@ def decode_inputs(
     return []
 
 
-class RuleRunner:
+class RuleRunner(SubscriberCallbacks):
     def __init__(
         self,
         mqtt_settings: MqttSettings,
@@ -139,20 +139,6 @@ class RuleRunner:
         self._connected = True
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._reconnected)
-
-    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, rcs: list[ReasonCode], _p: Properties | None) -> None:
-        bad = [str(rc) for rc in rcs if rc.is_failure]
-        if bad:
-            log.error("subscription refused: %s", ", ".join(bad))
-        elif self._loop is not None and self.ready_event is not None:
-            self._loop.call_soon_threadsafe(self.ready_event.set)
-
-    def _on_disconnect(
-        self, _c: mqtt.Client, _ud: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        if self._connected:
-            log.warning("disconnected from broker (%s); paho reconnects", rc)
-        self._connected = False
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
