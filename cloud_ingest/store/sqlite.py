@@ -38,41 +38,11 @@ from cloud_ingest.store.common import (
     latest_rows,
     reading_rows,
 )
+from cloud_ingest.store.schema import MIGRATIONS
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import ts_ms
 from contracts.reading import Event, Quality, Reading
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    device TEXT NOT NULL, metric TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (device, metric, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest (
-    device TEXT NOT NULL, metric TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (device, metric)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    device TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    gw TEXT NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (device, kind, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT NOT NULL,
-    gw TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, raw BLOB NOT NULL, digest BLOB NOT NULL,
-    UNIQUE (topic, digest));
-CREATE TABLE IF NOT EXISTS batches (
-    gw TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    n INTEGER NOT NULL, committed_at REAL NOT NULL,
-    PRIMARY KEY (gw, boot, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gaps (
-    gw TEXT NOT NULL, boot TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    detected_at REAL NOT NULL, filled_at REAL,
-    PRIMARY KEY (gw, boot, first_seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gateways (
-    gw TEXT PRIMARY KEY, state TEXT NOT NULL, boot TEXT NOT NULL, agent TEXT,
-    health TEXT NOT NULL DEFAULT '{}', updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, gw TEXT NOT NULL, info TEXT NOT NULL, updated_at REAL NOT NULL);
-"""
+from sqlstore import SqlStoreError, migrate
 
 
 def digest(raw: bytes) -> bytes:
@@ -94,8 +64,8 @@ class SqliteStore:
             self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+            migrate(self._conn, "ingest", MIGRATIONS)
+        except (sqlite3.Error, SqlStoreError) as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
 
     # ------------------------------------------------------------ plumbing
