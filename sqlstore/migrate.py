@@ -81,6 +81,9 @@ class Migration:
 
 
 VERSION_TABLE = "schema_version"
+# One advisory lock for every store, not one per store: the stores share schema_version, and two
+# concurrent CREATE TABLE IF NOT EXISTS of it collide in PostgreSQL's catalog.
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"citywatch.schema_version").digest()[:8], "big", signed=True)
 CREATE_VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_version (store TEXT NOT NULL, version INTEGER NOT NULL, "
     "name TEXT NOT NULL, applied_at {REAL} NOT NULL, PRIMARY KEY (store, version))"
@@ -110,11 +113,6 @@ def plan(migrations: Sequence[Migration], applied: Iterable[int]) -> list[Migrat
     return [m for m in migrations if m.version not in done]
 
 
-def lock_key(store: str) -> int:
-    """A stable signed 64-bit advisory-lock key per store name."""
-    return int.from_bytes(hashlib.sha256(f"citywatch.schema.{store}".encode()).digest()[:8], "big", signed=True)
-
-
 def resolve(step: Step, dialect: Dialect) -> str | PyStep:
     """What ``step`` means on ``dialect``: rendered SQL text, or a Python step to call."""
     chosen = step.for_dialect(dialect) if isinstance(step, Variant) else step
@@ -136,7 +134,7 @@ def applied_versions(sql: Sql, store: str) -> set[int]:
 
 @contextmanager
 def _transaction(sql: Sql, lock: int | None) -> Iterator[None]:
-    """A transaction; with ``lock``, one that excludes other migrating processes."""
+    """A transaction; with ``lock``, one that excludes other migrating processes until it ends."""
     if sql.dialect == "postgresql":
         with sql.conn.transaction():
             if lock is not None:
@@ -170,7 +168,7 @@ def migrate(
     with _transaction(sql, lock=None):
         if not plan(migrations, applied_versions(sql, store)):
             return []
-    with _transaction(sql, lock=lock_key(store)):
+    with _transaction(sql, lock=LOCK_KEY):
         sql.execute(render(CREATE_VERSION_TABLE, sql.dialect))
         applied = applied_versions(sql, store)
         if not applied and adopt is not None:

@@ -1,10 +1,10 @@
 -- The schema and sample data of ingest, rules and case stores as release d572fb5 created them
--- (generated once by opening each store with that code and dumping; never edit).
+-- (generated once by opening each store with that code and dumping, pg_dump --inserts without psql
+-- meta-commands; never edit).
 --
 -- PostgreSQL database dump
 --
 
-\restrict 8BqrbVMK7nlROTcUwkCdM2v9Cot9nY2pMap0CJhkYSPuWDS6r55wlOy3BONXpRg
 
 -- Dumped from database version 15.20 (Debian 15.20-0+deb12u1)
 -- Dumped by pg_dump version 15.20 (Debian 15.20-0+deb12u1)
@@ -1087,5 +1087,4 @@ ALTER TABLE ONLY public.case_links
 -- PostgreSQL database dump complete
 --
 
-\unrestrict 8BqrbVMK7nlROTcUwkCdM2v9Cot9nY2pMap0CJhkYSPuWDS6r55wlOy3BONXpRg
 
