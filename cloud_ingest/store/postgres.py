@@ -22,16 +22,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud_ingest.errors import StoreError, StoreUnavailable
 from cloud_ingest.store.base import (
-    DeadLetter,
     DeviceState,
-    Gap,
-    GatewayState,
     Point,
     ReadingChunk,
     WriteBatch,
@@ -39,8 +35,8 @@ from cloud_ingest.store.base import (
     make_chunk,
 )
 from cloud_ingest.store.common import device_info_from_json
+from cloud_ingest.store.queries import SharedQueries, digest
 from cloud_ingest.store.schema import MIGRATIONS
-from cloud_ingest.store.sqlite import digest
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
 from contracts.reading import Event, Quality, Reading
@@ -58,8 +54,10 @@ _TRANSIENT = (
 )
 
 
-class PostgresStore:
+class PostgresStore(SharedQueries):
     """The production store. Safe to share between threads (one lock, one connection)."""
+
+    dialect = "postgresql"
 
     def __init__(self, url: str, connect_timeout_s: int = 5) -> None:
         self.url = url
@@ -376,61 +374,3 @@ class PostgresStore:
             DeviceState(device_info_from_json(info), gw, bool(on), None if seen is None else round(seen, 3), upd)
             for info, gw, on, seen, upd in rows
         ]
-
-    def gateways(self) -> list[GatewayState]:
-        rows = self._query(
-            "SELECT g.gw, g.state, g.boot, g.agent, g.health, g.updated_at, "
-            "(SELECT count(*) FROM devices d WHERE d.gw = g.gw) FROM gateways g ORDER BY g.gw"
-        )
-        return [
-            GatewayState(
-                gw,
-                st == "online",
-                boot,
-                agent,
-                health if isinstance(health, dict) else orjson.loads(health),
-                upd,
-                int(n),
-            )
-            for gw, st, boot, agent, health, upd, n in rows
-        ]
-
-    def dead_letters(self, limit: int = 100, since: float | None = None) -> list[DeadLetter]:
-        rows = self._query(
-            "SELECT id, received_at, topic, gw, reason, detail, raw FROM dead_letters "
-            "WHERE received_at >= %s ORDER BY id DESC LIMIT %s",
-            (since if since is not None else float("-inf"), limit),
-        )
-        return [DeadLetter(int(i), t, tp, gw, r, d, bytes(raw)) for i, t, tp, gw, r, d, raw in rows]
-
-    def dead_letter_count(self) -> int:
-        return int(self._query("SELECT count(*) FROM dead_letters")[0][0])
-
-    def gaps(self, gw: str | None = None, open_only: bool = False) -> list[Gap]:
-        sql = "SELECT gw, boot, first_seq, last_seq, detected_at, filled_at FROM gaps WHERE true"
-        params: list[Any] = []
-        if gw is not None:
-            sql += " AND gw = %s"
-            params.append(gw)
-        if open_only:
-            sql += " AND filled_at IS NULL"
-        return [Gap(*row) for row in self._query(sql + " ORDER BY gw, boot, first_seq", params)]
-
-    def record_gap(self, gap: Gap) -> None:
-        self._exec(
-            "INSERT INTO gaps VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (gw, boot, first_seq) DO UPDATE SET "
-            "last_seq = greatest(gaps.last_seq, excluded.last_seq)",
-            (gap.gw, gap.boot, gap.first_seq, gap.last_seq, gap.detected_at, gap.filled_at),
-        )
-
-    def close_gaps(self, gw: str, boot: str, upto_seq: int, now: float) -> None:
-        self._exec(
-            "UPDATE gaps SET filled_at = %s WHERE gw = %s AND boot = %s AND last_seq <= %s AND filled_at IS NULL",
-            (now, gw, boot, upto_seq),
-        )
-
-    def committed_seqs(self, gw: str, boot: str, after_seq: int) -> list[int]:
-        rows = self._query(
-            "SELECT seq FROM batches WHERE gw = %s AND boot = %s AND seq > %s ORDER BY seq", (gw, boot, after_seq)
-        )
-        return [int(r[0]) for r in rows]

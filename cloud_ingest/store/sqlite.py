@@ -9,7 +9,6 @@ are ``WITHOUT ROWID`` keyed by their identity, so ``INSERT OR IGNORE`` is the de
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
@@ -21,10 +20,7 @@ import orjson
 
 from cloud_ingest.errors import StoreError, StoreUnavailable
 from cloud_ingest.store.base import (
-    DeadLetter,
     DeviceState,
-    Gap,
-    GatewayState,
     Point,
     ReadingChunk,
     WriteBatch,
@@ -38,6 +34,7 @@ from cloud_ingest.store.common import (
     latest_rows,
     reading_rows,
 )
+from cloud_ingest.store.queries import SharedQueries, digest
 from cloud_ingest.store.schema import MIGRATIONS
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import ts_ms
@@ -45,13 +42,10 @@ from contracts.reading import Event, Quality, Reading
 from sqlstore import SqlStoreError, migrate
 
 
-def digest(raw: bytes) -> bytes:
-    """Dead-letter identity with the topic: a redelivered bad payload is stored once."""
-    return hashlib.sha256(raw).digest()
-
-
-class SqliteStore:
+class SqliteStore(SharedQueries):
     """One connection guarded by a lock; safe to share between threads of one process."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: str, url: str | None = None) -> None:
         self.url = url or f"sqlite:///{path}"
@@ -244,58 +238,7 @@ class SqliteStore:
             for info, gw, on, seen, upd in rows
         ]
 
-    def gateways(self) -> list[GatewayState]:
-        rows = self._query(
-            "SELECT g.gw, g.state, g.boot, g.agent, g.health, g.updated_at, "
-            "(SELECT count(*) FROM devices d WHERE d.gw = g.gw) FROM gateways g ORDER BY g.gw"
-        )
-        return [
-            GatewayState(gw, st == "online", boot, agent, orjson.loads(health), upd, n)
-            for gw, st, boot, agent, health, upd, n in rows
-        ]
-
-    def dead_letters(self, limit: int = 100, since: float | None = None) -> list[DeadLetter]:
-        rows = self._query(
-            "SELECT id, received_at, topic, gw, reason, detail, raw FROM dead_letters "
-            "WHERE received_at >= ? ORDER BY id DESC LIMIT ?",
-            (since if since is not None else float("-inf"), limit),
-        )
-        return [DeadLetter(i, t, tp, gw, r, d, bytes(raw)) for i, t, tp, gw, r, d, raw in rows]
-
-    def dead_letter_count(self) -> int:
-        return int(self._query("SELECT count(*) FROM dead_letters")[0][0])
-
-    def gaps(self, gw: str | None = None, open_only: bool = False) -> list[Gap]:
-        sql = "SELECT gw, boot, first_seq, last_seq, detected_at, filled_at FROM gaps WHERE 1=1"
-        params: list[Any] = []
-        if gw is not None:
-            sql += " AND gw = ?"
-            params.append(gw)
-        if open_only:
-            sql += " AND filled_at IS NULL"
-        rows = self._query(sql + " ORDER BY gw, boot, first_seq", params)
-        return [Gap(*row) for row in rows]
-
-    def record_gap(self, gap: Gap) -> None:
-        self._exec(
-            "INSERT INTO gaps VALUES (?,?,?,?,?,?) ON CONFLICT (gw, boot, first_seq) DO UPDATE SET "
-            "last_seq = max(gaps.last_seq, excluded.last_seq)",
-            (gap.gw, gap.boot, gap.first_seq, gap.last_seq, gap.detected_at, gap.filled_at),
-        )
-
-    def close_gaps(self, gw: str, boot: str, upto_seq: int, now: float) -> None:
-        self._exec(
-            "UPDATE gaps SET filled_at = ? WHERE gw = ? AND boot = ? AND last_seq <= ? AND filled_at IS NULL",
-            (now, gw, boot, upto_seq),
-        )
-
-    def committed_seqs(self, gw: str, boot: str, after_seq: int) -> list[int]:
-        rows = self._query(
-            "SELECT seq FROM batches WHERE gw = ? AND boot = ? AND seq > ? ORDER BY seq", (gw, boot, after_seq)
-        )
-        return [int(r[0]) for r in rows]
-
-    def _exec(self, sql: str, params: Sequence[Any]) -> None:
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self._lock:
             try:
                 self._conn.execute(sql, params)
