@@ -16,7 +16,6 @@ the call wait: the kernel still acknowledges TCP, and there is nothing to do but
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -41,8 +40,6 @@ from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
 from contracts.reading import Event, Quality, Reading
 from sqlstore import SqlStoreError, migrate
-
-log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 TS = "(timestamptz 'epoch' + %s * interval '1 millisecond')"
