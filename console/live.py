@@ -198,6 +198,9 @@ class MqttFeed:
                     attempt += 1
                     continue
                 attempt = 0
+                if self._stopping:  # stopped while connecting
+                    await link.close()
+                    break
                 self._link = link
                 log.info("console live feed: connected to %s (MQTT %s)", self._settings.url, link.protocol)
                 try:
