@@ -38,10 +38,10 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from contracts import payloads, topics  # noqa: E402
 from contracts.reading import Reading  # noqa: E402
 from edge_agent.outbox import Outbox  # noqa: E402
-from edge_agent.testing import Acknowledger  # noqa: E402
 from firmware_sim.config import SimConfig  # noqa: E402
 from firmware_sim.gwconfig import gateway_document  # noqa: E402
 from firmware_sim.server import SimServer  # noqa: E402
+from tests.support.acknowledger import Acknowledger  # noqa: E402
 from tests.support.services import mosquitto  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")

@@ -1,7 +1,8 @@
 """The case bridge process: alarm transitions in, cases out; the thin async shell.
 
-Threading choice: paho's network loop runs in its own thread (``loop_start``) and hands each
-message to the asyncio loop with ``call_soon_threadsafe``; everything else (store writes,
+Transport: a :class:`mqttlink.source.MessageSource`, by default :class:`mqttlink.threaded.
+ThreadedSource` (paho's network thread), which hands each message to the asyncio loop with
+``call_soon_threadsafe``; everything else (store writes,
 publishing ``case-open``, verification ticks, notifications) runs on the one asyncio loop.
 Cases are a low-rate stream, so store calls run inline on the loop (a write is ~1 ms).
 
@@ -18,12 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from case_bridge.config import CasesSettings
 from case_bridge.errors import CaseError, StoreConflict, StoreError
@@ -33,21 +28,14 @@ from contracts import topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import new_client, sub_options
 from contracts.payloads import OpenCases, decode_alarm, decode_status, encode_open_cases
 from contracts.reading import DeviceInfo
+from mqttlink.source import Delivery, MessageSource
+from mqttlink.threaded import ThreadedSource
 
 log = logging.getLogger("citywatch.cases")
 
 _ALARM_PREFIX = topics.ALARMS_FILTER[:-1]
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
 
 
 def alarm_notice(tr: AlarmTransition, outcome: AlarmOutcome, utc_offset_s: int = 8 * 3600) -> Notice:
@@ -87,6 +75,8 @@ class CaseBridge:
         settings: CasesSettings,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        source: MessageSource | None = None,
     ) -> None:
         self.store = store
         self.mqtt = mqtt_settings
@@ -95,57 +85,17 @@ class CaseBridge:
         self.clock = clock
         self.registry: dict[str, DeviceInfo] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
-        self._client: mqtt.Client | None = None
-        self._connected = False
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._source = source
         self._published: dict[str, bytes] = {}
         self._dead_letters: dict[str, int] = {}
         self._store_failing = False
-        self.ready = asyncio.Event()
+        self.ready = source.ready if source is not None else asyncio.Event()
         self.processed = 0
 
-    # ------------------------------------------------------------ paho thread side
-
-    def _on_connect(self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, rc: ReasonCode,
-                    _p: Properties | None) -> None:
-        if rc.is_failure:
-            log.error("broker refused the connection: %s", rc)
-            return
-        opts = sub_options(self.mqtt)
-        client.subscribe([(topics.gw_filter("status"), opts), (topics.ALARMS_FILTER, opts)])  # type: ignore[arg-type]
-        if not self._connected:
-            log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
-        self._connected = True
-
-    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, rcs: list[ReasonCode], _p: Properties | None) -> None:
-        bad = [str(rc) for rc in rcs if rc.is_failure]
-        if bad:
-            log.error("subscription refused: %s", ", ".join(bad))
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(self.ready.set)
-
-    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode,
-                       _p: Properties | None) -> None:
-        if self._connected:
-            log.warning("disconnected from broker (%s); paho reconnects", rc)
-        self._connected = False
-
-    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+    def _on_delivery(self, d: Delivery) -> None:  # transport thread
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._inbox.put_nowait, item)
-
-    def _make_client(self) -> mqtt.Client:
-        m = self.mqtt
-        client, connect = new_client(m, m.client_id or self.settings.client_id, manual_ack=True,
-                            session_expiry_s=self.settings.session_expiry_s)
-        client.reconnect_delay_set(1, 10)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.connect_async(**connect)
-        return client
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, d)
 
     # ------------------------------------------------------------ asyncio side
 
@@ -153,8 +103,13 @@ class CaseBridge:
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.registry.update(self.store.known_devices())
-        client = self._client = self._make_client()
-        client.loop_start()
+        if self._source is None:
+            m = self.mqtt
+            self._source = ThreadedSource(
+                m, m.client_id or self.settings.client_id, [topics.gw_filter("status"), topics.ALARMS_FILTER],
+                session_expiry_s=self.settings.session_expiry_s, ready=self.ready, name="cases")
+        source = self._source
+        source.start(self._on_delivery)
         try:
             self._publish_open(self.store.devices_with_open_cases())
             async with asyncio.TaskGroup() as tg:
@@ -163,8 +118,7 @@ class CaseBridge:
                 if self.notifier is not None and self.notifier.enabled:
                     tg.create_task(self.notifier.run(stop), name="cases.notify")
         finally:
-            client.disconnect()
-            client.loop_stop()
+            source.stop()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -203,11 +157,11 @@ class CaseBridge:
             log.error("case store failed, retrying (message not acked): %s", exc)
             self._store_failing = True
 
-    def _ack(self, item: Inbound) -> None:
-        if item.qos > 0 and self._client is not None:
-            self._client.ack(item.mid, item.qos)
+    def _ack(self, item: Delivery) -> None:
+        if self._source is not None:
+            self._source.ack(item)
 
-    def _dead_letter(self, item: Inbound, reason: str, detail: str = "") -> None:
+    def _dead_letter(self, item: Delivery, reason: str, detail: str = "") -> None:
         """Record an unusable message with its reason (raises StoreError if the store is down: retried)."""
         self.store.dead_letter(item.topic, reason, detail, item.payload, self.clock())
         n = self._dead_letters.get(reason, 0)
@@ -215,7 +169,7 @@ class CaseBridge:
         if n == 0:
             log.warning("dead-lettered a message on %s: %s %s (further ones counted)", item.topic, reason, detail)
 
-    def _handle(self, item: Inbound) -> None:
+    def _handle(self, item: Delivery) -> None:
         if item.topic.startswith(_ALARM_PREFIX):
             try:
                 tr = decode_alarm(item.payload)
@@ -271,17 +225,18 @@ class CaseBridge:
 
     def _publish_open(self, devices: Iterable[str]) -> None:
         devs = list(devices)
-        if not devs or self._client is None:
+        if not devs or self._source is None:
             return
         for dev, cases in self.store.open_cases_for(devs).items():
             payload = encode_open_cases(OpenCases(dev, cases))
             if self._published.get(dev) == payload:
                 continue
             try:
-                self._client.publish(topics.case_open(dev), payload, qos=1, retain=True)
+                topic = topics.case_open(dev)
             except ContractError:
                 continue
-            self._published[dev] = payload
+            if self._source.publish(topic, payload, retain=True) is not None:
+                self._published[dev] = payload
 
     async def _ticker(self, stop: asyncio.Event) -> None:
         last = self.clock()

@@ -3,12 +3,20 @@
 amqtt speaks MQTT 3.1.1 only and has no shared subscriptions; every citywatch client falls
 back to 3.1.1 and takes a plain subscription when its share group is unset. It listens on
 loopback only: the all-in-one is a laptop or small-district demo, not a production broker.
+
+amqtt 0.12 iterates its subscription table with ``await`` inside the loop (sending retained
+messages to a connecting client; every broadcast). A SUBSCRIBE to a new filter from another
+client during that await raised ``RuntimeError: dictionary changed size during iteration`` in
+``client_connected_cb`` and dropped the connecting client: on a restart with existing data
+(many retained messages, every agent connecting and subscribing at once) uplinks were lost.
+The broker's table is therefore a :class:`_SnapshotDict`, whose iteration walks a copy.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from contracts.errors import CitywatchError
@@ -38,6 +46,16 @@ def pick_port(host: str = "127.0.0.1", preferred: int = 1883) -> int:
         return int(s.getsockname()[1])
 
 
+class _SnapshotDict(dict[str, Any]):
+    """A dict whose iteration is over a snapshot, so a concurrent insert or delete cannot break a loop."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
+
+
 class EmbeddedBroker:
     """Start/stop an amqtt broker inside the current asyncio loop."""
 
@@ -58,6 +76,10 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
         self._broker = Broker(config)
+        # the amqtt race above; the attribute exists in the pinned range (amqtt>=0.11,<0.13)
+        if not isinstance(getattr(self._broker, "_subscriptions", None), dict):
+            raise BrokerStartError("amqtt no longer keeps Broker._subscriptions: review the race work-around")
+        self._broker._subscriptions = _SnapshotDict()
         try:
             await self._broker.start()
         except Exception as exc:  # amqtt raises its own BrokerError or OSError

@@ -16,7 +16,8 @@ def args_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-id", default=None, help="MQTT client id, overrides ingest.client_id")
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace, *, fault_ack_delay_s: float = 0.0) -> int:
+    """Run until a signal; ``fault_ack_delay_s`` is for the fault-test harness (tests/support/faults.py)."""
     from cloud_ingest.config import load_settings
     from cloud_ingest.service import Ingester
     from cloud_ingest.store import open_store
@@ -37,7 +38,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        ingester = Ingester(mqtt_settings, settings, store, extra_writers=extra)
+        ingester = Ingester(mqtt_settings, settings, store, extra_writers=extra, fault_ack_delay_s=fault_ack_delay_s)
         log.info("ingesting from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
         await ingester.run(stop)
 

@@ -1,12 +1,11 @@
 """The ingester: MQTT in, micro-batches committed, then acknowledged, then the ack watermark out.
 
-Threading choice: paho's network loop runs in its own thread (``loop_start``); its
-``on_message`` only appends to a deque and, when the deque was empty, wakes the asyncio loop
-once with ``call_soon_threadsafe``. Everything else (validation, batching, acks, watermarks,
-metrics) runs on the one asyncio loop; store calls run in worker threads via
-``asyncio.to_thread`` so decoding the next batch overlaps the database commit of the current
-one. Driving paho from asyncio socket callbacks would save the thread but costs a loop round
-trip per packet; performance.md measured aiomqtt (which does that) at 2x paho's cost.
+Transport: a :class:`mqttlink.source.MessageSource` (by default :class:`mqttlink.threaded.
+ThreadedSource`, paho's network thread, chosen for throughput); its delivery callback only
+appends to a deque and, when the deque was empty, wakes the asyncio loop once with
+``call_soon_threadsafe``. Everything else (validation, batching, acks, watermarks, metrics)
+runs on the one asyncio loop; store calls run in worker threads via ``asyncio.to_thread`` so
+decoding the next batch overlaps the database commit of the current one.
 
 Delivery: QoS 1 with ``manual_ack``; a message is PUBACKed only after the transaction holding
 its readings (or its dead letter) has committed, in arrival order. The MQTT 5 Receive Maximum
@@ -21,16 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_ingest.config import IngestSettings
 from cloud_ingest.errors import IngestError, StoreError, StoreUnavailable
@@ -40,8 +33,9 @@ from cloud_ingest.validate import Accepted, Limits, Rejected, classify
 from cloud_ingest.watermark import AckTracker, Key
 from contracts import topics
 from contracts.config import MqttSettings
-from contracts.paho import SubscriberCallbacks, new_client, sub_options
 from contracts.payloads import encode_ack
+from mqttlink.source import Delivery, MessageSource
+from mqttlink.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +46,11 @@ class _GiveUp(IngestError):
 
 @dataclass(slots=True)
 class Item:
-    """One received message, as handed from paho's thread to the loop."""
+    """One received message, as handed from the transport's thread to the loop."""
 
     topic: str
     payload: bytes
-    mid: int
-    qos: int
-    gen: int  # connection generation: a mid is only meaningful on the connection that delivered it
+    delivery: Delivery  # acknowledged through the source once committed
     identity: str | None
     received: float
 
@@ -99,8 +91,13 @@ def add_to_batch(out: WriteBatch, item: Item, verdict: Accepted | Rejected) -> i
     return 0
 
 
-class Ingester(SubscriberCallbacks):
-    """One ingester process. ``await Ingester(...).run(stop)`` until ``stop`` is set."""
+class Ingester:
+    """One ingester process. ``await Ingester(...).run(stop)`` until ``stop`` is set.
+
+    ``source`` replaces the MQTT subscription (another transport); ``fault_ack_delay_s`` widens
+    the commit-to-acknowledge window so fault tests can kill the process between the two
+    (reliability.md I1 "after_commit_before_ack"); it is 0 in production.
+    """
 
     def __init__(
         self,
@@ -111,6 +108,8 @@ class Ingester(SubscriberCallbacks):
         metrics: IngestMetrics | None = None,
         clock: Callable[[], float] = time.time,
         extra_writers: Sequence[Store] = (),
+        source: MessageSource | None = None,
+        fault_ack_delay_s: float = 0.0,
     ) -> None:
         self.mqtt = mqtt_settings
         self.cfg = settings
@@ -123,11 +122,11 @@ class Ingester(SubscriberCallbacks):
         self.tracker = AckTracker(settings.first_seq, settings.gap_grace_s, settings.ack_boots)
         self._rx: deque[Item] = deque()
         self._wake_pending = False
-        self._gen = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._client: mqtt.Client | None = None
-        self._connected = False
+        self._source = source
+        self._received = 0  # written on the transport's thread only
+        self._acked = 0  # written on the loop only
         self._store_down_since: float | None = None
         self._acks_sent: dict[str, bytes] = {}
         self._dl_logged: set[tuple[str | None, str]] = set()
@@ -136,35 +135,18 @@ class Ingester(SubscriberCallbacks):
         self.ready_event: asyncio.Event | None = None  # set once subscribed (tests wait on it)
         self.metrics_port: int | None = None
         self._stop: asyncio.Event | None = None
-        # Fault-injection hook for the kill -9 tests: widen the commit-to-ack window so a kill
-        # lands between them (reliability.md I1 "after_commit_before_ack"). Unset in production.
-        self._fault_ack_delay_s = float(os.environ.get("CITYWATCH_FAULT_ACK_DELAY_S", "0") or 0)
+        self._fault_ack_delay_s = fault_ack_delay_s
 
-    # ------------------------------------------------------------ paho thread side
+    # ------------------------------------------------------------ transport thread side
 
-    def _on_connect(
-        self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, _props: Properties | None
-    ) -> None:
-        if rc.is_failure:
-            log.error("broker refused the connection: %s", rc)
-            return
-        self._gen += 1
-        share = self.cfg.share_group
-        filters = [topics.gw_filter("telemetry", share), topics.gw_filter("events", share), topics.gw_filter("status")]
-        client.subscribe([(f, sub_options(self.mqtt)) for f in filters])  # type: ignore[arg-type]
-        if not self._connected:
-            log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
-        self._connected = True
-
-    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_delivery(self, d: Delivery) -> None:
         identity = None
         if self.cfg.identity_property is not None:
-            props = getattr(msg, "properties", None)
-            for k, v in getattr(props, "UserProperty", None) or []:
+            for k, v in d.user_properties:
                 if k == self.cfg.identity_property:
                     identity = v
-        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
-        self._rx.append(Item(msg.topic, payload, msg.mid, msg.qos, self._gen, identity, self.clock()))
+        self._rx.append(Item(d.topic, d.payload, d, identity, self.clock()))
+        self._received += 1
         self.metrics.unacked.inc()
         if not self._wake_pending:
             self._wake_pending = True
@@ -176,19 +158,11 @@ class Ingester(SubscriberCallbacks):
         if self._wake is not None:
             self._wake.set()
 
-    def _make_client(self) -> mqtt.Client:
-        # MQTT 3.1.1 (the all-in-one's embedded broker) has no Receive Maximum: there the broker's
-        # own in-flight limit bounds what we hold while the store is down
-        m = self.mqtt
-        client, connect = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
-                            receive_maximum=self.cfg.receive_maximum)
-        client.reconnect_delay_set(1, 10)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.connect_async(**connect)
-        return client
+    def _mqtt_source(self, ready: asyncio.Event) -> ThreadedSource:
+        share = self.cfg.share_group
+        filters = [topics.gw_filter("telemetry", share), topics.gw_filter("events", share), topics.gw_filter("status")]
+        return ThreadedSource(self.mqtt, self.cfg.client_id, filters, session_expiry_s=self.cfg.session_expiry_s,
+                              receive_maximum=self.cfg.receive_maximum, ready=ready, name="ingest")
 
     # ------------------------------------------------------------ asyncio side
 
@@ -206,8 +180,12 @@ class Ingester(SubscriberCallbacks):
                     f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port}: {exc}"
                 ) from exc
             self.metrics_port = server.sockets[0].getsockname()[1]
-        client = self._client = self._make_client()
-        client.loop_start()
+        if self._source is None:
+            self._source = self._mqtt_source(self.ready_event)
+        else:
+            self.ready_event = self._source.ready
+        source = self._source
+        source.start(self._on_delivery)
         ready: asyncio.Queue[Pending | None] = asyncio.Queue(maxsize=1)
         self._stop = stop
         try:
@@ -218,9 +196,7 @@ class Ingester(SubscriberCallbacks):
         except* _GiveUp as eg:
             log.warning("%s", eg.exceptions[0])
         finally:
-            self._connected = False  # an intentional disconnect is not worth a warning
-            client.disconnect()
-            client.loop_stop()
+            source.stop()
             if server is not None:
                 server.close()
 
@@ -325,7 +301,7 @@ class Ingester(SubscriberCallbacks):
             except StoreUnavailable as exc:
                 if self._stop is not None and self._stop.is_set():
                     raise _GiveUp(
-                        f"stopping while the store is unavailable: {self.metrics.unacked._value.get():.0f} messages "
+                        f"stopping while the store is unavailable: {self._received - self._acked} messages "
                         "stay unacknowledged and the broker redelivers them to the next run"
                     ) from exc
                 self.metrics.store_errors.labels("unavailable").inc()
@@ -412,12 +388,11 @@ class Ingester(SubscriberCallbacks):
         self.committed_batches += 1
 
     def _ack(self, items: list[Item]) -> None:
-        client = self._client
-        assert client is not None
-        gen = self._gen
+        source = self._source
+        assert source is not None
         for item in items:
-            if item.qos > 0 and item.gen == gen:
-                client.ack(item.mid, item.qos)
+            source.ack(item.delivery)
+        self._acked += len(items)
         self.metrics.unacked.dec(len(items))
 
     async def _advance_watermarks(self, seqs: list[SeqMark], st: Store) -> None:
@@ -459,8 +434,8 @@ class Ingester(SubscriberCallbacks):
         if self._acks_sent.get(gw) == payload:
             return
         self._acks_sent[gw] = payload
-        assert self._client is not None
-        self._client.publish(topics.ack(gw), payload, qos=1, retain=True)
+        assert self._source is not None
+        self._source.publish(topics.ack(gw), payload, retain=True)
 
     async def _gap_timer(self, stop: asyncio.Event) -> None:
         tick = max(0.05, min(1.0, self.cfg.gap_grace_s / 2))

@@ -1,7 +1,7 @@
 """Live feed: MQTT in, Server-Sent Events out.
 
-paho is driven from the asyncio loop by its socket callbacks (see :class:`MqttFeed` for
-why not ``loop_start``), so messages are decoded and the hub is touched on the loop thread
+The broker connection is the project's asyncio MQTT adapter (see :class:`MqttFeed` for why
+not paho's thread), so messages are decoded and the hub is touched on the loop thread
 only. Readings arrive far faster than a wall screen can show, so the
 hub coalesces them: the latest value per (device, metric) is flushed at most once per
 ``flush_s``. Alarm and case events go out immediately. Each subscriber has a bounded queue;
@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
 
 from console.errors import StoreUnavailable
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import new_client
+from mqttlink.aio import MqttLink, ProtocolChoice, open_link
+from mqttlink.backoff import backoff_delay
+from mqttlink.errors import LinkError
 
 log = logging.getLogger(__name__)
 
@@ -150,143 +151,81 @@ _refreshes: set[asyncio.Task[None]] = set()  # keep references: the loop holds t
 
 
 class MqttFeed:
-    """One paho client: subscribes to alarms, telemetry and case-open; publishes acknowledgements.
+    """The live feed's broker connection: subscribes to alarms, telemetry and case-open; publishes acks.
 
-    paho is driven from the asyncio loop through its socket callbacks (``add_reader`` /
-    ``add_writer`` + ``loop_misc`` once a second) rather than ``loop_start``: paho's own loop
-    uses ``select()``, which fails once a descriptor number passes 1024 — and a console holding
-    a thousand browser connections (SSE) gets there. Every paho callback therefore runs on the
-    loop thread; calls from the handler thread pool (``send_ack``) only queue a packet, and the
-    write registration is marshalled onto the loop with ``call_soon_threadsafe``.
+    It uses the asyncio adapter (:mod:`mqttlink.aio`), not paho's own thread: paho's loop uses
+    ``select()``, which fails once a descriptor number passes 1024 — and a console holding a
+    thousand browser connections (SSE) gets there. Every message is handled on the loop thread;
+    ``send_ack`` from the handler thread pool only queues a packet. No session: a live view finds
+    what happened while it was away in the stores. Reconnects use the project's jittered backoff.
     """
 
     def __init__(self, settings: MqttSettings, hub: Hub,
-                 on_case_open: Callable[[payloads.OpenCases], None] | None = None) -> None:
+                 on_case_open: Callable[[payloads.OpenCases], None] | None = None,
+                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0) -> None:
         self._hub = hub
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_case_open = on_case_open
         self._settings = settings
-        self._connected = False
-        self._sock: Any = None
+        self._client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
+        self._protocol: ProtocolChoice = "auto" if settings.protocol_level == 5 else "3.1.1"
+        self._backoff = (reconnect_min_s, reconnect_max_s)
+        self._rng = random.Random()
+        self._link: MqttLink | None = None
         self._stopping = False
-        client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
-        # a live view needs no session: what happened while it was away is in the stores
-        self._client, self._connect_args = new_client(settings, client_id, persistent=False)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_socket_open = self._on_socket_open
-        self._client.on_socket_close = self._on_socket_close
-        self._client.on_socket_register_write = self._on_socket_register_write
-        self._client.on_socket_unregister_write = self._on_socket_unregister_write
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        link = self._link
+        return link is not None and not link.closed.is_set()
+
+    @property
+    def fileno(self) -> int | None:
+        """The connection's socket descriptor (None while disconnected)."""
+        return self._link.fileno if self._link is not None else None
 
     async def run(self, _hub: Hub | None = None) -> None:
-        """Connect, keep the session alive and reconnect with backoff until cancelled."""
-        loop = self._loop = asyncio.get_running_loop()
-        delay_s = 1.0
-        failing = False
+        """Connect, subscribe and reconnect with backoff until cancelled or stopped."""
+        attempt = 0
         try:
             while not self._stopping:
-                if self._sock is None:
-                    try:
-                        # the TCP (and TLS) handshake blocks: do it in a worker thread
-                        await asyncio.to_thread(
-                            functools.partial(self._client.connect, **self._connect_args))
-                        delay_s = 1.0
-                    except (OSError, ValueError) as exc:
-                        if not failing:
-                            log.warning("console live feed: cannot reach %s: %s; retrying", self._settings.url, exc)
-                            failing = True
-                        await asyncio.sleep(delay_s)
-                        delay_s = min(delay_s * 2, 30.0)
-                        continue
-                    failing = False
-                await asyncio.sleep(1.0)
-                if self._sock is not None:
-                    loop.call_soon(self._client.loop_misc)  # keepalive pings, dead-connection detection
+                try:
+                    link = await open_link(self._settings, self._client_id, will=None, on_message=self.handle,
+                                           protocol=self._protocol)
+                except LinkError as exc:
+                    if attempt == 0:
+                        log.warning("console live feed: cannot reach %s: %s; retrying", self._settings.url, exc)
+                    await asyncio.sleep(backoff_delay(attempt, *self._backoff, self._rng))
+                    attempt += 1
+                    continue
+                attempt = 0
+                if self._stopping:  # stopped while connecting
+                    await link.close()
+                    break
+                self._link = link
+                log.info("console live feed: connected to %s (MQTT %s)", self._settings.url, link.protocol)
+                try:
+                    link.subscribe([(topics.ALARMS_FILTER, 1), (topics.gw_filter("telemetry"), 0),
+                                    (topics.CASE_OPEN_FILTER, 1)])
+                    await link.closed.wait()
+                except LinkError:
+                    pass
+                finally:
+                    self._link = None
+                    await link.close()
+                if self._stopping:
+                    break
+                log.warning("console live feed: disconnected (%s); reconnecting", link.close_reason)
+                await asyncio.sleep(backoff_delay(0, *self._backoff, self._rng))
         finally:
             self.stop()
 
     def stop(self) -> None:
+        """A shutdown is not a lost connection: disconnect without a warning."""
         self._stopping = True
-        self._connected = False  # a shutdown is not a lost connection: no warning
-        if self._sock is not None:
-            self._client.disconnect()
-            with contextlib.suppress(Exception):
-                self._client.loop_write()  # flush the DISCONNECT; paho closes the socket after it
-        self._unwatch()
+        link = self._link
+        if link is not None:
+            link.disconnect()
 
-    # socket callbacks: may fire on a worker thread (connect) or the handler pool (publish) -------
-    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _watch(self, sock: Any) -> None:
-        assert self._loop is not None
-        self._sock = sock
-        self._loop.add_reader(sock, self._client.loop_read)
-
-    def _unwatch(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(sock)
-                self._loop.remove_writer(sock)
-
-    def _on_socket_open(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
-        self._in_loop(self._watch, sock)
-
-    def _on_socket_close(self, _c: mqtt.Client, _ud: Any, _sock: Any) -> None:
-        self._in_loop(self._unwatch)
-
-    def _on_socket_register_write(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
-        def add() -> None:
-            if self._loop is not None and self._sock is sock:
-                self._loop.add_writer(sock, self._client.loop_write)
-
-        self._in_loop(add)
-
-    def _on_socket_unregister_write(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
-        def remove() -> None:
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_writer(sock)
-
-        self._in_loop(remove)
-
-    # paho callbacks (loop thread) ----------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
-        if getattr(reason, "is_failure", False):
-            log.warning("console live feed: broker refused connection: %s", reason)
-            return
-        if not self._connected:
-            log.info("console live feed: connected to %s", self._settings.url)
-        self._connected = True
-        client.subscribe([(topics.ALARMS_FILTER, 1), (topics.gw_filter("telemetry"), 0),
-                          (topics.CASE_OPEN_FILTER, 1)])
-
-    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
-        if self._connected:
-            log.warning("console live feed: disconnected (%s); reconnecting", reason)
-        self._connected = False
-
-    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self.handle(msg.topic, bytes(msg.payload))
-
-    # loop thread --------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:
         try:
             if topic.startswith(topics.ROOT + "/alarms/"):
@@ -305,11 +244,11 @@ class MqttFeed:
             log.debug("console live feed: ignoring %s: %s", topic, exc)
 
     def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None:
-        if not self._connected:
+        link = self._link
+        if link is None or link.closed.is_set():
             raise StoreUnavailable("not connected to the broker; acknowledgement not sent")
-        info = self._client.publish(
-            topics.alarm_ack(device), payloads.encode_alarm_ack(payloads.AlarmAck(alarm_id, device, actor, t, note)),
-            qos=1,
-        )
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise StoreUnavailable(f"acknowledgement not sent: {mqtt.error_string(info.rc)}")
+        try:
+            link.publish(topics.alarm_ack(device),
+                         payloads.encode_alarm_ack(payloads.AlarmAck(alarm_id, device, actor, t, note)), qos=1)
+        except LinkError as exc:
+            raise StoreUnavailable(f"acknowledgement not sent: {exc}") from exc

@@ -6,7 +6,6 @@ outbox state in and gets decisions out, so the rules are unit-tested exactly.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,11 +69,3 @@ def ack_timed_out(oldest_sent_at: float | None, last_ack_progress: float, ack_ti
     return now - max(oldest_sent_at, last_ack_progress) >= ack_timeout_s
 
 
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": uniform(c/2, c) with c = min(cap, base * 2**attempt).
-
-    Jitter spreads the reconnects of many gateways after a broker restart (no takeover storm);
-    the c/2 floor keeps a dead uplink from being retried in a tight loop.
-    """
-    ceiling = min(cap_s, base_s * (2 ** min(attempt, 30)))
-    return rng.uniform(ceiling / 2, ceiling)

@@ -23,11 +23,13 @@ from typing import Any
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import PayloadError
-from edge_agent.batching import BatchLimits, ack_timed_out, backoff_delay, encode_batch, linger_deadline, should_form
+from edge_agent.batching import BatchLimits, ack_timed_out, encode_batch, linger_deadline, should_form
 from edge_agent.config import PublishConfig
-from edge_agent.errors import OutboxError, PublishError
-from edge_agent.mqtt_io import MqttLink, open_link
+from edge_agent.errors import OutboxError
 from edge_agent.outbox import BatchHeader, Outbox, RecordClass
+from mqttlink.aio import MqttLink, open_link
+from mqttlink.backoff import backoff_delay
+from mqttlink.errors import LinkError
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ class Uplink:
                     protocol=self._protocol_choice,
                     connect_timeout_s=self.cfg.connect_timeout_s,
                 )
-            except PublishError as exc:
+            except LinkError as exc:
                 delay = backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng)
                 if attempt == 0:
                     log.warning("uplink down: %s (retrying with backoff)", exc)
@@ -210,7 +212,7 @@ class Uplink:
             except asyncio.CancelledError:
                 await self._goodbye(link)
                 raise
-            except PublishError as exc:
+            except LinkError as exc:
                 log.warning("uplink lost: %s", exc)
             except OutboxError as exc:  # cannot read what to send: say so, back off, try again
                 self.raise_fault("outbox_read", str(exc))
@@ -333,7 +335,7 @@ class Uplink:
         self.sent_batches += 1
 
     def _publish_status(self, link: MqttLink) -> None:
-        with contextlib.suppress(PublishError):
+        with contextlib.suppress(LinkError):
             link.publish(topics.status(self.gw), payloads.encode_status(self._status()), qos=1, retain=True)
         self._status_due = time.monotonic() + self._status_interval_s
 
@@ -388,5 +390,5 @@ class Uplink:
         if link is None:
             log.warning("command result not sent: uplink down")
             return
-        with contextlib.suppress(PublishError):
+        with contextlib.suppress(LinkError):
             link.publish(topics.cmd_result(self.gw), result, qos=1)

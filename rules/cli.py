@@ -26,7 +26,8 @@ def args_rules(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", nargs="+", metavar="FILE", help="rule files (default: rules.files of the config)")
 
 
-def cmd_rules(args: argparse.Namespace) -> int:
+def cmd_rules(args: argparse.Namespace, *, fault_ack_delay_s: float = 0.0) -> int:
+    """Run until a signal; ``fault_ack_delay_s`` is for the fault-test harness (tests/support/faults.py)."""
     from rules.runner import RuleRunner
     from rules.store import open_alarm_store
 
@@ -39,7 +40,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runner = RuleRunner(mqtt_settings, cfg, rules, store)
+        runner = RuleRunner(mqtt_settings, cfg, rules, store, fault_ack_delay_s=fault_ack_delay_s)
         print(f"citywatch rules: {len(rules)} rules, store {cfg.store_url}, broker {mqtt_settings.url}", flush=True)
         await runner.run(stop)
 

@@ -1,10 +1,10 @@
 """The rule runner: MQTT in, pure evaluation, state + alarms committed, then acks, then alarms out.
 
-Threading choice (as in ``cloud_ingest``): paho's network loop runs in its own thread
-(``loop_start``); ``on_message`` appends to a deque and wakes the asyncio loop once with
-``call_soon_threadsafe``; ``on_publish`` hands PUBACKed mids over the same way. Evaluation,
-commits (in a worker thread) and acknowledgements run on the one asyncio loop. performance.md
-measured asyncio-driven MQTT clients at 2-5x paho's cost per message.
+Transport (as in ``cloud_ingest``): a :class:`mqttlink.source.MessageSource`, by default
+:class:`mqttlink.threaded.ThreadedSource` (paho's network thread); its delivery callback
+appends to a deque and wakes the asyncio loop once with ``call_soon_threadsafe``; PUBACKed
+publish ids arrive on the loop. Evaluation, commits (in a worker thread) and acknowledgements
+run on the one asyncio loop.
 
 Crash safety: readings arrive QoS 1 with ``manual_ack`` on a persistent session. Each step
 (a batch of messages, or a tick) is evaluated, and the new engine state, the alarms and the
@@ -21,24 +21,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts import topics
 from contracts.alarms import AlarmTransition
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from contracts.paho import SubscriberCallbacks, new_client, sub_options
-from contracts.payloads import decode_alarm_ack, decode_events, decode_open_cases, decode_status, decode_telemetry
+from contracts.payloads import (
+    decode_alarm_ack,
+    decode_events,
+    decode_open_cases,
+    decode_status,
+    decode_telemetry,
+    encode_alarm,
+)
+from mqttlink.source import Delivery, MessageSource
+from mqttlink.threaded import ThreadedSource
 from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
 from rules.evaluate import EngineState, GatewayStatus, Input, RuleSet, evaluate
@@ -49,15 +49,6 @@ log = logging.getLogger(__name__)
 
 _ACK_PREFIX = topics.ALARM_ACK_FILTER[:-1]
 _CASE_PREFIX = topics.CASE_OPEN_FILTER[:-1]
-
-
-@dataclass(slots=True)
-class Item:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    gen: int  # connection generation: a mid is only meaningful on the connection that delivered it
 
 
 def decode_inputs(
@@ -81,7 +72,10 @@ def decode_inputs(
     return []
 
 
-class RuleRunner(SubscriberCallbacks):
+class RuleRunner:
+    """One rule runner process. ``source`` replaces the MQTT subscription (another transport);
+    ``fault_ack_delay_s`` widens the commit-to-acknowledge window for kill tests (0 in production)."""
+
     def __init__(
         self,
         mqtt_settings: MqttSettings,
@@ -89,6 +83,9 @@ class RuleRunner(SubscriberCallbacks):
         rules: Sequence[Rule],
         store: AlarmStore,
         clock: Callable[[], float] = time.time,
+        *,
+        source: MessageSource | None = None,
+        fault_ack_delay_s: float = 0.0,
     ) -> None:
         self.mqtt = mqtt_settings
         self.cfg = cfg
@@ -96,65 +93,42 @@ class RuleRunner(SubscriberCallbacks):
         self.store = store
         self.clock = clock
         self.state = EngineState()
-        self._rx: deque[Item] = deque()
+        self._rx: deque[Delivery] = deque()
         self._puback: deque[int] = deque()
-        self._gen = 0
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pub_wake: asyncio.Event | None = None
-        self._client: mqtt.Client | None = None
-        self._connected = False
+        self._source = source
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
         self._bad_logged: set[str] = set()
         self.ready_event: asyncio.Event | None = None
         self.steps = 0
-        self._fault_delay_s = float(os.environ.get("CITYWATCH_RULES_FAULT_ACK_DELAY_S", "0") or 0)
+        self._fault_delay_s = fault_ack_delay_s
 
-    # ------------------------------------------------------------ paho thread side
+    # ------------------------------------------------------------ transport callbacks
 
-    def _on_connect(
-        self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        if rc.is_failure:
-            log.error("broker refused the connection: %s", rc)
-            return
-        self._gen += 1
-        opts = sub_options(self.mqtt)
+    def _filters(self) -> list[str]:
         share = self.cfg.share_group
-        subs: list[tuple[str, SubscribeOptions | int]] = []
+        subs: list[str] = []
         if self.cfg.gateways:
             for gw in self.cfg.gateways:
                 for t in (topics.telemetry(gw), topics.events(gw)):
-                    subs.append((f"$share/{share}/{t}" if share else t, opts))
+                    subs.append(f"$share/{share}/{t}" if share else t)
         else:
-            subs += [(topics.gw_filter("telemetry", share), opts), (topics.gw_filter("events", share), opts)]
-        subs += [
-            (topics.gw_filter("status"), opts),
-            (topics.ALARM_ACK_FILTER, opts),
-            (topics.CASE_OPEN_FILTER, opts),
-        ]
-        client.subscribe(subs)  # type: ignore[arg-type]  # homogeneous per protocol
-        log.info("connected to %s (session present: %s)", self.mqtt.url, flags.session_present)
-        self._connected = True
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._reconnected)
+            subs += [topics.gw_filter("telemetry", share), topics.gw_filter("events", share)]
+        return [*subs, topics.gw_filter("status"), topics.ALARM_ACK_FILTER, topics.CASE_OPEN_FILTER]
 
-    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
-        self._rx.append(Item(msg.topic, payload, msg.mid, msg.qos, self._gen))
+    def _on_delivery(self, d: Delivery) -> None:  # transport thread
+        self._rx.append(d)
         if not self._wake_pending:
             self._wake_pending = True
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._wake_up)
 
-    def _on_publish(self, _c: mqtt.Client, _ud: Any, mid: int, rc: ReasonCode, _p: Properties | None) -> None:
-        if rc.is_failure:
-            log.error("alarm publish refused by the broker: %s", rc)
-            return
-        self._puback.append(mid)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._pub_wake_up)
+    def _on_published(self, pub_id: int) -> None:
+        self._puback.append(pub_id)
+        self._pub_wake_up()
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -168,20 +142,6 @@ class RuleRunner(SubscriberCallbacks):
         self._inflight.clear()  # republish what was not PUBACKed on the old connection
         self._pub_wake_up()
 
-    def _make_client(self) -> mqtt.Client:
-        m = self.mqtt
-        client, connect = new_client(m, self.cfg.client_id, manual_ack=True, session_expiry_s=self.cfg.session_expiry_s,
-                            receive_maximum=self.cfg.receive_maximum)
-        client.reconnect_delay_set(1, 10)
-        client.max_inflight_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_publish = self._on_publish
-        client.connect_async(**connect)
-        return client
-
     # ------------------------------------------------------------ asyncio side
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -194,15 +154,20 @@ class RuleRunner(SubscriberCallbacks):
         if saved is not None:
             self.state = EngineState.from_parts(*saved)
             log.info("resumed rule state: %d active alarms", len(self.state.alarms))
-        client = self._client = self._make_client()
-        client.loop_start()
+        if self._source is None:
+            self._source = ThreadedSource(
+                self.mqtt, self.cfg.client_id, self._filters(), session_expiry_s=self.cfg.session_expiry_s,
+                receive_maximum=self.cfg.receive_maximum, max_inflight=100, ready=self.ready_event, name="rules")
+        else:
+            self.ready_event = self._source.ready
+        source = self._source
+        source.start(self._on_delivery, on_published=self._on_published, on_connected=self._reconnected)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._process(stop), name="rules.process")
                 tg.create_task(self._publish(stop), name="rules.publish")
         finally:
-            client.disconnect()
-            client.loop_stop()
+            source.stop()
 
     async def _process(self, stop: asyncio.Event) -> None:
         assert self._wake is not None
@@ -212,12 +177,12 @@ class RuleRunner(SubscriberCallbacks):
                     await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
             self._wake.clear()
             self._wake_pending = False
-            items: list[Item] = []
+            items: list[Delivery] = []
             while self._rx and len(items) < self.cfg.max_batch_messages:
                 items.append(self._rx.popleft())
             await self.step(items)
 
-    async def step(self, items: list[Item]) -> list[AlarmTransition]:
+    async def step(self, items: list[Delivery]) -> list[AlarmTransition]:
         """Evaluate one batch of messages (or a tick), commit, then acknowledge."""
         now = self.clock()
         inputs: list[Input] = []
@@ -242,11 +207,10 @@ class RuleRunner(SubscriberCallbacks):
                     await asyncio.sleep(1.0)
         if self._fault_delay_s and items:
             await asyncio.sleep(self._fault_delay_s)
-        client = self._client
-        if client is not None:
+        source = self._source
+        if source is not None:
             for it in items:
-                if it.qos > 0 and it.gen == self._gen:
-                    client.ack(it.mid, it.qos)
+                source.ack(it)
         self.steps += 1
         if transitions:
             for tr in transitions:
@@ -255,8 +219,6 @@ class RuleRunner(SubscriberCallbacks):
         return transitions
 
     async def _publish(self, stop: asyncio.Event) -> None:
-        from contracts.payloads import encode_alarm
-
         assert self._pub_wake is not None
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -269,14 +231,14 @@ class RuleRunner(SubscriberCallbacks):
                     done.append(seq)
             if done:
                 await asyncio.to_thread(self.store.mark_published, done)
-            client = self._client
-            if client is None or not self._connected:
+            source = self._source
+            if source is None or not source.connected:
                 continue
             pending = await asyncio.to_thread(self.store.unpublished, 500)
             busy = set(self._inflight.values())
             for seq, tr in pending:
                 if seq in busy:
                     continue
-                info = client.publish(topics.alarms(tr.device), encode_alarm(tr), qos=1)
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self._inflight[info.mid] = seq
+                pub_id = source.publish(topics.alarms(tr.device), encode_alarm(tr))
+                if pub_id is not None:
+                    self._inflight[pub_id] = seq

@@ -215,7 +215,7 @@ async def test_feed_survives_broker_restart_and_high_descriptors(broker: Any) ->
     task = asyncio.create_task(feed.run())
     try:
         await _until(lambda: feed.connected, 10)
-        assert feed._sock is not None and feed._sock.fileno() > 1024
+        assert feed.fileno is not None and feed.fileno > 1024
         sub = hub.subscribe()
         await asyncio.sleep(0.2)  # the SUBACK
         assert probe is not None

@@ -19,10 +19,10 @@ import yaml
 from contracts import payloads, topics
 from edge_agent.agent import Agent
 from edge_agent.config import parse_agent_config
-from edge_agent.testing import Acknowledger, LedgerLine
 from firmware_sim.config import SimConfig
 from firmware_sim.gwconfig import gateway_document
 from firmware_sim.server import SimServer
+from tests.support.acknowledger import Acknowledger, LedgerLine
 from tests.support.services import Mosquitto
 
 pytestmark = pytest.mark.integration

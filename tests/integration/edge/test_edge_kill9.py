@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.testing import Acknowledger, LedgerLine
 from firmware_sim.config import SimConfig
 from firmware_sim.gwconfig import gateway_document
 from firmware_sim.server import SimServer
+from tests.support.acknowledger import Acknowledger, LedgerLine
 from tests.support.services import Mosquitto
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from contracts.payloads import ts_ms
 from contracts.reading import Event, Reading
 from edge_agent.config import PublishConfig
 from edge_agent.outbox import Outbox
-from edge_agent.testing import Acknowledger, LedgerLine
 from edge_agent.uplink import Uplink
+from tests.support.acknowledger import Acknowledger, LedgerLine
 from tests.support.services import Mosquitto, mosquitto
 
 pytestmark = pytest.mark.integration

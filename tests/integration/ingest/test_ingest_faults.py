@@ -46,11 +46,16 @@ class IngestProcess:
         self.log = tmp / f"{client_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = dict(os.environ)
+        self.ack_delay_s = 0.0  # > 0: run through the fault harness (tests/support/faults.py)
 
     def start(self) -> None:
+        cmd = [sys.executable, "-m", "citywatch", "ingest", "-c", str(self.config)]
+        if self.ack_delay_s:
+            cmd = [sys.executable, "-m", "tests.support.faults", "ingest", "--ack-delay-s", str(self.ack_delay_s),
+                   "-c", str(self.config)]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "citywatch", "ingest", "-c", str(self.config)],
+                cmd,
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -144,7 +149,7 @@ def test_kill9_mid_batch_stores_every_reading_once(
     plan.sort(key=lambda p: p[2])  # interleave the gateways
     generated = len(expected)
     ing = IngestProcess(tmp_path, broker.url, fresh_pg, "ingest-kill", linger_ms=30, batch_max_readings=1000, writers=2)
-    ing.env["CITYWATCH_FAULT_ACK_DELAY_S"] = "0.05"  # widen commit->ack so kills land between them
+    ing.ack_delay_s = 0.05  # widen commit->ack so kills land between them
     watcher = AckWatcher(broker.host, broker.port)
     pub = Publisher(broker.host, broker.port)
     rng = random.Random(7)

@@ -10,7 +10,6 @@ raise again. The oracle is the pure evaluator over the same readings.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -61,12 +60,11 @@ def storm(base: float) -> list[list[Reading]]:
 
 
 def start_runner(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CITYWATCH_RULES_FAULT_ACK_DELAY_S": "0.05"}
+    # the fault harness widens commit->ack so kills land between them
     return subprocess.Popen(
-        [sys.executable, "-m", "citywatch", "rules", "-c", str(cfg)],
+        [sys.executable, "-m", "tests.support.faults", "rules", "--ack-delay-s", "0.05", "-c", str(cfg)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
-        env=env,
         cwd=Path(__file__).resolve().parents[3],
     )
 

@@ -12,9 +12,10 @@ from contracts import payloads
 from contracts.errors import ConfigError
 from contracts.reading import Reading
 from edge_agent import commands, storm
-from edge_agent.batching import BatchLimits, ack_timed_out, backoff_delay, encode_batch, should_form
+from edge_agent.batching import BatchLimits, ack_timed_out, encode_batch, should_form
 from edge_agent.config import StormConfig, parse_agent_config
 from edge_agent.outbox import BatchHeader, RecordClass
+from mqttlink.backoff import backoff_delay
 
 LIM = BatchLimits(max_records=100, max_bytes=1 << 16, linger_s=2.0, window=4)
 

@@ -1,7 +1,9 @@
-"""One MQTT connection, paho-mqtt 2.x driven from the asyncio loop (no paho network thread).
+"""The asyncio adapter: one MQTT connection, paho-mqtt 2.x driven from the asyncio loop (no paho thread).
 
-Why this shape: the agent's state (outbox, in-flight batches, health) is touched only from the
-one event loop, so there are no locks between PUBACK handling, acks and polling. paho is used
+Used by the edge agent's uplink and the console's live feed. Why this shape: their state
+(outbox, in-flight batches, health; the SSE hub) is touched only from the one event loop, so
+there are no locks between PUBACK handling, acks and polling; and no ``select()`` is involved,
+which fails once a descriptor number passes 1024 (a console with a thousand SSE clients). paho is used
 through its external-loop API (``on_socket_*`` callbacks + ``loop_read``/``loop_write``/
 ``loop_misc``), the pattern aiomqtt uses. The only blocking step, the TCP/TLS connect, runs
 in the default executor so a slow or dead uplink never stalls bus polling; socket callbacks
@@ -9,7 +11,8 @@ fired from that thread are handed to the loop with ``call_soon_threadsafe``.
 
 A :class:`MqttLink` is one connection attempt and lives until that connection ends; the caller
 makes a new one for every reconnect (paho's own in-memory resend queue is thereby discarded:
-the outbox is the only resend queue). MQTT 5 is tried first; a broker that refuses the
+the outbox is the only resend queue); callers reconnect with :func:`mqttlink.backoff.backoff_delay`.
+MQTT 5 is tried first; a broker that refuses the
 protocol version gets MQTT 3.1.1 (then PUBACKs carry no reason code and only the end-to-end
 ack protects against silent drops).
 """
@@ -25,12 +28,12 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contracts.config import MqttSettings
-from edge_agent.errors import PublishError
+from mqttlink.client import new_client, suback_ok
+from mqttlink.errors import LinkError
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +53,12 @@ class MqttLink:
         settings: MqttSettings,
         client_id: str,
         *,
-        will: tuple[str, bytes],
+        will: tuple[str, bytes] | None,
         on_message: OnMessage,
-        on_puback: OnPuback,
+        on_puback: OnPuback | None = None,
         protocol: Literal["5", "3.1.1"] = "5",
         connect_timeout_s: float = 10.0,
+        max_inflight: int = 20,
     ) -> None:
         self.settings = settings
         self.protocol = protocol
@@ -70,32 +74,25 @@ class MqttLink:
         self._connack.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._misc_task: asyncio.Task[None] | None = None
         self._sock_fd: int | None = None
-        proto = paho.MQTTv5 if protocol == "5" else paho.MQTTv311
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+        # no session: the caller's own store (the outbox) is the resend queue, and a live view
+        # finds what happened while it was away in the databases
+        c, self._connect_args = new_client(settings, client_id, persistent=False,
+                                           protocol_level=5 if protocol == "5" else 4)
         c.connect_timeout = connect_timeout_s
-        if settings.username is not None:
-            c.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            try:
-                c.tls_set(
-                    ca_certs=settings.ca_file,
-                    certfile=settings.cert_file,
-                    keyfile=settings.key_file,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise PublishError(f"TLS setup failed (ca/cert/key files): {exc}") from exc
-        c.will_set(will[0], will[1], qos=1, retain=True)
+        if will is not None:
+            c.will_set(will[0], will[1], qos=1, retain=True)
+        self._sub_filters: list[str] = []
+        self.subscribed = asyncio.Event()
         c.on_connect = self._cb_connect
         c.on_disconnect = self._cb_disconnect
         c.on_publish = self._cb_publish
         c.on_message = self._cb_message
+        c.on_subscribe = self._cb_subscribe
         c.on_socket_open = self._cb_socket_open
         c.on_socket_close = self._cb_socket_close
         c.on_socket_register_write = self._cb_register_write
         c.on_socket_unregister_write = self._cb_unregister_write
-        c.max_inflight_messages_set(20)
+        c.max_inflight_messages_set(max_inflight)
         self._client = c
 
     # ------------------------------------------------------------ thread hand-off
@@ -155,7 +152,14 @@ class MqttLink:
     def _cb_publish(
         self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties | None
     ) -> None:
-        self._on_puback(mid, int(rc.value), str(rc))
+        if self._on_puback is not None:
+            self._on_puback(mid, int(rc.value), str(rc))
+
+    def _cb_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Properties | None
+    ) -> None:
+        if suback_ok(rcs, self._sub_filters):
+            self.subscribed.set()
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload))
@@ -165,43 +169,36 @@ class MqttLink:
             self.close_reason = reason
             self.closed.set()
             if not self._connack.done():
-                self._connack.set_exception(PublishError(reason))
+                self._connack.set_exception(LinkError(reason))
 
     # ------------------------------------------------------------ public
 
     async def connect(self) -> None:
-        """Connect and wait for a successful CONNACK; raises :class:`PublishError` otherwise."""
+        """Connect and wait for a successful CONNACK; raises :class:`LinkError` otherwise."""
         s = self.settings
-        kwargs: dict[str, Any] = {"keepalive": s.keepalive_s}
-        if self.protocol == "5":
-            kwargs["clean_start"] = True
         try:
             await asyncio.wait_for(
-                self._loop.run_in_executor(None, lambda: self._client.connect(s.host, s.port, **kwargs)),
+                self._loop.run_in_executor(None, lambda: self._client.connect(**self._connect_args)),
                 self._connect_timeout_s + 1,
             )
         except (OSError, ssl.SSLError, ValueError, TimeoutError) as exc:
             self._mark_closed(f"connect to {s.host}:{s.port} failed: {exc}")
             await self._drop_socket()
-            raise PublishError(f"connect to {s.host}:{s.port} failed: {exc}") from exc
+            raise LinkError(f"connect to {s.host}:{s.port} failed: {exc}") from exc
         self._misc_task = asyncio.create_task(self._misc(), name="mqtt-misc")
         try:
             code, name = await asyncio.wait_for(asyncio.shield(self._connack), self._connect_timeout_s)
         except TimeoutError as exc:
             await self.close()
-            err = PublishError(f"no CONNACK from {s.host}:{s.port} within {self._connect_timeout_s} s")
-            err.handshake_failed = True  # type: ignore[attr-defined]
-            raise err from exc
-        except PublishError as exc:
+            raise LinkError(f"no CONNACK from {s.host}:{s.port} within {self._connect_timeout_s} s",
+                            handshake_failed=True) from exc
+        except LinkError as exc:
             await self.close()
-            exc.handshake_failed = True  # type: ignore[attr-defined]
-            raise
+            raise LinkError(str(exc), handshake_failed=True) from exc
         if code != 0:
             await self.close()
-            err = PublishError(f"broker {s.host}:{s.port} refused the connection: {code:#04x} {name}")
-            err.connack_code = code  # type: ignore[attr-defined]
-            err.handshake_failed = code in _UNSUPPORTED_VERSION  # type: ignore[attr-defined]
-            raise err
+            raise LinkError(f"broker {s.host}:{s.port} refused the connection: {code:#04x} {name}",
+                            connack_code=code, handshake_failed=code in _UNSUPPORTED_VERSION)
 
     async def _misc(self) -> None:
         """Keepalive pings and ping timeouts (paho's loop_misc), once a second."""
@@ -215,21 +212,32 @@ class MqttLink:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             self._mark_closed(f"publish failed: {paho.error_string(info.rc)}")
-            raise PublishError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+            raise LinkError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         return int(info.mid)
 
     def subscribe(self, topics: list[tuple[str, int]]) -> None:
+        """Subscribe; ``subscribed`` is set once the broker granted every filter (refusals are logged)."""
+        self._sub_filters = [t for t, _ in topics]
         rc, _mid = self._client.subscribe(topics)
         if rc != paho.MQTT_ERR_SUCCESS:
             self._mark_closed(f"subscribe failed: {paho.error_string(rc)}")
-            raise PublishError(f"subscribe failed: {paho.error_string(rc)}")
+            raise LinkError(f"subscribe failed: {paho.error_string(rc)}")
 
-    async def close(self) -> None:
-        """Disconnect cleanly if possible (the retained last will is then *not* sent)."""
+    @property
+    def fileno(self) -> int | None:
+        """The socket's descriptor while connected."""
+        return self._sock_fd
+
+    def disconnect(self) -> None:
+        """Send DISCONNECT now (callable from sync code; the retained last will is then *not* sent)."""
         with contextlib.suppress(Exception):
             self._client.disconnect()
             self._client.loop_write()
-        self._mark_closed(self.close_reason or "closed by agent")
+        self._mark_closed(self.close_reason or "closed by us")
+
+    async def close(self) -> None:
+        """Disconnect cleanly if possible and release the socket."""
+        self.disconnect()
         await self._drop_socket()
 
     async def _drop_socket(self) -> None:
@@ -250,9 +258,9 @@ async def open_link(
     settings: MqttSettings,
     client_id: str,
     *,
-    will: tuple[str, bytes],
+    will: tuple[str, bytes] | None,
     on_message: OnMessage,
-    on_puback: OnPuback,
+    on_puback: OnPuback | None = None,
     protocol: ProtocolChoice = "auto",
     connect_timeout_s: float = 10.0,
 ) -> MqttLink:
@@ -263,12 +271,12 @@ async def open_link(
     try:
         await link.connect()
         return link
-    except PublishError as exc:
+    except LinkError as exc:
         # fall back when the broker said "unsupported version", or took the TCP connection but
         # never answered the v5 CONNECT (3.1.1-only brokers may just drop it); not when the
         # broker is simply unreachable
-        refused = getattr(exc, "connack_code", None) in _UNSUPPORTED_VERSION
-        if protocol != "auto" or not (refused or getattr(exc, "handshake_failed", False)):
+        refused = exc.connack_code in _UNSUPPORTED_VERSION
+        if protocol != "auto" or not (refused or exc.handshake_failed):
             raise
         log.warning("broker did not accept MQTT 5 (%s); falling back to MQTT 3.1.1", exc)
     link = MqttLink(settings, client_id, will=will, on_message=on_message, on_puback=on_puback, protocol="3.1.1",

@@ -1,12 +1,13 @@
-"""Test-only stand-in for the cloud ingester's commit-then-ack: record batches, publish the watermark.
+"""Test stand-in for the cloud ingester's commit-then-ack: record batches, publish the watermark.
 
-Not for production. It subscribes to a gateway's telemetry and events, records every reading
+Test support, not product code. It subscribes to a gateway's telemetry and events, records every reading
 and event identity (counting duplicates), and publishes the retained ``.../ack`` watermark:
 the highest *contiguous* seq per boot, counted from seq 1. ``drop_next`` makes it lose whole
 batches (a broker or ingester dropping a message) and ``paused`` stops acking (ingester down),
 so the agent's resend paths can be exercised against a real broker.
 
-It runs paho's own network thread (``loop_start``): it is a test fixture, not the agent.
+It is built by the project's client factory (:func:`mqttlink.client.new_client`) and runs paho's
+network thread (``loop_start``), so synchronous tests can drive it without an event loop.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import payloads, topics
+from contracts.config import MqttSettings
 from contracts.errors import PayloadError
 from contracts.payloads import ts_ms
+from mqttlink.client import new_client, subscriptions
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,20 @@ class Acknowledger:
         self._boot_order: list[str] = []
         self.status: list[payloads.Status] = []
         self.cmd_results: list[payloads.CommandResult] = []
-        proto = paho.MQTTv5 if mqtt5 else paho.MQTTv311
-        self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+        self._settings = MqttSettings(url=f"mqtt://{host}:{port}", keepalive_s=10, protocol="5" if mqtt5 else "3.1.1")
+        self._c, connect = new_client(self._settings, client_id, persistent=False)
         self._c.on_message = self._on_message
         self._c.on_connect = self._on_connect
         self._connected = threading.Event()
-        self._c.connect(host, port, keepalive=10)
+        self._c.connect(**connect)
         self._c.loop_start()
         if not self._connected.wait(10):
             raise RuntimeError("acknowledger could not connect")
 
     def _on_connect(self, c: paho.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
-        c.subscribe([(topics.telemetry(self.gw), 1), (topics.events(self.gw), 1), (topics.status(self.gw), 1),
-                     (topics.cmd_result(self.gw), 1)])
+        gw = self.gw
+        filters = [topics.telemetry(gw), topics.events(gw), topics.status(gw), topics.cmd_result(gw)]
+        c.subscribe(subscriptions(self._settings, filters))
         self._connected.set()
 
     def _on_message(self, c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
