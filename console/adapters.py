@@ -6,6 +6,7 @@ their types and errors into console views happens here, once, through the stores
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -45,6 +46,7 @@ WORKFLOW_ROLES: dict[str, tuple[WfRole, ...]] = {
     Role.ADMIN.value: (),
 }
 TERMINAL = ("closed", "rejected", "cancelled")
+_CASE_ID = re.compile(r"[0-9]{1,18}")
 
 
 class DeviceAdapter:
@@ -107,7 +109,8 @@ class DeviceAdapter:
 
 
 def _case_id(case_id: str) -> int | None:
-    return int(case_id) if case_id.isdigit() and len(case_id) < 19 else None
+    """A case id from a URL: ASCII digits only (``'²'`` and ``'١٢'`` are digits to ``str.isdigit``)."""
+    return int(case_id) if _CASE_ID.fullmatch(case_id) else None
 
 
 class CaseAdapter:
