@@ -54,7 +54,9 @@ from __future__ import annotations
 from case_bridge import deadlines, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, StoreError, UnknownCategory
-from case_bridge.store import AlarmOutcome, AuditEntry, Case, CaseStore, Page, RateRow, Statistics, open_case_store
+from case_bridge.model import AlarmOutcome, AuditEntry, Case, Page
+from case_bridge.stats import RateRow, Statistics
+from case_bridge.store import CaseStore, open_case_store
 from case_bridge.workflow import Action, Role, State
 
 __all__ = [

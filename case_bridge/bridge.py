@@ -27,8 +27,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from case_bridge.config import CasesSettings
 from case_bridge.errors import CaseError, StoreConflict, StoreError
+from case_bridge.model import AlarmOutcome, Case
 from case_bridge.notify import Notice, Notifier
-from case_bridge.store import AlarmOutcome, Case, CaseStore
+from case_bridge.store import CaseStore
 from contracts import topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
@@ -152,7 +153,7 @@ class CaseBridge:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.registry.update(self.store.known_devices())
+        self.registry.update(self.store.devices.known())
         client = self._client = self._make_client()
         client.loop_start()
         try:
@@ -238,7 +239,7 @@ class CaseBridge:
         if status.devices:
             fresh = [d for d in status.devices if self.registry.get(d.id) != d]
             if fresh:
-                self.store.remember_devices(fresh, self.clock())
+                self.store.devices.remember(fresh, self.clock())
                 self.registry.update({d.id: d for d in fresh})
 
     def handle_alarm(self, tr: AlarmTransition) -> AlarmOutcome:
