@@ -1,4 +1,9 @@
-"""The case store: cases, their audit trail, alarm links and statistics over SQLite or PostgreSQL.
+"""The case store: cases, their audit trail and alarm links over SQLite or PostgreSQL.
+
+Alarm transitions: the store reads what :func:`case_bridge.policy.decide` needs, lets it
+decide, and executes its commands; no alarm -> case rule lives here. Statistics, the
+notification outbox and the device registry share the database (``stats``, ``notices``,
+``devices``) from their own modules.
 
 Every write is one transaction that also writes its audit row(s), so a crash leaves either
 both or neither. IoT alarms are applied idempotently: an alarm transition is keyed by
@@ -16,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from case_bridge import lifecycle, policy, workflow
+from case_bridge import deadlines, lifecycle, policy, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.db import PostgresDb, SqliteDb, Tx, connect, migrate
 from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, StoreConflict, StoreError
@@ -44,8 +49,8 @@ def _case(row: Sequence[Any], now: float) -> Case:
     d["auto_close"] = bool(d["auto_close"])
     d["deadline"] = deadline
     d["data"] = orjson.loads(d["data"]) if d["data"] else {}
-    return Case(**d, overdue=deadline is not None and now > deadline,
-                time_to_deadline_s=None if deadline is None else deadline - now)
+    return Case(**d, overdue=deadlines.is_overdue(deadline, now),
+                time_to_deadline_s=deadlines.time_to_deadline(deadline, now))
 
 
 _ORDER = {

@@ -242,6 +242,29 @@ def allowed_actions(pos: Position, role: Role | None = None) -> tuple[Action, ..
     return tuple(a for a in acts if a in permitted)
 
 
+#: the console's login roles (seats) and the workflow roles each acts as: a supervisor sits in the
+#: supervision and the command centre at once; the duty officer watches alarms and takes no case action
+SEAT_ROLES: dict[str, tuple[Role, ...]] = {
+    "case_handler": (Role.HANDLER,),
+    "supervisor": (Role.SUPERVISOR, Role.DISPATCHER),
+    "duty_officer": (),
+    "admin": (),
+}
+
+
+def seat_actions(pos: Position, seat: str) -> tuple[Action, ...]:
+    """Actions a console seat may take from ``pos`` through any of its workflow roles (stable order)."""
+    out: list[Action] = []
+    for role in SEAT_ROLES.get(seat, ()):
+        out.extend(a for a in allowed_actions(pos, role) if a not in out)
+    return tuple(out)
+
+
+def seat_role(pos: Position, seat: str, action: Action | str) -> Role | None:
+    """The workflow role a console seat takes ``action`` as from ``pos`` (None: it may not)."""
+    return next((r for r in SEAT_ROLES.get(seat, ()) if action in allowed_actions(pos, r)), None)
+
+
 def apply(pos: Position, action: Action | str, role: Role | None = None) -> Position:
     """The position after ``action``; :class:`IllegalTransition` if the workflow refuses it."""
     try:

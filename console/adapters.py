@@ -13,12 +13,10 @@ from typing import Any
 
 from case_bridge import Case, CaseStore, RateRow
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
-from case_bridge.workflow import TERMINAL, State
-from case_bridge.workflow import Role as WfRole
+from case_bridge.workflow import TERMINAL, State, seat_actions, seat_role
 from cloud_ingest.errors import IngestError
 from cloud_ingest.store import Store
 from console.errors import BadRequest, Conflict, StoreUnavailable
-from console.policy import Role
 from console.views import (
     AlarmView,
     CaseFilter,
@@ -37,13 +35,6 @@ from console.views import (
 from rules.errors import AlarmStoreError
 from rules.store import AlarmRecord, AlarmStore
 
-# console role -> workflow roles it acts as (a supervisor is 监督中心 and 指挥中心 in one seat)
-WORKFLOW_ROLES: dict[str, tuple[WfRole, ...]] = {
-    Role.CASE_HANDLER.value: (WfRole.HANDLER,),
-    Role.SUPERVISOR.value: (WfRole.SUPERVISOR, WfRole.DISPATCHER),
-    Role.DUTY_OFFICER.value: (),
-    Role.ADMIN.value: (),
-}
 _TERMINAL = sorted(s.value for s in TERMINAL)
 _CASE_ID = re.compile(r"[0-9]{1,18}")
 
@@ -179,10 +170,7 @@ class CaseAdapter:
 
     def allowed_actions(self, case: CaseView, role: str) -> list[str]:
         c = self.store.get(int(case.id))
-        out: list[str] = []
-        for wf in WORKFLOW_ROLES.get(role, ()):
-            out.extend(a for a in self.store.allowed_actions(c, wf) if a not in out)
-        return out
+        return [a.value for a in seat_actions(c.position, role)]
 
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
                    now: float) -> CaseView:
@@ -190,7 +178,7 @@ class CaseAdapter:
         if cid is None:
             raise Conflict(f"no case {case_id!r}")
         c = self.store.get(cid)
-        wf_role = next((r for r in WORKFLOW_ROLES.get(role, ()) if action in self.store.allowed_actions(c, r)), None)
+        wf_role = seat_role(c.position, role, action)
         if wf_role is None:
             raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
         try:
