@@ -393,7 +393,8 @@ class CaseStore:
 
     def _situation_tx(self, tx: Tx, tr: AlarmTransition, device: DeviceInfo | None, key: str | None,
                       now: float) -> policy.Situation:
-        """Everything :func:`policy.decide` needs about ``tr``, read (and row-locked) in one statement."""
+        """Everything :func:`policy.decide` needs about ``tr``, read up front in the write transaction:
+        the alarm's bookkeeping in one statement, then its case (row-locked on PostgreSQL)."""
         lock = " FOR UPDATE OF c" if self.dialect == "postgresql" else ""
         rows = tx.execute(
             "SELECT EXISTS (SELECT 1 FROM alarm_events WHERE alarm_id = ? AND kind = ? AND t_ms = ?), "
@@ -422,8 +423,10 @@ class CaseStore:
         new_id: int | None = None
 
         def cid(case_id: int) -> int:
-            assert case_id != policy.NEW_CASE or new_id is not None, "a command on a case not opened yet"
-            return new_id if case_id == policy.NEW_CASE and new_id is not None else case_id
+            if case_id != policy.NEW_CASE:
+                return case_id
+            assert new_id is not None, "a command on a case this decision has not opened yet"
+            return new_id
 
         for cmd in decision.commands:
             if isinstance(cmd, policy.RecordTransition):
