@@ -389,7 +389,7 @@ class CaseStore:
         with self.db.tx() as tx:
             situation = self._situation_tx(tx, tr, device, key, now)
             decision = policy.decide(tr, situation, self.policy, now)
-            return self._execute_tx(tx, decision, now)
+            return self._execute_tx(tx, decision, now, (situation.linked, situation.correlated))
 
     def _situation_tx(self, tx: Tx, tr: AlarmTransition, device: DeviceInfo | None, key: str | None,
                       now: float) -> policy.Situation:
@@ -418,8 +418,13 @@ class CaseStore:
                 correlated = found
         return policy.Situation(False, None if last_t is None else float(last_t), linked, correlated, device)
 
-    def _execute_tx(self, tx: Tx, decision: policy.Decision, now: float) -> AlarmOutcome:
-        """Carry out the policy's commands, in order, inside the caller's transaction."""
+    def _execute_tx(self, tx: Tx, decision: policy.Decision, now: float, known: Iterable[Case | None] = ()
+                    ) -> AlarmOutcome:
+        """Carry out the policy's commands, in order, inside the caller's transaction.
+
+        ``known`` are cases read in this transaction and not changed since (saves re-reading them).
+        """
+        latest = {c.id: c for c in known if c is not None}
         new_id: int | None = None
 
         def cid(case_id: int) -> int:
@@ -427,6 +432,11 @@ class CaseStore:
                 return case_id
             assert new_id is not None, "a command on a case this decision has not opened yet"
             return new_id
+
+        def case_of(case_id: int) -> Case:
+            if case_id not in latest:
+                latest[case_id] = self._get_tx(tx, case_id, now)
+            return latest[case_id]
 
         for cmd in decision.commands:
             if isinstance(cmd, policy.RecordTransition):
@@ -439,22 +449,24 @@ class CaseStore:
                 new_id = self._open_case(tx, cmd.alarm, cmd.draft, now)
             elif isinstance(cmd, policy.LinkAlarm):
                 tr = cmd.alarm
-                case = self._get_tx(tx, cmd.case_id, now)
+                state = case_of(cmd.case_id).state
                 self._link(tx, tr, cmd.case_id)
-                self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "attach", case.state, case.state,
+                self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "attach", state, state,
                             f"alarm {tr.alarm_id} ({tr.kind.value}) on {tr.device}", None, policy.alarm_json(tr))
             elif isinstance(cmd, policy.Escalate):
-                case = self._get_tx(tx, cmd.case_id, now)
+                state = case_of(cmd.case_id).state
                 tx.execute("UPDATE cases SET urgency = ?, severity = ?, updated_at = ?, version = version + 1 "
                            "WHERE id = ?", (cmd.to_urgency.value, cmd.alarm.severity.value, now, cmd.case_id))
-                self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "escalate", case.state, case.state,
+                latest.pop(cmd.case_id)
+                self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "escalate", state, state,
                             f"urgency {cmd.from_urgency.value} -> {cmd.to_urgency.value}", None,
                             policy.alarm_json(cmd.alarm))
             else:
-                case = self._get_tx(tx, cid(cmd.case_id), now)
-                self._transition_tx(tx, case, cmd.action, "system", Role.SYSTEM, cmd.note, None, now, data=cmd.data)
+                target = cid(cmd.case_id)
+                latest[target] = self._transition_tx(tx, case_of(target), cmd.action, "system", Role.SYSTEM,
+                                                     cmd.note, None, now, data=cmd.data)
         case_id = None if decision.case_id is None else cid(decision.case_id)
-        final = None if case_id is None else self._get_tx(tx, case_id, now)
+        final = None if case_id is None else case_of(case_id)
         return AlarmOutcome(decision.effect, case_id, final, decision.actions, decision.devices)
 
     def due_verifications(
@@ -480,7 +492,7 @@ class CaseStore:
                                              tuple(self._alarms_tx(tx, cid)))
                 decision = policy.decide(due, policy.Situation(), cfg, now)
                 if decision.commands:
-                    out.append(self._execute_tx(tx, decision, now))
+                    out.append(self._execute_tx(tx, decision, now, (due.case,)))
         return out
 
     def case_for_alarm(self, alarm_id: str, now: float | None = None) -> Case | None:
