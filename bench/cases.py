@@ -7,7 +7,7 @@ Per backend:
 * worklist p95: ``CaseStore.worklist(unit=..., state=..., sort="deadline", limit=50)`` — the
   handler's query, including the total count — over 200 calls with varying unit (busiest street
   office, any unit, all units), state (one, two, all open) and every fifth call overdue-only;
-* statistics (worst of 5): ``CaseStore.statistics`` over the last 30 days (~80 000 cases);
+* statistics (worst of 5): ``CaseStore.stats.report`` over the last 30 days (~80 000 cases);
 * creation rate: ``CaseStore.apply_alarm`` for 1 000 new critical alarms (case + link + file
   + dispatch + 3 audit rows per transaction) on the loaded table.
 
@@ -183,7 +183,7 @@ def measure(store: CaseStore, n_loaded: int) -> dict[str, Any]:
     st: list[float] = []
     for i in range(5):
         t = time.perf_counter()
-        s = store.statistics(NOW - 30 * 86400 - i * 3600, NOW, now=NOW)
+        s = store.stats.report(NOW - 30 * 86400 - i * 3600, NOW, now=NOW)
         st.append((time.perf_counter() - t) * 1000)
     period_cases = s.total.total
     # creation: 1 000 critical road-water alarms, each a new case auto-filed and dispatched

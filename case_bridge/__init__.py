@@ -23,7 +23,8 @@ Public API (what the console and other packages call)::
         # IllegalTransition (state/role forbids; .allowed lists what is possible),
         # CaseConflict (stale expected_version); a repeated request_id is a no-op
     store.timeline(case_id) -> list[AuditEntry]                 # alias store.audit
-    store.statistics(since, until, now=None, unit=None) -> Statistics
+    store.stats.report(since, until, now=None, unit=None) -> Statistics
+    store.notices: NoticeOutbox; store.devices.remember(devices, now) / .known() -> {id: DeviceInfo}
     store.categories() -> list[CategoryDef]   (.service_code "B0101"/"S0111", .name, .kind, .limits)
     store.units() -> list[UnitDef]
     store.allowed_actions(case, role=None) -> tuple[str, ...]
@@ -33,17 +34,22 @@ Public API (what the console and other packages call)::
     store.case_for_alarm(alarm_id) -> Case | None; store.open_cases_for(devices) -> {device: {rule: id}}
     store.dead_letters(limit=100)                               # messages the bridge could not use
 
-Notifications (:mod:`case_bridge.notify`): ``Notifier(NotifySettings, store)`` queues a
-``Notice`` in the store's outbox (``notify(notice, escalate_alarm=None)``) and ``run(stop)``
+Notifications (:mod:`case_bridge.notify`): ``Notifier(NotifySettings, store.notices)`` queues a
+``Notice`` in the store's outbox ``store.notices`` (``notify(notice, escalate_alarm=None)``) and ``run(stop)``
 sends it (webhook, DingTalk, WeCom, e-mail) with retries; the bridge is
 ``case_bridge.bridge.CaseBridge(store, mqtt_settings, cases_settings, notifier)``.
 
 Categories are addressed by service code: ``B<code>`` for a 部件 (component), ``S<code>`` for
 an 事件 (event); the bare codes overlap (B0111 燃气井盖, S0111 道路积水). That service code is
 the Open311 ``service_code``; ``Case.unit`` maps to ``agency_responsible`` and
-``Case.due_at`` (or the stage ``deadline``) to ``expected_datetime``.
+``Case.due_at`` (the overall handling deadline; else the stage ``deadline``) to
+``expected_datetime``. One name per concept across packages: ``deadline`` is the current
+stage deadline, ``due_at`` the overall handling deadline; ``Case.overdue`` is
+:func:`case_bridge.deadlines.is_overdue` of the stage deadline.
 
-Pure modules: :mod:`case_bridge.workflow` (states, actions, roles, who may do what),
+Pure modules: :mod:`case_bridge.policy` (every alarm -> case rule: ``decide`` returns the
+commands the store executes), :mod:`case_bridge.workflow` (states, actions, roles, labels,
+console seats, who may do what),
 :mod:`case_bridge.deadlines` (working-calendar arithmetic), :mod:`case_bridge.mapping`
 (alarm -> category/unit/urgency), :mod:`case_bridge.lifecycle` (clocks per transition,
 sensor verification). Errors: :mod:`case_bridge.errors` (all under ``CaseError``).
@@ -54,7 +60,9 @@ from __future__ import annotations
 from case_bridge import deadlines, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, StoreError, UnknownCategory
-from case_bridge.store import AlarmOutcome, AuditEntry, Case, CaseStore, Page, RateRow, Statistics, open_case_store
+from case_bridge.model import AlarmOutcome, AuditEntry, Case, Page
+from case_bridge.stats import RateRow, Statistics
+from case_bridge.store import CaseStore, open_case_store
 from case_bridge.workflow import Action, Role, State
 
 __all__ = [

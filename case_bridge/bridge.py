@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable
 
 from case_bridge.config import CasesSettings
 from case_bridge.errors import CaseError, StoreConflict, StoreError
+from case_bridge.model import AlarmOutcome, Case
 from case_bridge.notify import Notice, Notifier
-from case_bridge.store import AlarmOutcome, Case, CaseStore
+from case_bridge.store import CaseStore
 from contracts import topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
@@ -102,7 +103,7 @@ class CaseBridge:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.registry.update(self.store.known_devices())
+        self.registry.update(self.store.devices.known())
         if self._source is None:
             m = self.mqtt
             self._source = ThreadedSource(
@@ -192,7 +193,7 @@ class CaseBridge:
         if status.devices:
             fresh = [d for d in status.devices if self.registry.get(d.id) != d]
             if fresh:
-                self.store.remember_devices(fresh, self.clock())
+                self.store.devices.remember(fresh, self.clock())
                 self.registry.update({d.id: d for d in fresh})
 
     def handle_alarm(self, tr: AlarmTransition) -> AlarmOutcome:

@@ -64,7 +64,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        notifier = Notifier(notify, store) if notify.targets else None
+        notifier = Notifier(notify, store.notices) if notify.targets else None
         bridge = CaseBridge(store, mqtt_settings, settings, notifier)
         log.info("case bridge: alarms from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
         await bridge.run(stop)

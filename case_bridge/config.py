@@ -34,6 +34,10 @@ class Urgency(StrEnum):
     def label_zh(self) -> str:
         return {"normal": "一般", "urgent": "紧急", "very_urgent": "非常紧急"}[self.value]
 
+    @property
+    def label_en(self) -> str:
+        return self.value.replace("_", " ")
+
 
 class CaseKind(StrEnum):
     COMPONENT = "component"  # 部件

@@ -111,7 +111,7 @@ def escalated(n: Notice) -> Notice:
 
 
 class NotifyStore(Protocol):
-    """The durable side of notifications (implemented by :class:`case_bridge.store.CaseStore`)."""
+    """The durable side of notifications (implemented by :class:`case_bridge.notices.NoticeOutbox`)."""
 
     def enqueue_notice(self, targets: Sequence[str], notice: dict[str, Any], now: float, window_s: float,
                        escalation: tuple[str, float, dict[str, Any]] | None = None) -> list[str]: ...

@@ -1,4 +1,9 @@
-"""The case store: cases, their audit trail, alarm links and statistics over SQLite or PostgreSQL.
+"""The case store: cases, their audit trail and alarm links over SQLite or PostgreSQL.
+
+Alarm transitions: the store reads what :func:`case_bridge.policy.decide` needs, lets it
+decide, and executes its commands; no alarm -> case rule lives here. Statistics, the
+notification outbox and the device registry share the database (``stats``, ``notices``,
+``devices``) from their own modules.
 
 Every write is one transaction that also writes its audit row(s), so a crash leaves either
 both or neither. IoT alarms are applied idempotently: an alarm transition is keyed by
@@ -9,96 +14,30 @@ open case per correlation key. See :mod:`case_bridge` for the public API summary
 
 from __future__ import annotations
 
-import statistics as pystats
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from case_bridge import lifecycle, workflow
+from case_bridge import deadlines, lifecycle, policy, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.db import PostgresDb, SqliteDb, Tx, connect, migrate
 from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, StoreConflict, StoreError
-from case_bridge.lifecycle import NO_DEADLINE, AlarmView, Clocks, Verdict
-from case_bridge.mapping import CaseDraft, locality, map_alarm, responsible_unit
-from case_bridge.workflow import Action, Position, Role, State, parse_role
+from case_bridge.lifecycle import NO_DEADLINE, AlarmView, Clocks
+from case_bridge.mapping import CaseDraft, locality, responsible_unit
+from case_bridge.model import COLUMNS, NAMES, AlarmOutcome, AuditEntry, Case, Page
+from case_bridge.notices import NoticeOutbox
+from case_bridge.registry import DeviceRegistry
+from case_bridge.stats import CaseStatistics
+from case_bridge.workflow import Action, Role, State, parse_role
 from contracts.alarms import AlarmTransition, TransitionKind
 from contracts.payloads import ts_ms
 from contracts.reading import DeviceInfo
 
-_COLUMNS = (
-    "id, source, source_key, kind, category_code, service_code, category_name, urgency, state, is_open, "
-    "extension_pending, extensions, unit, grid, street, district, device, rule, severity, corr_key, auto_close, "
-    "lat, lon, address, description, reporter, created_at, filed_at, dispatched_at, handled_at, verified_at, "
-    "closed_at, deadline, due_at, updated_at, version, data"
-)
-_NAMES = [c.strip() for c in _COLUMNS.split(",")]
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    """One case as read at ``now``; ``overdue`` and ``time_to_deadline_s`` are relative to it."""
-
-    id: int
-    source: str  # iot | citizen | hotline | patrol | open311 ...
-    source_key: str | None
-    kind: str  # component | event
-    category_code: str
-    service_code: str
-    category_name: str
-    urgency: str
-    state: str
-    extension_pending: bool
-    extensions: int
-    unit: str
-    grid: str | None
-    street: str | None
-    district: str | None
-    device: str | None
-    rule: str | None
-    severity: str | None
-    corr_key: str | None
-    auto_close: bool
-    lat: float | None
-    lon: float | None
-    address: str | None
-    description: str
-    reporter: str | None
-    created_at: float
-    filed_at: float | None
-    dispatched_at: float | None
-    handled_at: float | None
-    verified_at: float | None
-    closed_at: float | None
-    deadline: float | None  # current stage deadline (None: no clock runs)
-    due_at: float | None  # overall handling deadline (from dispatch)
-    updated_at: float
-    version: int
-    data: dict[str, Any]
-    overdue: bool
-    time_to_deadline_s: float | None
-
-    @property
-    def is_open(self) -> bool:
-        return State(self.state).is_open
-
-    @property
-    def state_label(self) -> str:
-        return State(self.state).label_zh
-
-    @property
-    def position(self) -> Position:
-        return Position(State(self.state), self.extension_pending)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in _NAMES if name != "is_open"}
-        out["overdue"] = self.overdue
-        out["time_to_deadline_s"] = self.time_to_deadline_s
-        out["state_label"] = State(self.state).label_zh
-        out["urgency_label"] = Urgency(self.urgency).label_zh
-        return out
+_COLUMNS = COLUMNS
+_NAMES = NAMES
 
 
 def _case(row: Sequence[Any], now: float) -> Case:
@@ -110,65 +49,8 @@ def _case(row: Sequence[Any], now: float) -> Case:
     d["auto_close"] = bool(d["auto_close"])
     d["deadline"] = deadline
     d["data"] = orjson.loads(d["data"]) if d["data"] else {}
-    return Case(**d, overdue=deadline is not None and now > deadline,
-                time_to_deadline_s=None if deadline is None else deadline - now)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Case]
-    total: int
-    limit: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    id: int
-    case_id: int
-    t: float
-    actor: str
-    role: str | None
-    action: str
-    from_state: str | None
-    to_state: str
-    note: str
-    request_id: str | None
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmOutcome:
-    """What one alarm transition did: ``effect`` is duplicate | no_case | created | attached | updated."""
-
-    effect: str
-    case_id: int | None = None
-    case: Case | None = None
-    actions: tuple[str, ...] = ()  # workflow actions the bridge took (file, dispatch, fail_verification)
-    devices: tuple[str, ...] = ()  # devices whose open-case set may have changed
-
-
-@dataclass(frozen=True, slots=True)
-class RateRow:
-    key: str
-    total: int  # cases reported in the period (rejected and cancelled excluded)
-    closed: int
-    due: int  # cases whose handling limit has run out or that were handled
-    on_time: int  # handled within the limit
-    on_time_rate: float | None  # 及时解决率 = on_time / due
-    closure_rate: float | None  # 结案率 = closed / total
-
-
-@dataclass(frozen=True, slots=True)
-class Statistics:
-    since: float
-    until: float
-    by_unit: list[RateRow]
-    by_category: list[RateRow]
-    by_hour_category: list[tuple[int, str, int]]  # (local hour, service code, count)
-    by_grid: list[tuple[str, int]]
-    stage_median_s: dict[str, float | None]
-    total: RateRow = field(default_factory=lambda: RateRow("all", 0, 0, 0, 0, None, None))
+    return Case(**d, overdue=deadlines.is_overdue(deadline, now),
+                time_to_deadline_s=deadlines.time_to_deadline(deadline, now))
 
 
 _ORDER = {
@@ -194,8 +76,10 @@ class CaseStore:
     ) -> None:
         self.db = db
         self.catalog = catalog
-        self.verify_hold_s = verify_hold_s
-        self.verify_grace_s = verify_grace_s
+        self.policy = policy.PolicyConfig(catalog, verify_hold_s, verify_grace_s)
+        self.notices = NoticeOutbox(db)
+        self.devices = DeviceRegistry(db)
+        self.stats = CaseStatistics(db, catalog.calendar.utc_offset_s)
 
     @property
     def dialect(self) -> str:
@@ -486,10 +370,10 @@ class CaseStore:
             return self._transition_tx(tx, case, action, actor, r, note, request_id, now, unit=unit, data=data)
 
     def apply_alarm(self, tr: AlarmTransition, device: DeviceInfo | None, now: float | None = None) -> AlarmOutcome:
-        """Apply one alarm transition idempotently: open, attach to, escalate or return a case.
+        """Apply one alarm transition idempotently, as :func:`case_bridge.policy.decide` says.
 
         Two bridges racing for the same correlation key (PostgreSQL, READ COMMITTED) meet at the
-        partial unique index; the loser retries and attaches to the winner's case.
+        partial unique index; the loser retries, now sees the winner's case, and attaches to it.
         """
         now = time.time() if now is None else now
         for attempt in range(3):
@@ -501,36 +385,89 @@ class CaseStore:
         raise AssertionError("unreachable")
 
     def _apply_alarm_once(self, tr: AlarmTransition, device: DeviceInfo | None, now: float) -> AlarmOutcome:
+        key = policy.lookup_key(tr, device, self.policy)
         with self.db.tx() as tx:
-            inserted = tx.execute_rowcount(
-                "INSERT INTO alarm_events (alarm_id, kind, t_ms, received_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (tr.alarm_id, tr.kind.value, ts_ms(tr.t), now),
-            )
-            if inserted == 0:
-                return AlarmOutcome("duplicate")
-            self._upsert_alarm_state(tx, tr)
-            link = tx.execute("SELECT case_id FROM case_links WHERE alarm_id = ?", (tr.alarm_id,))
-            if tr.kind not in (TransitionKind.RAISED, TransitionKind.ESCALATED):
-                cid = int(link[0][0]) if link else None
-                return AlarmOutcome("updated", cid, self._get_tx(tx, cid, now) if cid else None)
-            if link:
-                case = self._get_tx(tx, int(link[0][0]), now, for_update=True)
-                return self._alarm_on_case(tx, case, tr, device, now=now, effect="updated")
-            draft = map_alarm(self.catalog, tr, device)
-            if draft is None:
-                return AlarmOutcome("no_case")
-            rows = tx.execute("SELECT id FROM cases WHERE corr_key = ? AND is_open = 1", (draft.corr_key,))
-            if rows:
-                case = self._get_tx(tx, int(rows[0][0]), now, for_update=True)
-                tx.execute(
-                    "INSERT INTO case_links (alarm_id, case_id, device, rule, t) VALUES (?, ?, ?, ?, ?)",
-                    (tr.alarm_id, case.id, tr.device, tr.rule, tr.t),
-                )
-                self._audit(tx, case.id, now, "system", Role.SYSTEM.value, "attach", case.state, case.state,
-                            f"alarm {tr.alarm_id} ({tr.kind.value}) on {tr.device}", None, _alarm_json(tr))
-                return self._alarm_on_case(tx, case, tr, device, now=now, effect="attached")
-            return self._create_from_draft(tx, tr, draft, now)
+            situation = self._situation_tx(tx, tr, device, key, now)
+            decision = policy.decide(tr, situation, self.policy, now)
+            return self._execute_tx(tx, decision, now, (situation.linked, situation.correlated))
+
+    def _situation_tx(self, tx: Tx, tr: AlarmTransition, device: DeviceInfo | None, key: str | None,
+                      now: float) -> policy.Situation:
+        """Everything :func:`policy.decide` needs about ``tr``, read up front in the write transaction:
+        the alarm's bookkeeping in one statement, then its case (row-locked on PostgreSQL)."""
+        lock = " FOR UPDATE OF c" if self.dialect == "postgresql" else ""
+        rows = tx.execute(
+            "SELECT EXISTS (SELECT 1 FROM alarm_events WHERE alarm_id = ? AND kind = ? AND t_ms = ?), "
+            "(SELECT last_t FROM alarm_state WHERE alarm_id = ?), "
+            "(SELECT case_id FROM case_links WHERE alarm_id = ?)",
+            (tr.alarm_id, tr.kind.value, ts_ms(tr.t), tr.alarm_id, tr.alarm_id),
+        )
+        seen, last_t, link = rows[0]
+        if seen:
+            return policy.Situation(seen=True)
+        linked: Case | None = None
+        correlated: Case | None = None
+        if link is not None or key is not None:
+            where = "c.id = ?" if link is not None else "c.corr_key = ? AND c.is_open = 1"
+            cases = tx.execute(f"SELECT {_COLUMNS} FROM cases c WHERE {where}{lock}",
+                               (int(link),) if link is not None else (key,))
+            found = _case(cases[0], now) if cases else None
+            if link is not None:
+                linked = found
+            else:
+                correlated = found
+        return policy.Situation(False, None if last_t is None else float(last_t), linked, correlated, device)
+
+    def _execute_tx(self, tx: Tx, decision: policy.Decision, now: float, known: Iterable[Case | None] = ()
+                    ) -> AlarmOutcome:
+        """Carry out the policy's commands, in order, inside the caller's transaction.
+
+        ``known`` are cases read in this transaction and not changed since (saves re-reading them).
+        """
+        latest = {c.id: c for c in known if c is not None}
+        new_id: int | None = None
+
+        def cid(case_id: int) -> int:
+            if case_id != policy.NEW_CASE:
+                return case_id
+            assert new_id is not None, "a command on a case this decision has not opened yet"
+            return new_id
+
+        def case_of(case_id: int) -> Case:
+            if case_id not in latest:
+                latest[case_id] = self._get_tx(tx, case_id, now)
+            return latest[case_id]
+
+        for cmd in decision.commands:
+            if isinstance(cmd, policy.RecordTransition):
+                tr = cmd.alarm
+                tx.execute("INSERT INTO alarm_events (alarm_id, kind, t_ms, received_at) VALUES (?, ?, ?, ?)",
+                           (tr.alarm_id, tr.kind.value, ts_ms(tr.t), now))
+            elif isinstance(cmd, policy.UpdateAlarmState):
+                self._write_alarm_state(tx, cmd.alarm, cmd.how)
+            elif isinstance(cmd, policy.OpenCase):
+                new_id = self._open_case(tx, cmd.alarm, cmd.draft, now)
+            elif isinstance(cmd, policy.LinkAlarm):
+                tr = cmd.alarm
+                state = case_of(cmd.case_id).state
+                self._link(tx, tr, cmd.case_id)
+                self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "attach", state, state,
+                            f"alarm {tr.alarm_id} ({tr.kind.value}) on {tr.device}", None, policy.alarm_json(tr))
+            elif isinstance(cmd, policy.Escalate):
+                state = case_of(cmd.case_id).state
+                tx.execute("UPDATE cases SET urgency = ?, severity = ?, updated_at = ?, version = version + 1 "
+                           "WHERE id = ?", (cmd.to_urgency.value, cmd.alarm.severity.value, now, cmd.case_id))
+                latest.pop(cmd.case_id)
+                self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "escalate", state, state,
+                            f"urgency {cmd.from_urgency.value} -> {cmd.to_urgency.value}", None,
+                            policy.alarm_json(cmd.alarm))
+            else:
+                target = cid(cmd.case_id)
+                latest[target] = self._transition_tx(tx, case_of(target), cmd.action, "system", Role.SYSTEM,
+                                                     cmd.note, None, now, data=cmd.data)
+        case_id = None if decision.case_id is None else cid(decision.case_id)
+        final = None if case_id is None else case_of(case_id)
+        return AlarmOutcome(decision.effect, case_id, final, decision.actions, decision.devices)
 
     def due_verifications(
         self, now: float | None = None, hold_s: float | None = None, grace_s: float | None = None
@@ -541,8 +478,8 @@ class CaseStore:
         verify_grace_s=)``); the bridge passes its ``cases`` settings.
         """
         now = time.time() if now is None else now
-        hold = self.verify_hold_s if hold_s is None else hold_s
-        grace = self.verify_grace_s if grace_s is None else grace_s
+        cfg = replace(self.policy, verify_hold_s=self.policy.verify_hold_s if hold_s is None else hold_s,
+                      verify_grace_s=self.policy.verify_grace_s if grace_s is None else grace_s)
         with self.db.read() as tx:
             ids = [int(r[0]) for r in tx.execute(
                 "SELECT id FROM cases WHERE state = ? AND source = 'iot' ORDER BY deadline, id LIMIT 500",
@@ -551,103 +488,12 @@ class CaseStore:
         out: list[AlarmOutcome] = []
         for cid in ids:
             with self.db.tx() as tx:
-                case = self._get_tx(tx, cid, now, for_update=True)
-                if case.state != State.HANDLED.value or case.handled_at is None:
-                    continue
-                alarms = self._alarms_tx(tx, cid)
-                decision = lifecycle.verification(case.handled_at, alarms, hold, now, grace)
-                if decision.verdict is Verdict.WAIT:
-                    continue
-                devices = tuple(sorted({a.device for a in alarms}))
-                if decision.verdict is Verdict.FAIL:
-                    c2 = self._transition_tx(tx, case, Action.FAIL_VERIFICATION, "system", Role.SYSTEM,
-                                             decision.evidence["reason"], None, now, data=decision.evidence)
-                    out.append(AlarmOutcome("updated", cid, c2, ("fail_verification",), devices))
-                    continue
-                c2 = self._transition_tx(tx, case, Action.VERIFY, "system", Role.SYSTEM,
-                                         decision.evidence["reason"], None, now, data=decision.evidence)
-                acts: tuple[str, ...] = ("verify",)
-                if case.auto_close:
-                    c2 = self._transition_tx(tx, c2, Action.CLOSE, "system", Role.SYSTEM,
-                                             "closed after sensor verification", None, now)
-                    acts += ("close",)
-                out.append(AlarmOutcome("updated", cid, c2, acts, devices))
+                due = policy.VerificationDue(self._get_tx(tx, cid, now, for_update=True),
+                                             tuple(self._alarms_tx(tx, cid)))
+                decision = policy.decide(due, policy.Situation(), cfg, now)
+                if decision.commands:
+                    out.append(self._execute_tx(tx, decision, now, (due.case,)))
         return out
-
-    def enqueue_notice(
-        self,
-        targets: Sequence[str],
-        notice: dict[str, Any],
-        now: float,
-        window_s: float,
-        escalation: tuple[str, float, dict[str, Any]] | None = None,
-    ) -> list[str]:
-        """Queue ``notice`` (a dict with ``key``) for each target not sent the same key within
-        ``window_s``, and schedule ``escalation`` (alarm id, due time, notice) with it, in one
-        transaction: a redelivered alarm neither pages twice nor loses the page. Returns the
-        targets queued."""
-        key = str(notice["key"])
-        body = _dumps(notice)
-        queued: list[str] = []
-        with self.db.tx() as tx:
-            for target in targets:
-                dkey = f"{target}:{key}"
-                rows = tx.execute("SELECT t FROM notify_log WHERE key = ?", (dkey,))
-                if rows and now - float(rows[0][0]) < window_s:
-                    continue
-                if rows:
-                    tx.execute("UPDATE notify_log SET t = ? WHERE key = ?", (now, dkey))
-                else:
-                    tx.execute("INSERT INTO notify_log (key, t) VALUES (?, ?)", (dkey, now))
-                tx.execute(
-                    "INSERT INTO notify_outbox (target, key, notice, attempts, next_t, created_t) "
-                    "VALUES (?, ?, ?, 0, ?, ?)",
-                    (target, key, body, now, now),
-                )
-                queued.append(target)
-            if escalation is not None and (queued or not targets):
-                alarm_id, due_t, esc = escalation
-                tx.execute(
-                    "INSERT INTO escalations (alarm_id, due_t, notice) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    (alarm_id, due_t, _dumps(esc)),
-                )
-        return queued
-
-    def take_notices(self, now: float, lease_s: float, limit: int = 20) -> list[tuple[int, str, dict[str, Any], int]]:
-        """Claim up to ``limit`` due notices for ``lease_s`` (a crashed sender's claim runs out):
-        (outbox id, target, notice, attempts so far)."""
-        with self.db.tx() as tx:
-            rows = tx.execute(
-                "SELECT id, target, notice, attempts FROM notify_outbox WHERE next_t <= ? ORDER BY next_t, id LIMIT ?",
-                (now, limit),
-            )
-            for r in rows:
-                tx.execute("UPDATE notify_outbox SET next_t = ? WHERE id = ?", (now + lease_s, r[0]))
-        return [(int(r[0]), str(r[1]), orjson.loads(r[2]), int(r[3])) for r in rows]
-
-    def notice_done(self, outbox_id: int) -> None:
-        with self.db.tx() as tx:
-            tx.execute("DELETE FROM notify_outbox WHERE id = ?", (outbox_id,))
-
-    def notice_retry(self, outbox_id: int, attempts: int, next_t: float) -> None:
-        with self.db.tx() as tx:
-            tx.execute("UPDATE notify_outbox SET attempts = ?, next_t = ? WHERE id = ?", (attempts, next_t, outbox_id))
-
-    def pending_notices(self) -> int:
-        with self.db.read() as tx:
-            return int(tx.execute("SELECT COUNT(*) FROM notify_outbox")[0][0])
-
-    def cancel_escalation(self, alarm_id: str) -> None:
-        with self.db.tx() as tx:
-            tx.execute("DELETE FROM escalations WHERE alarm_id = ?", (alarm_id,))
-
-    def take_due_escalations(self, now: float) -> list[dict[str, Any]]:
-        """Remove and return the escalations due at ``now`` (one transaction: each fires once)."""
-        with self.db.tx() as tx:
-            rows = tx.execute("SELECT alarm_id, notice FROM escalations WHERE due_t <= ? ORDER BY due_t", (now,))
-            for alarm_id, _n in rows:
-                tx.execute("DELETE FROM escalations WHERE alarm_id = ?", (alarm_id,))
-        return [orjson.loads(n) for _a, n in rows]
 
     def case_for_alarm(self, alarm_id: str, now: float | None = None) -> Case | None:
         with self.db.read() as tx:
@@ -668,123 +514,6 @@ class CaseStore:
                 "SELECT t, topic, reason, detail, payload FROM case_dead_letters ORDER BY id DESC LIMIT ?", (limit,)
             )
         return [(float(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
-
-    def remember_devices(self, devices: Sequence[DeviceInfo], now: float) -> None:
-        """Keep the registry from birth messages (device -> DeviceInfo) across restarts."""
-        with self.db.tx() as tx:
-            for d in devices:
-                info = _dumps(d.to_json())
-                tx.execute(
-                    "INSERT INTO device_registry (device, info, updated_at) VALUES (?, ?, ?) ON CONFLICT (device) "
-                    "DO UPDATE SET info = excluded.info, updated_at = excluded.updated_at",
-                    (d.id, info, now),
-                )
-
-    def known_devices(self) -> dict[str, DeviceInfo]:
-        with self.db.read() as tx:
-            rows = tx.execute("SELECT device, info FROM device_registry")
-        out: dict[str, DeviceInfo] = {}
-        for dev, info in rows:
-            j = orjson.loads(info)
-            out[dev] = DeviceInfo(
-                id=j["id"], profile=j.get("profile", ""), kind=j.get("kind", ""), lat=j.get("lat"), lon=j.get("lon"),
-                grid=j.get("grid"), component_id=j.get("component_id"), owner=j.get("owner"),
-                circuit=j.get("circuit"), tags=tuple(j.get("tags", ())), interval_s=j.get("interval_s"),
-            )
-        return out
-
-    # ------------------------------------------------------------ statistics
-
-    def statistics(self, since: float, until: float, now: float | None = None, unit: str | None = None) -> Statistics:
-        """Cases reported in [since, until): 及时解决率 / closure rate per unit and category,
-        counts by local hour × category and by grid (high-incidence time/place/type), and the
-        median time per workflow stage."""
-        now = time.time() if now is None else now
-        base = "created_at >= ? AND created_at < ? AND state NOT IN ('rejected', 'cancelled')"
-        params: list[Any] = [since, until]
-        if unit is not None:
-            base += " AND unit = ?"
-            params.append(unit)
-        off = self.catalog.calendar.utc_offset_s
-        # SQLite would rather walk a (unit, ...) index to avoid a sort for GROUP BY unit, which
-        # reads the whole table; the period's created_at range is the selective part
-        src = "cases" if self.dialect == "postgresql" else "cases INDEXED BY cases_created"
-        if self.dialect == "postgresql":
-            hour = "CAST(FLOOR((created_at + ?) / 3600.0) AS BIGINT) % 24"
-        else:
-            hour = "CAST((created_at + ?) / 3600 AS INTEGER) % 24"
-        # one pass over the period, grouped finely, rolled up here: each extra GROUP BY query
-        # would walk the period's rows again
-        sums = (
-            "COUNT(*), SUM(CASE WHEN state = 'closed' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN due_at IS NOT NULL AND (handled_at IS NOT NULL OR due_at < ?) THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN handled_at IS NOT NULL AND due_at IS NOT NULL AND handled_at <= due_at THEN 1 ELSE 0 END)"
-        )
-        with self.db.read() as tx:
-            rows = tx.execute(
-                f"SELECT unit, service_code, grid, {hour} AS h, {sums} FROM {src} WHERE {base} "
-                "GROUP BY unit, service_code, grid, h",
-                [off, now, *params],
-            )
-            medians = self._stage_medians(tx, src, base, params)
-        acc: dict[tuple[str, str], list[int]] = {}
-        hours: dict[tuple[int, str], int] = {}
-        grids: dict[str, int] = {}
-        for unit_id, sc, grid, h, n, closed, due, on_time in rows:
-            vals = (int(n), int(closed or 0), int(due or 0), int(on_time or 0))
-            for key in (("unit", str(unit_id)), ("cat", str(sc)), ("all", "all")):
-                a = acc.setdefault(key, [0, 0, 0, 0])
-                for k in range(4):
-                    a[k] += vals[k]
-            hours[(int(h), str(sc))] = hours.get((int(h), str(sc)), 0) + vals[0]
-            if grid is not None:
-                grids[str(grid)] = grids.get(str(grid), 0) + vals[0]
-
-        def rows_of(kind: str) -> list[RateRow]:
-            return [self._rate((key, *v)) for (k, key), v in sorted(acc.items()) if k == kind]
-
-        total = rows_of("all")
-        return Statistics(
-            since, until, rows_of("unit"), rows_of("cat"),
-            [(h, sc, n) for (h, sc), n in sorted(hours.items())],
-            sorted(grids.items(), key=lambda kv: (-kv[1], kv[0]))[:100],
-            medians,
-            total[0] if total else RateRow("all", 0, 0, 0, 0, None, None),
-        )
-
-    _STAGES = (
-        ("file", "filed_at", "created_at"),
-        ("dispatch", "dispatched_at", "filed_at"),
-        ("handle", "handled_at", "dispatched_at"),
-        ("verify", "verified_at", "handled_at"),
-        ("close", "closed_at", "verified_at"),
-    )
-
-    def _stage_medians(self, tx: Tx, src: str, base: str, params: list[Any]) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        if self.dialect == "postgresql":
-            cols = ", ".join(
-                f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {end} - {start})" for _n, end, start in self._STAGES
-            )
-            row = tx.execute(f"SELECT {cols} FROM {src} WHERE {base}", params)[0]
-            for (name, _e, _s), v in zip(self._STAGES, row, strict=True):
-                out[name] = None if v is None else float(v)
-            return out
-        rows = tx.execute(
-            f"SELECT filed_at - created_at, dispatched_at - filed_at, handled_at - dispatched_at, "
-            f"verified_at - handled_at, closed_at - verified_at FROM {src} WHERE {base}",
-            params,
-        )
-        for i, (name, _e, _s) in enumerate(self._STAGES):
-            vals = [r[i] for r in rows if r[i] is not None]
-            out[name] = float(pystats.median(vals)) if vals else None
-        return out
-
-    @staticmethod
-    def _rate(r: Sequence[Any]) -> RateRow:
-        total, closed, due, on_time = (int(x or 0) for x in r[1:5])
-        return RateRow(str(r[0]), total, closed, due, on_time,
-                       on_time / due if due else None, closed / total if total else None)
 
     # ------------------------------------------------------------ internals
 
@@ -865,10 +594,9 @@ class CaseStore:
                     note, request_id, audit_data)
         return self._get_tx(tx, case.id, now)
 
-    def _upsert_alarm_state(self, tx: Tx, tr: AlarmTransition) -> None:
+    def _write_alarm_state(self, tx: Tx, tr: AlarmTransition, how: policy.AlarmUpdate) -> None:
         active = tr.kind is not TransitionKind.CLEARED
-        rows = tx.execute("SELECT last_t FROM alarm_state WHERE alarm_id = ?", (tr.alarm_id,))
-        if not rows:
+        if how is policy.AlarmUpdate.INSERT:
             tx.execute(
                 "INSERT INTO alarm_state (alarm_id, device, rule, active, acked, severity, raised_at, cleared_at, "
                 "last_kind, last_t, value, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -876,80 +604,35 @@ class CaseStore:
                  tr.severity.value, tr.t if tr.kind is TransitionKind.RAISED else None,
                  tr.t if not active else None, tr.kind.value, tr.t, tr.value, _dumps(tr.evidence)),
             )
-            return
-        if float(rows[0][0]) > tr.t:
-            return  # an older transition arriving late does not roll the alarm back
-        if tr.kind is TransitionKind.ACKNOWLEDGED:
+        elif how is policy.AlarmUpdate.ACK:
             tx.execute("UPDATE alarm_state SET acked = 1, last_t = ? WHERE alarm_id = ?", (tr.t, tr.alarm_id))
-            return
-        tx.execute(
-            "UPDATE alarm_state SET active = ?, severity = ?, last_kind = ?, last_t = ?, value = ?, evidence = ?, "
-            "raised_at = CASE WHEN ? THEN ? ELSE raised_at END, cleared_at = CASE WHEN ? THEN ? ELSE cleared_at END "
-            "WHERE alarm_id = ?",
-            (int(active), tr.severity.value, tr.kind.value, tr.t, tr.value, _dumps(tr.evidence),
-             tr.kind is TransitionKind.RAISED, tr.t, not active, tr.t, tr.alarm_id),
-        )
+        else:
+            tx.execute(
+                "UPDATE alarm_state SET active = ?, severity = ?, last_kind = ?, last_t = ?, value = ?, evidence = ?, "
+                "raised_at = CASE WHEN ? THEN ? ELSE raised_at END, "
+                "cleared_at = CASE WHEN ? THEN ? ELSE cleared_at END "
+                "WHERE alarm_id = ?",
+                (int(active), tr.severity.value, tr.kind.value, tr.t, tr.value, _dumps(tr.evidence),
+                 tr.kind is TransitionKind.RAISED, tr.t, not active, tr.t, tr.alarm_id),
+            )
 
-    def _create_from_draft(self, tx: Tx, tr: AlarmTransition, draft: CaseDraft, now: float) -> AlarmOutcome:
+    def _link(self, tx: Tx, tr: AlarmTransition, case_id: int) -> None:
+        tx.execute("INSERT INTO case_links (alarm_id, case_id, device, rule, t) VALUES (?, ?, ?, ?, ?)",
+                   (tr.alarm_id, case_id, tr.device, tr.rule, tr.t))
+
+    def _open_case(self, tx: Tx, tr: AlarmTransition, draft: CaseDraft, now: float) -> int:
         case_id = self._insert_case(
             tx, source="iot", source_key=f"alarm:{tr.alarm_id}", cat=draft.category, urgency=draft.urgency,
             unit=draft.unit, grid=draft.locality.grid, street=draft.locality.street,
             district=draft.locality.district, device=tr.device, rule=tr.rule, severity=tr.severity.value,
             corr_key=draft.corr_key, auto_close=draft.auto_close, lat=draft.lat, lon=draft.lon,
             address=None, description=draft.description, reporter="iot",
-            data={"alarm": _alarm_json(tr)}, now=now,
+            data={"alarm": policy.alarm_json(tr)}, now=now,
         )
-        tx.execute(
-            "INSERT INTO case_links (alarm_id, case_id, device, rule, t) VALUES (?, ?, ?, ?, ?)",
-            (tr.alarm_id, case_id, tr.device, tr.rule, tr.t),
-        )
+        self._link(tx, tr, case_id)
         self._audit(tx, case_id, now, "system", Role.SYSTEM.value, "report", None, State.REPORTED.value,
-                    f"raised by alarm {tr.alarm_id}", None, _alarm_json(tr))
-        case = self._get_tx(tx, case_id, now)
-        actions: list[str] = []
-        if draft.auto_dispatch:
-            case, acts = self._auto_dispatch(tx, case, now, f"auto: {tr.severity.value} {tr.rule}")
-            actions += acts
-        return AlarmOutcome("created", case_id, case, tuple(actions), (tr.device,))
-
-    def _auto_dispatch(self, tx: Tx, case: Case, now: float, note: str) -> tuple[Case, list[str]]:
-        acts: list[str] = []
-        if case.state == State.REPORTED.value:
-            case = self._transition_tx(tx, case, Action.FILE, "system", Role.SYSTEM, note, None, now)
-            acts.append("file")
-        if case.state == State.FILED.value:
-            case = self._transition_tx(tx, case, Action.DISPATCH, "system", Role.SYSTEM, note, None, now)
-            acts.append("dispatch")
-        return case, acts
-
-    def _alarm_on_case(self, tx: Tx, case: Case, tr: AlarmTransition, device: DeviceInfo | None, *, now: float,
-                       effect: str) -> AlarmOutcome:
-        """A raised/escalated alarm on a case that exists: escalate urgency, auto-dispatch, or fail a fix."""
-        actions: list[str] = []
-        if not case.is_open:
-            return AlarmOutcome(effect, case.id, case)
-        draft = map_alarm(self.catalog, tr, device)
-        if draft is not None:
-            rank = {u: i for i, u in enumerate(Urgency)}
-            if rank[draft.urgency] > rank[Urgency(case.urgency)]:
-                tx.execute("UPDATE cases SET urgency = ?, severity = ?, updated_at = ?, version = version + 1 "
-                           "WHERE id = ?", (draft.urgency.value, tr.severity.value, now, case.id))
-                self._audit(tx, case.id, now, "system", Role.SYSTEM.value, "escalate", case.state, case.state,
-                            f"urgency {case.urgency} -> {draft.urgency.value}", None, _alarm_json(tr))
-                case = self._get_tx(tx, case.id, now)
-            if draft.auto_dispatch and case.state in (State.REPORTED.value, State.FILED.value):
-                case, actions = self._auto_dispatch(tx, case, now, f"auto: {tr.severity.value} {tr.rule}")
-        if case.state == State.HANDLED.value:
-            reason = "alarm raised again after the fix was reported"
-            case = self._transition_tx(tx, case, Action.FAIL_VERIFICATION, "system", Role.SYSTEM,
-                                       reason, None, now, data={"reason": reason, "alarm": _alarm_json(tr)})
-            actions.append("fail_verification")
-        return AlarmOutcome(effect, case.id, case, tuple(actions), (tr.device,))
-
-
-def _alarm_json(tr: AlarmTransition) -> dict[str, Any]:
-    return {"alarm_id": tr.alarm_id, "device": tr.device, "rule": tr.rule, "kind": tr.kind.value,
-            "severity": tr.severity.value, "t": tr.t, "value": tr.value, "evidence": tr.evidence}
+                    f"raised by alarm {tr.alarm_id}", None, policy.alarm_json(tr))
+        return case_id
 
 
 def _alarm_view(r: Sequence[Any]) -> AlarmView:

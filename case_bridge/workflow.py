@@ -47,25 +47,30 @@ class State(StrEnum):
 
     @property
     def label_zh(self) -> str:
-        return _LABELS[self]
+        return _STATE_LABELS[self][0]
+
+    @property
+    def label_en(self) -> str:
+        return _STATE_LABELS[self][1]
 
     @property
     def is_open(self) -> bool:
         return self not in TERMINAL
 
 
-_LABELS = {
-    State.REPORTED: "上报",
-    State.FILED: "立案",
-    State.REJECTED: "不予立案",
-    State.DISPATCHED: "派遣",
-    State.IN_HANDLING: "处置中",
-    State.HANDLED: "处置反馈",
-    State.VERIFIED: "核查通过",
-    State.CLOSED: "结案",
-    State.RETURNED: "回退",
-    State.PARKED: "挂账",
-    State.CANCELLED: "作废",
+# (中文, English): the one place that names a state for people (console, notices, Open311 notes)
+_STATE_LABELS: dict[State, tuple[str, str]] = {
+    State.REPORTED: ("上报", "reported"),
+    State.FILED: ("立案", "filed"),
+    State.REJECTED: ("不予立案", "rejected"),
+    State.DISPATCHED: ("派遣", "dispatched"),
+    State.IN_HANDLING: ("处置中", "in handling"),
+    State.HANDLED: ("已处置", "handled"),
+    State.VERIFIED: ("已核查", "verified"),
+    State.CLOSED: ("结案", "closed"),
+    State.RETURNED: ("回退", "returned"),
+    State.PARKED: ("挂账", "parked"),
+    State.CANCELLED: ("作废", "cancelled"),
 }
 
 TERMINAL: frozenset[State] = frozenset({State.REJECTED, State.CLOSED, State.CANCELLED})
@@ -88,6 +93,38 @@ class Action(StrEnum):
     REQUEST_EXTENSION = "request_extension"
     APPROVE_EXTENSION = "approve_extension"
     DENY_EXTENSION = "deny_extension"
+
+    @property
+    def label_zh(self) -> str:
+        return ACTION_LABELS[self.value][0]
+
+    @property
+    def label_en(self) -> str:
+        return ACTION_LABELS[self.value][1]
+
+
+# (中文, English) of every workflow action, and of the audit entries the system writes that are
+# not workflow actions (``report`` opens a case, ``attach`` links an alarm, ``escalate`` raises urgency)
+ACTION_LABELS: dict[str, tuple[str, str]] = {
+    "file": ("立案", "file"),
+    "reject": ("不予立案", "reject"),
+    "dispatch": ("派遣", "dispatch"),
+    "accept": ("接收", "accept"),
+    "return": ("回退", "return"),
+    "report_fix": ("处置反馈", "report fixed"),
+    "verify": ("核查通过", "verify"),
+    "fail_verification": ("核查不通过", "fail verification"),
+    "close": ("结案", "close"),
+    "park": ("挂账", "park"),
+    "resume": ("恢复处置", "resume"),
+    "cancel": ("作废", "cancel"),
+    "request_extension": ("申请延期", "request extension"),
+    "approve_extension": ("批准延期", "approve extension"),
+    "deny_extension": ("驳回延期", "deny extension"),
+    "report": ("上报", "report"),
+    "attach": ("关联告警", "alarm attached"),
+    "escalate": ("升级", "escalated"),
+}
 
 
 class Role(StrEnum):
@@ -149,6 +186,8 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
 }
 
 EXTENSION_ACTIONS = frozenset({Action.REQUEST_EXTENSION, Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
+#: decisions on another's request (延期审批): the console keeps them to its approving roles
+APPROVAL_ACTIONS = frozenset({Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.SUPERVISOR: frozenset(
@@ -201,6 +240,29 @@ def allowed_actions(pos: Position, role: Role | None = None) -> tuple[Action, ..
         return acts
     permitted = ROLE_ACTIONS[role]
     return tuple(a for a in acts if a in permitted)
+
+
+#: the console's login roles (seats) and the workflow roles each acts as: a supervisor sits in the
+#: supervision and the command centre at once; the duty officer watches alarms and takes no case action
+SEAT_ROLES: dict[str, tuple[Role, ...]] = {
+    "case_handler": (Role.HANDLER,),
+    "supervisor": (Role.SUPERVISOR, Role.DISPATCHER),
+    "duty_officer": (),
+    "admin": (),
+}
+
+
+def seat_actions(pos: Position, seat: str) -> tuple[Action, ...]:
+    """Actions a console seat may take from ``pos`` through any of its workflow roles (stable order)."""
+    out: list[Action] = []
+    for role in SEAT_ROLES.get(seat, ()):
+        out.extend(a for a in allowed_actions(pos, role) if a not in out)
+    return tuple(out)
+
+
+def seat_role(pos: Position, seat: str, action: Action | str) -> Role | None:
+    """The workflow role a console seat takes ``action`` as from ``pos`` (None: it may not)."""
+    return next((r for r in SEAT_ROLES.get(seat, ()) if action in allowed_actions(pos, r)), None)
 
 
 def apply(pos: Position, action: Action | str, role: Role | None = None) -> Position:

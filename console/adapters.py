@@ -6,19 +6,17 @@ their types and errors into console views happens here, once, through the stores
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
 
-from case_bridge import CaseStore
-from case_bridge import store as cb_store
+from case_bridge import Case, CaseStore, RateRow
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
-from case_bridge.workflow import Role as WfRole
+from case_bridge.workflow import TERMINAL, State, seat_actions, seat_role
 from cloud_ingest.errors import IngestError
 from cloud_ingest.store import Store
 from console.errors import BadRequest, Conflict, StoreUnavailable
-from console.labels import CLOSED_STATES
-from console.policy import Role
 from console.views import (
     AlarmView,
     CaseFilter,
@@ -37,14 +35,8 @@ from console.views import (
 from rules.errors import AlarmStoreError
 from rules.store import AlarmRecord, AlarmStore
 
-# console role -> workflow roles it acts as (a supervisor is 监督中心 and 指挥中心 in one seat)
-WORKFLOW_ROLES: dict[str, tuple[WfRole, ...]] = {
-    Role.CASE_HANDLER.value: (WfRole.HANDLER,),
-    Role.SUPERVISOR.value: (WfRole.SUPERVISOR, WfRole.DISPATCHER),
-    Role.DUTY_OFFICER.value: (),
-    Role.ADMIN.value: (),
-}
-TERMINAL = ("closed", "rejected", "cancelled")
+_TERMINAL = sorted(s.value for s in TERMINAL)
+_CASE_ID = re.compile(r"[0-9]{1,18}")
 
 
 class DeviceAdapter:
@@ -107,7 +99,8 @@ class DeviceAdapter:
 
 
 def _case_id(case_id: str) -> int | None:
-    return int(case_id) if case_id.isdigit() and len(case_id) < 19 else None
+    """A case id from a URL: ASCII digits only (``'²'`` and ``'١٢'`` are digits to ``str.isdigit``)."""
+    return int(case_id) if _CASE_ID.fullmatch(case_id) else None
 
 
 class CaseAdapter:
@@ -115,15 +108,14 @@ class CaseAdapter:
         self.store = store
         self._unit_names = {u.id: u.name for u in store.units()}
 
-    def _view(self, c: cb_store.Case) -> CaseView:
+    def _view(self, c: Case) -> CaseView:
         return CaseView(
             id=str(c.id), category=c.service_code, category_name=c.category_name, unit=c.unit,
             unit_name=self._unit_names.get(c.unit, c.unit), state=c.state, urgency=c.urgency,
-            created_at=c.created_at, updated_at=c.updated_at, due_at=c.deadline, closed_at=c.closed_at,
+            created_at=c.created_at, updated_at=c.updated_at, deadline=c.deadline, closed_at=c.closed_at,
             device=c.device, rule=c.rule, alarm_id=(c.data.get("alarm") or {}).get("alarm_id"),
             description=c.description, lat=c.lat, lon=c.lon, address=c.address or "", source=c.source,
-            status_note="延期待批 extension pending" if c.extension_pending else "", expected_at=c.due_at,
-            overdue_now=c.overdue,
+            status_note="延期待批 extension pending" if c.extension_pending else "", due_at=c.due_at,
         )
 
     def categories(self) -> list[Category]:
@@ -147,7 +139,7 @@ class CaseAdapter:
     def worklist(self, flt: CaseFilter, now: float) -> CasePage:
         states: list[str] | None = list(flt.states) or None
         if flt.status == "closed":
-            states = [s for s in (states or TERMINAL) if s in TERMINAL] or ["closed"]
+            states = [s for s in (states or _TERMINAL) if s in _TERMINAL] or [State.CLOSED.value]
         ids = [i for i in (_case_id(x) for x in flt.ids) if i is not None] if flt.ids else None
         if flt.ids and not ids:
             return CasePage([], 0)  # only ids that cannot exist were asked for
@@ -178,10 +170,7 @@ class CaseAdapter:
 
     def allowed_actions(self, case: CaseView, role: str) -> list[str]:
         c = self.store.get(int(case.id))
-        out: list[str] = []
-        for wf in WORKFLOW_ROLES.get(role, ()):
-            out.extend(a for a in self.store.allowed_actions(c, wf) if a not in out)
-        return out
+        return [a.value for a in seat_actions(c.position, role)]
 
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
                    now: float) -> CaseView:
@@ -189,7 +178,7 @@ class CaseAdapter:
         if cid is None:
             raise Conflict(f"no case {case_id!r}")
         c = self.store.get(cid)
-        wf_role = next((r for r in WORKFLOW_ROLES.get(role, ()) if action in self.store.allowed_actions(c, r)), None)
+        wf_role = seat_role(c.position, role, action)
         if wf_role is None:
             raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
         try:
@@ -216,9 +205,9 @@ class CaseAdapter:
         return self._view(c)
 
     def statistics(self, start: float, end: float, now: float) -> Statistics:
-        st = self.store.statistics(start, end, now)
+        st = self.store.stats.report(start, end, now)
 
-        def row(r: cb_store.RateRow) -> StatRow:
+        def row(r: RateRow) -> StatRow:
             return StatRow(r.key, r.total, r.closed, r.due, r.on_time, r.on_time_rate, r.closure_rate)
 
         return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
@@ -292,6 +281,3 @@ class BridgeAlarmAdapter:
             rows = tx.execute(f"SELECT {self._COLS} FROM alarm_state WHERE alarm_id = ?", (alarm_id,))
         return self._view(rows[0]) if rows else None
 
-
-def closed_state(state: str) -> bool:
-    return state in CLOSED_STATES or state == "cancelled"

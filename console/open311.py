@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
+from case_bridge.workflow import State
 from console.errors import BadRequest
-from console.labels import CLOSED_STATES, STATES, zh_en
+from console.labels import STATES, zh_en
 from console.views import CaseView, Category
 
 SERVICE_FIELDS = ("service_code", "service_name", "description", "metadata", "type", "keywords", "group")
@@ -46,7 +47,7 @@ def parse_iso(text: str, field: str) -> float:
 
 
 def status_of(state: str) -> str:
-    return "closed" if state in CLOSED_STATES else "open"
+    return "open" if State(state).is_open else "closed"
 
 
 def service(cat: Category) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def request(case: CaseView, tz: tzinfo, now: float) -> dict[str, Any]:
         "service_notice": "",
         "requested_datetime": iso(case.created_at, tz),
         "updated_datetime": iso(case.closed_at if closed and case.closed_at else case.updated_at, tz),
-        "expected_datetime": iso(case.expected_at if case.expected_at is not None else case.due_at, tz),
+        "expected_datetime": iso(case.due_at if case.due_at is not None else case.deadline, tz),
         "address": case.address,
         "address_id": case.device or "",
         "zipcode": "",

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from case_bridge.workflow import APPROVAL_ACTIONS
+
 
 class Role(StrEnum):
     DUTY_OFFICER = "duty_officer"
@@ -46,7 +48,7 @@ ROLE_PERMS: dict[Role, frozenset[Perm]] = {
 UNIT_SCOPED: frozenset[Role] = frozenset({Role.CASE_HANDLER})
 
 # workflow actions only a supervisor may take, whatever the state machine allows
-SUPERVISOR_ACTIONS: frozenset[str] = frozenset({"approve_extension", "deny_extension", "approve", "deny"})
+SUPERVISOR_ACTIONS: frozenset[str] = frozenset(a.value for a in APPROVAL_ACTIONS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from console.labels import CLOSED_STATES, KINDS, SEVERITIES, STATES, URGENCIES, zh_en
+from console.labels import KINDS, SEVERITIES, STATES, URGENCIES, zh_en
 from console.views import AlarmView, CaseView, DeviceView, TimelineEntry
 
 SEVERITY_RANK = {"critical": 3, "major": 2, "minor": 1}
@@ -36,9 +36,10 @@ def case(c: CaseView, now: float) -> dict[str, Any]:
     out = asdict(c)
     out["state_label"] = zh_en(STATES, c.state)
     out["urgency_label"] = zh_en(URGENCIES, c.urgency)
-    out["open"] = c.state not in CLOSED_STATES and c.state != "cancelled"
+    out["open"] = c.is_open
     out["overdue"] = c.overdue(now)
-    out["time_to_deadline_s"] = None if c.due_at is None or c.closed_at is not None else round(c.due_at - now, 1)
+    left = c.time_to_deadline_s(now)
+    out["time_to_deadline_s"] = None if left is None else round(left, 1)
     return out
 
 

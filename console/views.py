@@ -1,6 +1,8 @@
 """What the console shows, as plain values, and the ports it reads them through.
 
-The console holds no business rules: devices, readings, alarms and cases come from the
+The console holds no business rules: case facts (states, which are open, deadlines, overdue)
+are :mod:`case_bridge`'s and are named as it names them (``deadline`` the stage deadline,
+``due_at`` the overall handling deadline); devices, readings, alarms and cases come from the
 stores of ``cloud_ingest``, ``rules`` and ``case_bridge`` through the small protocols
 below. :mod:`console.adapters` implements them over the real stores; handlers, pages and
 the Open311 formatter only ever see these frozen values.
@@ -10,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from case_bridge import deadlines
+from case_bridge.workflow import State
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class CaseView:
     urgency: str
     created_at: float
     updated_at: float
-    due_at: float | None = None
+    deadline: float | None = None  # current stage deadline (环节时限); None when no clock runs
     closed_at: float | None = None
     device: str | None = None
     rule: str | None = None
@@ -93,13 +98,17 @@ class CaseView:
     address: str = ""
     source: str = ""  # iot | open311 | citizen | ...
     status_note: str = ""
-    expected_at: float | None = None  # overall handling deadline (Open311 expected_datetime)
-    overdue_now: bool | None = None  # the store's own verdict at read time, when it gives one
+    due_at: float | None = None  # overall handling deadline from dispatch (Open311 expected_datetime)
+
+    @property
+    def is_open(self) -> bool:
+        return State(self.state).is_open
 
     def overdue(self, now: float) -> bool:
-        if self.due_at is None or self.closed_at is not None:
-            return False
-        return now > self.due_at
+        return deadlines.is_overdue(self.deadline, now)
+
+    def time_to_deadline_s(self, now: float) -> float | None:
+        return deadlines.time_to_deadline(self.deadline, now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from case_bridge.model import Case
 from case_bridge.store import CaseStore, open_case_store
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.reading import DeviceInfo
@@ -66,3 +67,17 @@ def sqlite_store(tmp: Path, **kw: float) -> Iterator[CaseStore]:
         yield store
     finally:
         store.close()
+
+
+def a_case(case_id: int = 7, state: str = "reported", urgency: str = "normal", *, device: str = "wl-0001",
+           handled_at: float | None = None, auto_close: bool = False, extension_pending: bool = False) -> Case:
+    """A case value as the store would read it, for the pure policy tests."""
+    return Case(
+        id=case_id, source="iot", source_key=f"alarm:{device}", kind="event", category_code="0111",
+        service_code="S0111", category_name="道路积水", urgency=urgency, state=state,
+        extension_pending=extension_pending, extensions=0, unit="lingyin-street", grid="330106001001", street=None,
+        district=None, device=device, rule="road-water-depth", severity="major", corr_key=None,
+        auto_close=auto_close, lat=None, lon=None, address=None, description="", reporter="iot", created_at=T0,
+        filed_at=None, dispatched_at=None, handled_at=handled_at, verified_at=None, closed_at=None, deadline=None,
+        due_at=None, updated_at=T0, version=1, data={}, overdue=False, time_to_deadline_s=None,
+    )

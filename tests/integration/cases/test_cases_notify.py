@@ -121,7 +121,7 @@ async def test_dingtalk_signed_markdown(http: Recorder, store: CaseStore) -> Non
     secret = "SECtest-secret"
     s = settings([{"name": "ding", "type": "dingtalk", "url": http.url("/robot/send?access_token=abc"),
                    "secret": secret}])
-    n = Notifier(s, store)
+    n = Notifier(s, store.notices)
     await run_notifier(n, NOTICE)
     ((path, body),) = http.requests
     q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
@@ -137,7 +137,7 @@ async def test_dingtalk_signed_markdown(http: Recorder, store: CaseStore) -> Non
 async def test_wecom_rate_limit_is_retried(http: Recorder, store: CaseStore) -> None:
     http.replies = [(200, {"errcode": 45009, "errmsg": "api freq out of limit"})]
     n = Notifier(settings([{"name": "wecom", "type": "wecom", "url": http.url("/cgi-bin/webhook/send?key=k")}]),
-                 store)
+                 store.notices)
     await run_notifier(n, NOTICE)
     assert len(http.requests) == 2
     body = http.requests[1][1]
@@ -147,21 +147,21 @@ async def test_wecom_rate_limit_is_retried(http: Recorder, store: CaseStore) -> 
 
 async def test_webhook_backoff_dedup_and_giving_up(http: Recorder, store: CaseStore) -> None:
     http.replies = [(500, {}), (503, {})]
-    n = Notifier(settings([{"name": "hook", "type": "webhook", "url": http.url("/hook")}]), store)
+    n = Notifier(settings([{"name": "hook", "type": "webhook", "url": http.url("/hook")}]), store.notices)
     await run_notifier(n, NOTICE, NOTICE)  # the second is a duplicate
     assert len(http.requests) == 3 and n.sent == [("hook", "k1")]
     assert http.requests[-1][1]["key"] == "k1" and http.requests[-1][1]["severity"] == "critical"
     # a refusal (4xx) is not retried
     http.requests.clear()
     http.replies = [(400, {})]
-    n2 = Notifier(settings([{"name": "hook", "type": "webhook", "url": http.url("/hook")}]), store)
+    n2 = Notifier(settings([{"name": "hook", "type": "webhook", "url": http.url("/hook")}]), store.notices)
     await run_notifier(n2, Notice("k2", "t", ()))
     assert len(http.requests) == 1 and n2.failed and n2.failed[0][:2] == ("hook", "k2")
 
 
 async def test_unreachable_target_gives_up_after_the_attempts(store: CaseStore) -> None:
     url = f"http://127.0.0.1:{free_port()}/nothing"
-    n = Notifier(settings([{"name": "hook", "type": "webhook", "url": url}], retry_attempts=3), store)
+    n = Notifier(settings([{"name": "hook", "type": "webhook", "url": url}], retry_attempts=3), store.notices)
     await run_notifier(n, NOTICE)
     assert n.sent == [] and len(n.failed) == 1
 
@@ -169,7 +169,7 @@ async def test_unreachable_target_gives_up_after_the_attempts(store: CaseStore) 
 async def test_email(smtp: tuple[Mailbox, int], store: CaseStore) -> None:
     box, port = smtp
     n = Notifier(settings([{"name": "mail", "type": "email", "smtp_host": "127.0.0.1", "smtp_port": port,
-                            "from_addr": "citywatch@example.org", "to": ["duty@example.org"]}]), store)
+                            "from_addr": "citywatch@example.org", "to": ["duty@example.org"]}]), store.notices)
     await run_notifier(n, NOTICE)
     (env,) = box.messages
     assert env.rcpt_tos == ["duty@example.org"]
@@ -184,12 +184,12 @@ async def test_critical_alarm_escalates_when_unacknowledged(http: Recorder, stor
         escalate_to=["boss"], escalate_after_s=300,
     )
     clock = [T0]
-    first = Notifier(s, store, clock=lambda: clock[0])
+    first = Notifier(s, store.notices, clock=lambda: clock[0])
     before_restart = CaseBridge(store, MqttSettings(), CasesSettings(), first, clock=lambda: clock[0])
     before_restart.registry.update({GAUGE.id: GAUGE})
     before_restart.handle_alarm(alarm("wl-0001", "road-water-depth", severity="critical", alarm_id="w1"))
     # the bridge restarts: a new notifier over the same store still owes the escalation of w1
-    n = Notifier(s, store, clock=lambda: clock[0])
+    n = Notifier(s, store.notices, clock=lambda: clock[0])
     bridge = CaseBridge(store, MqttSettings(), CasesSettings(), n, clock=lambda: clock[0])
     bridge.registry.update({GAUGE.id: GAUGE, COVER_WATER.id: COVER_WATER})
     stop = asyncio.Event()
@@ -214,7 +214,7 @@ async def test_critical_alarm_escalates_when_unacknowledged(http: Recorder, stor
 
 
 async def test_overdue_case_notifies_once_per_stage(http: Recorder, store: CaseStore) -> None:
-    n = Notifier(settings([{"name": "duty", "type": "webhook", "url": http.url("/duty")}]), store)
+    n = Notifier(settings([{"name": "duty", "type": "webhook", "url": http.url("/duty")}]), store.notices)
     bridge = CaseBridge(store, MqttSettings(), CasesSettings(), n)
     c = store.create_reported("S0111", "积水", grid="330106001001", now=T0)
     assert c.deadline is not None

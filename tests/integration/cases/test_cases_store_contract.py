@@ -237,7 +237,7 @@ def test_statistics(store: CaseStore) -> None:
         store.transition(cid, "report_fix", "h", now=T0 + 120 + fix_after)
         store.transition(cid, "verify", "s", now=T0 + 200 + fix_after)
         store.transition(cid, "close", "s", now=T0 + 300 + fix_after)
-    st = store.statistics(T0 - 1, T0 + 86400, now=T0 + 10 * 86400)
+    st = store.stats.report(T0 - 1, T0 + 86400, now=T0 + 10 * 86400)
     by_unit = {r.key: r for r in st.by_unit}
     lingyin = by_unit["lingyin-street"]
     assert (lingyin.total, lingyin.closed, lingyin.due, lingyin.on_time) == (2, 2, 2, 1)
@@ -253,22 +253,22 @@ def test_statistics(store: CaseStore) -> None:
 
 def test_notify_dedup_and_migrate_twice(store: CaseStore) -> None:
     n = {"key": "k", "title": "t"}
-    assert store.enqueue_notice(["a", "b"], n, T0, 60) == ["a", "b"]
-    assert store.enqueue_notice(["a", "b"], n, T0 + 30, 60) == []
-    assert store.enqueue_notice(["a"], n, T0 + 61, 60) == ["a"]
-    assert store.pending_notices() == 3
-    claimed = store.take_notices(T0 + 61, lease_s=30, limit=2)
+    assert store.notices.enqueue_notice(["a", "b"], n, T0, 60) == ["a", "b"]
+    assert store.notices.enqueue_notice(["a", "b"], n, T0 + 30, 60) == []
+    assert store.notices.enqueue_notice(["a"], n, T0 + 61, 60) == ["a"]
+    assert store.notices.pending_notices() == 3
+    claimed = store.notices.take_notices(T0 + 61, lease_s=30, limit=2)
     assert [(t, b["key"], a) for _i, t, b, a in claimed] == [("a", "k", 0), ("b", "k", 0)]
-    (third,) = store.take_notices(T0 + 61, lease_s=30)  # the first two are leased
-    assert store.take_notices(T0 + 62, lease_s=30) == []
-    store.notice_done(claimed[0][0])
-    store.notice_retry(claimed[1][0], 1, T0 + 70)
+    (third,) = store.notices.take_notices(T0 + 61, lease_s=30)  # the first two are leased
+    assert store.notices.take_notices(T0 + 62, lease_s=30) == []
+    store.notices.notice_done(claimed[0][0])
+    store.notices.notice_retry(claimed[1][0], 1, T0 + 70)
     # the retry is due, and the third's lease ran out (its sender "crashed"): both come back
-    assert [i for i, *_ in store.take_notices(T0 + 95, lease_s=30)] == [claimed[1][0], third[0]]
+    assert [i for i, *_ in store.notices.take_notices(T0 + 95, lease_s=30)] == [claimed[1][0], third[0]]
     assert migrate(store.db) == 3  # 1, 2 and 3 (versions in schema_version); a second run is a no-op
-    store.remember_devices([GAUGE, COVER_GAS], T0)
-    store.remember_devices([GAUGE], T0 + 1)
-    assert store.known_devices()["mh-0002"] == COVER_GAS
+    store.devices.remember([GAUGE, COVER_GAS], T0)
+    store.devices.remember([GAUGE], T0 + 1)
+    assert store.devices.known()["mh-0002"] == COVER_GAS
 
 
 def test_device_ids_and_date_filters_and_console_roles(store: CaseStore) -> None:
@@ -325,10 +325,10 @@ def test_two_writers_race_for_one_correlation_key(store: CaseStore, tmp_path: Pa
 
 def test_escalations_are_kept_in_the_store(store: CaseStore) -> None:
     n1, n2 = {"key": "k1", "title": "t"}, {"key": "k2", "title": "t"}
-    store.enqueue_notice(["duty"], n1, T0, 3600, ("a1", T0 + 600, n1))
-    store.enqueue_notice(["duty"], n1, T0 + 10, 3600, ("a1", T0 + 900, n1))  # duplicate: nothing new
-    store.enqueue_notice(["duty"], n2, T0, 3600, ("a2", T0 + 600, n2))
-    store.cancel_escalation("a2")
-    assert store.take_due_escalations(T0 + 599) == []
-    assert store.take_due_escalations(T0 + 600) == [{"key": "k1", "title": "t"}]
-    assert store.take_due_escalations(T0 + 10_000) == []
+    store.notices.enqueue_notice(["duty"], n1, T0, 3600, ("a1", T0 + 600, n1))
+    store.notices.enqueue_notice(["duty"], n1, T0 + 10, 3600, ("a1", T0 + 900, n1))  # duplicate: nothing new
+    store.notices.enqueue_notice(["duty"], n2, T0, 3600, ("a2", T0 + 600, n2))
+    store.notices.cancel_escalation("a2")
+    assert store.notices.take_due_escalations(T0 + 599) == []
+    assert store.notices.take_due_escalations(T0 + 600) == [{"key": "k1", "title": "t"}]
+    assert store.notices.take_due_escalations(T0 + 10_000) == []

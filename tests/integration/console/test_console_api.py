@@ -225,3 +225,12 @@ def test_refused_writes_are_audited(env: DemoEnv, client: TestClient, as_user: A
     assert client.post(f"/api/v1/alarms/{alarm}/ack", headers=as_user("handler-a"), json={}).status_code == 403
     entries = env.app.state.ctx.stores.audit.entries(limit=5)
     assert entries[0].actor == "handler-a" and entries[0].result == 403 and entries[0].action == "denied:POST"
+
+
+@pytest.mark.parametrize("case_id", ["%C2%B2", "%D9%A1%D9%A2", "12%20", "-1", "1e3", "9" * 19])
+def test_case_ids_are_ascii_digits_only(env: DemoEnv, client: TestClient, as_user: Auth, case_id: str) -> None:
+    """'²'.isdigit() and '١٢'.isdigit() are true in Python; neither may reach int() (500) or case 12."""
+    sup = as_user("sup")
+    assert client.get(f"/api/v1/cases/{case_id}", headers=sup).status_code == 404
+    r = client.post(f"/api/v1/cases/{case_id}/actions", headers=sup, json={"action": "file"})
+    assert r.status_code in (404, 422), r.text

@@ -14,8 +14,8 @@ from console.views import CaseView, Category
 TZ = ZoneInfo("Asia/Shanghai")
 CASE = CaseView(id="42", category="S0111", category_name="道路积水", unit="lingyin-street", unit_name="灵隐街道办事处",
                 state="dispatched", urgency="urgent", created_at=1764057600.0, updated_at=1764057900.0,
-                due_at=1764061200.0, device="wl-0001", description="积水 <0.3 m> & rising", lat=30.25, lon=120.13,
-                expected_at=1764072000.0)
+                deadline=1764061200.0, device="wl-0001", description="积水 <0.3 m> & rising", lat=30.25, lon=120.13,
+                due_at=1764072000.0)
 
 
 def test_request_has_exactly_the_spec_fields() -> None:

@@ -61,3 +61,15 @@ def test_object_level_actions() -> None:
 def test_actor_names_machine_clients() -> None:
     assert KEY.actor == "apikey:hotline"
     assert HA.actor == "ha"
+
+
+def test_every_console_role_is_a_workflow_seat() -> None:
+    """The console names no workflow role of its own: case_bridge says what each login role acts as."""
+    from case_bridge.workflow import SEAT_ROLES, Position, State, seat_actions, seat_role
+
+    assert set(SEAT_ROLES) == {r.value for r in Role}
+    handled = Position(State.HANDLED)
+    assert [a.value for a in seat_actions(handled, "supervisor")] == ["verify", "fail_verification"]
+    assert seat_actions(Position(State.DISPATCHED), "duty_officer") == ()
+    assert seat_role(Position(State.FILED), "supervisor", "dispatch") is not None
+    assert seat_role(Position(State.FILED), "case_handler", "dispatch") is None

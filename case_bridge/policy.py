@@ -1,0 +1,256 @@
+"""The alarm -> case policy: every rule that turns alarm transitions into case changes. Pure.
+
+The store loads a :class:`Situation` (what is already known about the alarm, its case and the
+open case of its correlation key) in one read, calls :func:`decide`, and executes the returned
+commands in one transaction; it decides nothing itself. The rules:
+
+- dedup: a transition (alarm id, kind, t) seen before changes nothing; an alarm links to at
+  most one case, so a redelivery never opens a second one;
+- alarm state: a transition older than the alarm's last one does not roll it back;
+- correlation: one open case per correlation key (per device and rule, per grid and rule, or
+  per lamp circuit: see :func:`case_bridge.mapping.correlation_key`); a raise whose key has an
+  open case attaches to it;
+- escalation: a raise or escalation that maps to a higher urgency raises the case's urgency;
+- auto-dispatch: from the severity the category rule names, a reported/filed case is filed
+  and dispatched by the system;
+- sensor verification: an alarm raised again on a case whose fix was reported returns it
+  (核查不通过); a handled case whose alarms stayed normal for the hold time is verified (and
+  closed when the rule says ``auto_close``), one still active after the grace time returns;
+- clear and acknowledge only update the alarm's state (verification reads it later).
+
+Extending the policy (correlation declared per category, re-assignment, supervised override)
+means a new field in :class:`PolicyConfig` or :class:`Situation` and a new command, not SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from case_bridge import lifecycle, workflow
+from case_bridge.config import Catalog, Urgency
+from case_bridge.lifecycle import AlarmView, Verdict
+from case_bridge.mapping import CaseDraft, map_alarm
+from case_bridge.model import Case
+from case_bridge.workflow import Action, Position, State
+from contracts.alarms import AlarmTransition, TransitionKind
+from contracts.reading import DeviceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """What the policy reads from configuration: the category table and the verification times."""
+
+    catalog: Catalog
+    verify_hold_s: float = 600.0  # the sensor must read normal this long after a fix
+    verify_grace_s: float = 0.0  # an alarm still active this long after the fix fails it
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """What the store knows when an alarm transition arrives (loaded in one read).
+
+    ``linked`` is the case the alarm is already linked to; ``correlated`` the open case that
+    holds the transition's correlation key (see :func:`lookup_key`); ``alarm_last_t`` the time of
+    the alarm's latest recorded transition (``None``: first time this alarm is seen).
+    """
+
+    seen: bool = False
+    alarm_last_t: float | None = None
+    linked: Case | None = None
+    correlated: Case | None = None
+    device: DeviceInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationDue:
+    """A handled case and the latest state of its alarms, read when its verification may be due."""
+
+    case: Case
+    alarms: tuple[AlarmView, ...]
+
+
+# ------------------------------------------------------------------ commands
+
+NEW_CASE = 0  # ``case_id`` of a command that acts on the case an OpenCase of the same decision creates
+
+
+class AlarmUpdate(StrEnum):
+    INSERT = "insert"  # first transition of this alarm
+    UPDATE = "update"  # raise/escalate/clear: state, severity, value, evidence
+    ACK = "ack"  # acknowledged: only the acknowledged flag and time
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTransition:
+    """Remember (alarm id, kind, t) so a redelivery is recognised."""
+
+    alarm: AlarmTransition
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAlarmState:
+    alarm: AlarmTransition
+    how: AlarmUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCase:
+    """Open an IoT case in ``reported`` from ``draft`` and link the alarm to it."""
+
+    alarm: AlarmTransition
+    draft: CaseDraft
+
+
+@dataclass(frozen=True, slots=True)
+class LinkAlarm:
+    """Attach the alarm to an open case (correlation)."""
+
+    case_id: int
+    alarm: AlarmTransition
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    case_id: int
+    from_urgency: Urgency
+    to_urgency: Urgency
+    alarm: AlarmTransition
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A workflow action the system takes (role ``system``), with its note and audit data."""
+
+    case_id: int
+    action: Action
+    note: str
+    data: dict[str, Any] | None = None
+
+
+Command = RecordTransition | UpdateAlarmState | OpenCase | LinkAlarm | Escalate | Transition
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``effect``: duplicate | no_case | created | attached | updated | wait; ``case_id`` the case
+    concerned (:data:`NEW_CASE` for one this decision opens); ``devices`` whose open-case set may change."""
+
+    effect: str
+    commands: tuple[Command, ...] = ()
+    case_id: int | None = None
+    devices: tuple[str, ...] = ()
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return tuple(c.action.value for c in self.commands if isinstance(c, Transition))
+
+
+# ------------------------------------------------------------------ the rules
+
+_RAISING = (TransitionKind.RAISED, TransitionKind.ESCALATED)
+_URGENCY_RANK = {u: i for i, u in enumerate(Urgency)}
+
+
+def lookup_key(tr: AlarmTransition, device: DeviceInfo | None, config: PolicyConfig) -> str | None:
+    """The correlation key whose open case the store must load for ``tr`` (None: no lookup)."""
+    if tr.kind not in _RAISING:
+        return None
+    draft = map_alarm(config.catalog, tr, device)
+    return None if draft is None else draft.corr_key
+
+
+def alarm_json(tr: AlarmTransition) -> dict[str, Any]:
+    """The alarm as case data and audit evidence."""
+    return {"alarm_id": tr.alarm_id, "device": tr.device, "rule": tr.rule, "kind": tr.kind.value,
+            "severity": tr.severity.value, "t": tr.t, "value": tr.value, "evidence": tr.evidence}
+
+
+def decide(trigger: AlarmTransition | VerificationDue, situation: Situation, config: PolicyConfig,
+           now: float) -> Decision:
+    """The commands one alarm transition (or one due verification) leads to."""
+    if isinstance(trigger, VerificationDue):
+        return _verification(trigger, config, now)
+    tr = trigger
+    if situation.seen:
+        return Decision("duplicate")
+    book: list[Command] = [RecordTransition(tr)]
+    how = _alarm_update(tr, situation.alarm_last_t)
+    if how is not None:
+        book.append(UpdateAlarmState(tr, how))
+    if tr.kind not in _RAISING:
+        linked = situation.linked
+        return Decision("updated", tuple(book), linked.id if linked else None)
+    if situation.linked is not None:
+        return _on_case(tr, situation.linked, situation.device, config, effect="updated", book=book)
+    draft = map_alarm(config.catalog, tr, situation.device)
+    if draft is None:
+        return Decision("no_case", tuple(book))
+    if situation.correlated is not None:
+        case = situation.correlated
+        book.append(LinkAlarm(case.id, tr))
+        return _on_case(tr, case, situation.device, config, effect="attached", book=book)
+    book.append(OpenCase(tr, draft))
+    pos = Position(State.REPORTED)
+    if draft.auto_dispatch:
+        book += _auto_dispatch(NEW_CASE, pos, tr)
+    return Decision("created", tuple(book), NEW_CASE, (tr.device,))
+
+
+def _alarm_update(tr: AlarmTransition, last_t: float | None) -> AlarmUpdate | None:
+    if last_t is None:
+        return AlarmUpdate.INSERT
+    if last_t > tr.t:
+        return None  # an older transition arriving late does not roll the alarm back
+    return AlarmUpdate.ACK if tr.kind is TransitionKind.ACKNOWLEDGED else AlarmUpdate.UPDATE
+
+
+def _on_case(tr: AlarmTransition, case: Case, device: DeviceInfo | None, config: PolicyConfig, *, effect: str,
+             book: list[Command]) -> Decision:
+    """A raise on a case that exists: escalate urgency, auto-dispatch, or return a reported fix."""
+    if not case.is_open:
+        return Decision(effect, tuple(book), case.id)
+    pos = case.position
+    draft = map_alarm(config.catalog, tr, device)
+    if draft is not None:
+        current = Urgency(case.urgency)
+        if _URGENCY_RANK[draft.urgency] > _URGENCY_RANK[current]:
+            book.append(Escalate(case.id, current, draft.urgency, tr))
+        if draft.auto_dispatch and pos.state in (State.REPORTED, State.FILED):
+            steps = _auto_dispatch(case.id, pos, tr)
+            book += steps
+            pos = Position(State.DISPATCHED, pos.extension_pending)
+    if pos.state is State.HANDLED:
+        reason = "alarm raised again after the fix was reported"
+        book.append(Transition(case.id, Action.FAIL_VERIFICATION, reason, {"reason": reason, "alarm": alarm_json(tr)}))
+    return Decision(effect, tuple(book), case.id, (tr.device,))
+
+
+def _auto_dispatch(case_id: int, pos: Position, tr: AlarmTransition) -> list[Command]:
+    note = f"auto: {tr.severity.value} {tr.rule}"
+    out: list[Command] = []
+    for action in (Action.FILE, Action.DISPATCH):
+        if action in workflow.allowed_actions(pos, workflow.Role.SYSTEM):
+            out.append(Transition(case_id, action, note))
+            pos = workflow.apply(pos, action, workflow.Role.SYSTEM)
+    return out
+
+
+def _verification(due: VerificationDue, config: PolicyConfig, now: float) -> Decision:
+    case = due.case
+    if case.state != State.HANDLED.value or case.handled_at is None:
+        return Decision("wait")
+    verdict = lifecycle.verification(case.handled_at, list(due.alarms), config.verify_hold_s, now,
+                                     config.verify_grace_s)
+    if verdict.verdict is Verdict.WAIT:
+        return Decision("wait", case_id=case.id)
+    devices = tuple(sorted({a.device for a in due.alarms}))
+    reason = str(verdict.evidence["reason"])
+    if verdict.verdict is Verdict.FAIL:
+        cmds: tuple[Command, ...] = (Transition(case.id, Action.FAIL_VERIFICATION, reason, verdict.evidence),)
+        return Decision("updated", cmds, case.id, devices)
+    cmds = (Transition(case.id, Action.VERIFY, reason, verdict.evidence),)
+    if case.auto_close:
+        cmds += (Transition(case.id, Action.CLOSE, "closed after sensor verification"),)
+    return Decision("updated", cmds, case.id, devices)
