@@ -93,8 +93,8 @@ def load_cases(path: Path, n: int, now: float) -> float:
 
 def load_devices(data: Path, n: int, now: float) -> float:
     from cloud_ingest.store import open_store
-    from console.demo import make_devices, seed_timeseries
     from rules.store import open_alarm_store
+    from tests.support.console_demo import make_devices, seed_timeseries
 
     t0 = time.perf_counter()
     ts = open_store(f"sqlite:///{data}/timeseries.db")
@@ -122,8 +122,8 @@ def serve(data: Path, port: int) -> None:
     from console.app import create_app
     from console.audit import AuditLog
     from console.context import Stores
-    from console.demo import RecordingAcks, demo_settings
     from rules.store import open_alarm_store
+    from tests.support.console_demo import RecordingAcks, demo_settings
 
     settings = demo_settings(max_page_size=200, login_rate={"per_minute": 1e6, "burst": 1000}, overview_cache_s=1.0)
     stores = Stores(devices=DeviceAdapter(open_store(f"sqlite:///{data}/timeseries.db")),
@@ -172,7 +172,7 @@ async def hammer(base: str, path: str, headers: dict[str, str], clients: int, se
 async def client(base: str, clients: int, seconds: float) -> dict[str, Any]:
     import httpx
 
-    from console.demo import PASSWORD
+    from tests.support.console_demo import PASSWORD
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
         tokens = {}

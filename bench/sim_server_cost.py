@@ -3,7 +3,7 @@
 Each server runs in its own process on loopback; one sync pymodbus client does N reads after a
 warm-up. The figure is server CPU µs per transaction (from /proc/<pid>/stat) and tx/s; the
 baseline is pymodbus's ``ModbusTcpServer`` + ``SimDevice`` serving the same read in the same run
-(performance.md measured ~200 µs/tx for it). firmware_sim recomputes the register bank from the
+(docs/performance.md §5a: ~200 µs/tx). firmware_sim recomputes the register bank from the
 scenario on every request, so its cost depends on the device type: a water gauge (7 holding
 registers) and a lamp (14 input registers, exact energy integral) are measured.
 

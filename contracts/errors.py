@@ -7,7 +7,7 @@
     │   └── PayloadError       undecodable or invalid payload (carries a short reason code)
     └── <package>Error         each package roots its own subtree here (GatewayError, ...)
 
-Lower-level exceptions (pymodbus, sqlite3, psycopg, paho) are translated once at the
+Lower-level exceptions (pyserial, sqlite3, psycopg, paho) are translated once at the
 package boundary with ``raise ... from exc``.
 """
 

@@ -1,6 +1,6 @@
 """Technician tools: ``citywatch plan``, ``citywatch probe``, ``citywatch scan``.
 
-Imported only when one of them is chosen; keeps to pydantic/pymodbus (no FastAPI, psycopg).
+Imported only when one of them is chosen; keeps to pydantic/pyserial (no FastAPI, psycopg).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@
         ├── WriteMismatch   a write was accepted but the read-back differs
         └── Quarantined     the device is in quarantine until ``until``; not even tried
 
-The poller raises these; the edge agent maps them to health and quality. pymodbus and
-pyserial exceptions are translated once, in :mod:`gateway.modbus_io`.
+The poller raises these; the edge agent maps them to health and quality. Framing faults
+are found in :mod:`gateway.modbus_io`; pyserial, termios and socket errors are translated
+once, in :mod:`gateway.bus`.
 """
 
 from __future__ import annotations

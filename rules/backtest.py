@@ -33,7 +33,7 @@ import numpy as np
 
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.reading import DeviceInfo, Event, Quality, Reading
-from rules.evaluate import Compiled, DevicePlan, EngineState, RuleSet, _tick, compile_rule, evaluate, rule_metrics
+from rules.evaluate import Compiled, DevicePlan, EngineState, RuleSet, compile_rule, evaluate, rule_metrics, tick
 from rules.lifecycle import SEVERITIES, FlapPolicy, alarm_id_for
 from rules.specs import (
     CoverOpenRule,
@@ -46,7 +46,7 @@ from rules.specs import (
     StalenessRule,
     SupplyVoltageRule,
 )
-from rules.sun import _day_events
+from rules.sun import day_events
 
 _RANK_TO_SEV = {s.rank: s for s in SEVERITIES}
 
@@ -495,7 +495,7 @@ def sun_up_vector(lat: float, lon: float, t: np.ndarray, margin_s: float) -> np.
     out = np.empty(t.size, dtype=np.int8)
     for d in np.unique(day).tolist():
         sel = day == d
-        rise, sset, polar_day = _day_events(lat, lon, d)
+        rise, sset, polar_day = day_events(lat, lon, d)
         tt = t[sel]
         if rise is None or sset is None:
             out[sel] = 1 if polar_day else 0
@@ -700,7 +700,7 @@ def backtest(
     jobs = len(plain) + len(faults) + len(lamps) + len(stale)
     done = 0
 
-    def tick() -> None:
+    def job_done() -> None:
         nonlocal done
         done += 1
         if progress is not None:
@@ -718,11 +718,11 @@ def backtest(
             out.extend(cover_vector(c, seg))
         else:
             out.extend(threshold_vector(c, seg))
-        tick()
+        job_done()
     for c, ranges, sparts in faults.values():
         seg, good = _segs_and_good(sparts, ranges)
         out.extend(sensor_fault_vector(c, seg, good))
-        tick()
+        job_done()
     lamp_cache: dict[Any, LampData] = {}
     for c, rng, lparts in lamps.values():
         ckey = (tuple(rng.items()), tuple(info.id for info, _m in lparts))
@@ -730,10 +730,10 @@ def backtest(
         if data is None:
             data = lamp_cache[ckey] = lamp_data(lparts, rng)
         out.extend(lamp_vector(c, data))
-        tick()
+        job_done()
     for c, parts, limits in stale.values():
         out.extend(staleness_vector(c, Segs.build(parts), limits, end))
-        tick()
+        job_done()
     if progress is not None and jobs == 0:
         progress(1.0)
     out.sort(key=lambda tr: (tr.t, tr.device, tr.rule))
@@ -764,7 +764,7 @@ def _scalar_device(
     items.sort(key=lambda x: (x[0], x[1]))
     st = EngineState(registry={info.id: info}, next_tick_t=float("inf"))
     st, out = evaluate(rs, st, (x[2] for x in items), 0.0)
-    _tick(rs, st, end, out)
+    tick(rs, st, end, out)
     return out
 
 

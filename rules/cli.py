@@ -78,7 +78,7 @@ def args_backtest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="ingest store URL (overrides the config)")
     parser.add_argument("--devices", nargs="+", help="only these devices")
     parser.add_argument("--case-policy", help="module:function counting cases that would open (default: the "
-                        "case bridge's case_bridge.backtest:cases_would_open when present, else one per device×rule)")
+                        "case bridge's case_bridge.backtest:cases_would_open)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -96,13 +96,11 @@ def _store_url(args: argparse.Namespace) -> str:
 
 
 def _case_policy(spec: str | None) -> tuple[CasePolicy | None, str]:
+    """The bridge's own alarm -> case mapping by default; ``--case-policy module:function`` names another."""
     if spec is None:
-        try:
-            mod = importlib.import_module("case_bridge.backtest")
-        except ImportError:
-            return None, "default (one case per device x rule episode)"
-        fn = getattr(mod, "cases_would_open", None)
-        return (fn, "case_bridge.backtest:cases_would_open") if callable(fn) else (None, "default")
+        from case_bridge.backtest import cases_would_open
+
+        return cases_would_open, "case_bridge.backtest:cases_would_open"
     module, _, name = spec.partition(":")
     try:
         fn = getattr(importlib.import_module(module), name)

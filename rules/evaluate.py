@@ -718,7 +718,11 @@ def _gateway_conditions(rs: RuleSet, gw: str) -> list[Compiled]:
     return out
 
 
-def _tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -> None:
+def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -> None:
+    """Time-driven checks at ``now`` (gateway last wills, staleness, lamp day/night), appending to ``out``.
+
+    Public because the vectorised backtest ends a replay with the same tick the live engine runs.
+    """
     # gateways whose last will has stood long enough
     for gw, (state, since) in st.gw_state.items():
         if state != "offline":
@@ -802,7 +806,7 @@ def evaluate(
                     alarm.case_id = item.cases.get(alarm.rule)
     if now >= state.next_tick_t:
         state.next_tick_t = now + TICK_S
-        _tick(rs, state, now, out)
+        tick(rs, state, now, out)
     return state, out
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud_ingest.store import open_store
 from contracts.errors import CitywatchError
 from rules.backtest import History, Series
 from rules.errors import HistoryError
@@ -63,10 +64,6 @@ def load_history(
     chunk: int = 200_000,
 ) -> History:
     """Readings in ``[start, end)`` and the device registry from the ingest store at ``store_url``."""
-    try:
-        from cloud_ingest.store import open_store
-    except ImportError as exc:  # pragma: no cover - the ingest package ships with citywatch
-        raise HistoryError(f"the ingest store is not available: {exc}") from exc
     try:
         store = open_store(store_url)
     except CitywatchError as exc:

@@ -98,8 +98,11 @@ def local_sun_times(lat: float, lon: float, t: float) -> tuple[float | None, flo
 
 
 @lru_cache(maxsize=65536)
-def _day_events(lat: float, lon: float, day: int) -> tuple[float | None, float | None, bool]:
-    """(sunrise, sunset, polar_day) of local solar day number ``day`` (days since 1970 at local mean time)."""
+def day_events(lat: float, lon: float, day: int) -> tuple[float | None, float | None, bool]:
+    """(sunrise, sunset, polar_day) of local solar day number ``day`` (days since 1970 at local mean time).
+
+    Public (and cached) because the vectorised lamp backtest walks day by day with it.
+    """
     noon = day * 86400.0 - lon / 15.0 * 3600.0 + 43200.0
     rise, sset = local_sun_times(lat, lon, noon)
     polar_day = False
@@ -117,7 +120,7 @@ def sun_is_up(lat: float, lon: float, t: float, margin_s: float = 0.0) -> bool |
     Polar day is True and polar night False.
     """
     day = math.floor((t + lon / 15.0 * 3600.0) / 86400.0)
-    rise, sset, polar_day = _day_events(lat, lon, day)
+    rise, sset, polar_day = day_events(lat, lon, day)
     if rise is None or sset is None:
         return polar_day
     if rise + margin_s <= t <= sset - margin_s:

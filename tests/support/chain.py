@@ -15,7 +15,7 @@ Two TCP relays (this module's ``relay`` entry point, each its own process) make 
   ingester's database connections like a paused server (the kernel still accepts TCP, nothing
   answers), without touching the shared system PostgreSQL.
 
-The :class:`Ledger` counts every sample end to end (reliability.md): ``generated`` (appended to
+The :class:`Ledger` counts every sample end to end (docs/reliability.md): ``generated`` (appended to
 the agents' outboxes), ``stored`` (rows in the ingest database), ``dropped_by_policy`` (outbox
 budget), ``dead_lettered``, ``pending`` (still in an outbox), ``lost`` (the rest), duplicates
 before dedup (the ingester's own duplicate counter, scraped before every kill and at the end: a

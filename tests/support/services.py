@@ -8,6 +8,7 @@ fail under CI (``CI=true``), where ``.ci/run`` must have installed it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -70,6 +71,15 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def ports(self) -> list[int]:
+        """Every port the broker listens on: the main one and each ``listener`` of ``extra_conf``.
+
+        ``start`` waits for all of them: a test that uses a second listener (TLS, a plain one for an
+        acker) must not race the broker opening it.
+        """
+        return [self.port, *(int(p) for p in re.findall(r"^listener (\d+)", self.extra_conf, re.MULTILINE))]
+
     def start(self) -> None:
         binary = mosquitto_binary()
         assert binary is not None
@@ -90,7 +100,8 @@ class Mosquitto:
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
         log.close()
         try:
-            wait_port(self.host, self.port)
+            for port in self.ports:
+                wait_port(self.host, port)
         except TimeoutError:
             self.proc.kill()
             err = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]

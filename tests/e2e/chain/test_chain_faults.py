@@ -1,7 +1,8 @@
 """Faults during the whole chain: the district of ``district.yaml`` plays out while processes die.
 
-Two schedules: ``full_schedule`` has the issue's counts at wall-clock scale (about 6 minutes);
-``schedule`` below is a scaled-down one that runs in under a minute:
+Two schedules: ``full_schedule`` has the issue's counts at wall-clock scale (about 6 minutes; marked
+``long``, so it runs in ``make test-long``); ``schedule`` below is a scaled-down one that runs in
+under a minute within ``make test``:
 
 Scaled down to fit the e2e time budget (the whole e2e set runs in under 6 minutes), within ~50
 wall seconds while the storm, the cover lift, the outage and the trucks happen:
@@ -79,7 +80,7 @@ def full_schedule(c: Chain) -> list[tuple[float, str, Callable[[], None]]]:
     return sorted(plan, key=lambda item: item[0])
 
 
-@pytest.mark.parametrize("plan", [schedule, pytest.param(full_schedule, marks=[pytest.mark.slow,
+@pytest.mark.parametrize("plan", [schedule, pytest.param(full_schedule, marks=[pytest.mark.long,
                                                                                 pytest.mark.timeout(900)])],
                          ids=["scaled", "full"])
 def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_opening_one_case_per_condition(

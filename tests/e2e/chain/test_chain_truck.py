@@ -1,4 +1,7 @@
-"""An overloaded truck is a matter for transport enforcement (治超, domain.md §6)."""
+"""An overloaded truck is a matter for transport enforcement.
+
+治超 limits: 《超限运输车辆行驶公路管理规定》 (交通运输部令2016年第62号).
+"""
 
 from __future__ import annotations
 

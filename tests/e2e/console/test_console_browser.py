@@ -1,7 +1,9 @@
 """Browser end-to-end (headless Chromium via Playwright) on seeded demo data: the duty officer
 watches a storm alarm arrive live and acknowledges it; the handler works the resulting case;
 the supervisor verifies and closes it. Screenshots of the overview, the case page and the
-handler's worklist on a phone go to ``docs/screenshots/`` (run this test to refresh them).
+handler's worklist on a phone go to ``$CITYWATCH_SCREENSHOTS`` if set (``make screenshots`` sets it
+to ``docs/screenshots/`` to refresh the README's), else to the test's tmp dir: a test run modifies
+no tracked file.
 ``test_console_chain.py`` runs the same story through the real ingest, rules and case bridge.
 
 The chain around the console is real where it crosses a boundary: a private Mosquitto carries
@@ -26,17 +28,16 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_ingest.store import WriteBatch
-from console.demo import PASSWORD, build_demo
 from console.live import Hub, MqttFeed
 from contracts import payloads, topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
 from contracts.reading import Reading
+from tests.support.console_demo import PASSWORD, build_demo
 from tests.support.services import free_port, missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 
 
 def storm_depths(n: int) -> list[float]:
@@ -87,7 +88,15 @@ async def _login(page: Any, base: str, user: str) -> None:
     await page.wait_for_url(lambda url: "/login" not in url, timeout=15_000)
 
 
-async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$CITYWATCH_SCREENSHOTS`` (``make screenshots``) or this test's tmp dir."""
+    out = Path(os.environ.get("CITYWATCH_SCREENSHOTS") or tmp_path / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path, shots: Path) -> None:
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"{CHROMIUM} (apt-get install chromium)")
     from playwright.async_api import async_playwright
@@ -131,7 +140,7 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
             row = page.locator(f'tr[data-alarm="{alarm_id}"]')
             await row.wait_for(timeout=10_000)
             assert "严重 critical" in await row.inner_text()
-            await page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+            await page.screenshot(path=str(shots / "overview.png"), full_page=True)
             # ---- acknowledge: console -> alarm-ack -> rule engine -> acknowledged transition -> page
             await row.locator("button.ack").click()
             await page.locator(f'tr[data-alarm="{alarm_id}"]', has_text="已确认 acknowledged").wait_for(timeout=10_000)
@@ -144,7 +153,7 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
             await _login(page, base, "handler-a")
             await page.set_viewport_size({"width": 390, "height": 844})  # the handler's phone
             await page.wait_for_selector(f'a[href="/cases/{case.id}"]')
-            await page.screenshot(path=str(SHOTS / "worklist-phone.png"), full_page=False)
+            await page.screenshot(path=str(shots / "worklist-phone.png"), full_page=False)
             await page.set_viewport_size({"width": 1280, "height": 900})
             await page.click(f'a[href="/cases/{case.id}"]')
             await page.wait_for_selector("#case-state", timeout=15_000)
@@ -162,7 +171,7 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path) -> None:
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
                 await page.wait_for_load_state("load")
             await page.wait_for_selector("svg.plot polyline.line", timeout=15_000)  # the chart is drawn
-            await page.screenshot(path=str(SHOTS / "case.png"), full_page=True)
+            await page.screenshot(path=str(shots / "case.png"), full_page=True)
             await browser.close()
         final = env.case_store.get(case.id)
         assert final.state == "closed"

@@ -34,7 +34,6 @@ from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
 from console.app import create_app
 from console.audit import AuditLog
 from console.context import Stores
-from console.demo import PASSWORD, demo_settings, make_devices
 from console.live import Hub, MqttFeed, case_open_refresher
 from contracts import payloads, topics
 from contracts.config import MqttSettings
@@ -45,6 +44,7 @@ from rules.config import RulesSettings
 from rules.runner import RuleRunner
 from rules.specs import load_rules
 from rules.store import open_alarm_store
+from tests.support.console_demo import PASSWORD, demo_settings, make_devices
 from tests.support.services import free_port, missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]

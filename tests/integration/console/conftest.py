@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from console.demo import DEMO_API_KEY, PASSWORD, DemoEnv, build_demo
+from tests.support.console_demo import DEMO_API_KEY, PASSWORD, DemoEnv, build_demo
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from console.demo import PASSWORD, DemoEnv
+from tests.support.console_demo import PASSWORD, DemoEnv
 
 pytestmark = pytest.mark.integration
 Auth = Callable[[str], dict[str, str]]
@@ -177,7 +177,7 @@ def test_admin_users_never_show_hashes(client: TestClient, as_user: Auth) -> Non
 
 
 def test_admin_reload(env: DemoEnv, client: TestClient, as_user: Auth) -> None:
-    from console.demo import demo_settings
+    from tests.support.console_demo import demo_settings
 
     h = as_user("admin")
     env.app.state.ctx.reload = lambda: demo_settings(users=[
@@ -200,7 +200,7 @@ def test_cookie_writes_need_csrf(client: TestClient, env: DemoEnv) -> None:
 def test_openapi_and_docs_need_login_in_production(tmp_path: object) -> None:
     import time
 
-    from console.demo import build_demo, demo_settings
+    from tests.support.console_demo import build_demo, demo_settings
 
     env = build_demo(str(tmp_path), now=time.time(), settings=demo_settings(production=True))
     with TestClient(env.app) as c:

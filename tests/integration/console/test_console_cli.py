@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from console.cli import args_console, build, cmd_console
-from console.demo import PASSWORD, _demo_hash
+from tests.support.console_demo import PASSWORD, _demo_hash
 
 pytestmark = pytest.mark.integration
 

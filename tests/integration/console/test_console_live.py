@@ -16,12 +16,12 @@ import pytest
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
-from console.demo import PASSWORD, build_demo
 from console.live import Hub, MqttFeed
 from contracts import payloads, topics
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.config import MqttSettings
 from contracts.reading import Reading
+from tests.support.console_demo import PASSWORD, build_demo
 from tests.support.services import free_port, mosquitto_binary
 
 pytestmark = pytest.mark.integration

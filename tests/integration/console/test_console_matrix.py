@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from console.demo import PASSWORD, build_demo
+from tests.support.console_demo import PASSWORD, build_demo
 
 pytestmark = pytest.mark.integration
 

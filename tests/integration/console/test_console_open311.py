@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from console.demo import DEMO_API_KEY as API_KEY
-from console.demo import DemoEnv
 from console.open311 import POST_RESPONSE_FIELDS, REQUEST_FIELDS, SERVICE_FIELDS
+from tests.support.console_demo import DEMO_API_KEY as API_KEY
+from tests.support.console_demo import DemoEnv
 
 pytestmark = pytest.mark.integration
 BASE = "/open311/v2"

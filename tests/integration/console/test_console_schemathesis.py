@@ -17,7 +17,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from console.demo import DEMO_USERS, PASSWORD, build_demo, demo_settings
+from tests.support.console_demo import DEMO_USERS, PASSWORD, build_demo, demo_settings
 
 pytestmark = pytest.mark.integration
 

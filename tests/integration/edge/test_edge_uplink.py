@@ -232,7 +232,7 @@ async def test_auto_falls_back_to_mqtt311_on_a_broker_without_v5(tmp_path: Path)
 
     port = free_port()
     b = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]}, "topic-check": {"enabled": False}})
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}})
     await b.start()
     try:
         acker = await asyncio.to_thread(Acknowledger, "127.0.0.1", port, GW, "acker-311", False)

@@ -1,7 +1,8 @@
 """Demo and test data: a small district of devices, readings, alarms and cases in real stores.
 
-Used by the console tests (API, Open311, browser), the benchmark and the all-in-one demo;
-it writes through the stores' public APIs only, exactly as ingest and the bridge would.
+Used by the console tests (API, Open311, browser) and bench/console.py (not by `citywatch up`,
+which runs the real simulator, ingest, rules and bridge instead); it writes through the stores'
+public APIs only, exactly as ingest and the bridge would.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """In-process smoke tests: the simulator served over Modbus TCP and over pty pairs (RTU).
 
+pymodbus is the independent second implementation here: its client checks the simulator's
+framing (and so, indirectly, the gateway's, which the other wire tests pair with the simulator).
 Bounded: every read has a sub-second timeout and the whole file runs in a few seconds.
 """
 
@@ -25,6 +27,8 @@ from firmware_sim.server import SimServer
 from gateway import profiles
 from gateway.config import load_field_config
 from gateway.registers import RegisterKind, decode_block
+
+pytestmark = [pytest.mark.wire, pytest.mark.timeout(60)]
 
 CFG = """
 seed: 5
@@ -146,7 +150,7 @@ class RawPort:
 
 
 READ_WL = rtu_adu(1, bytes.fromhex("0400000005"))
-DEMO = Path(__file__).resolve().parents[3] / "configs" / "sim" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "sim" / "demo.yaml"
 
 
 async def test_rtu_split_frame_with_long_gaps(sim: SimServer) -> None:
