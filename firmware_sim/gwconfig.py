@@ -22,6 +22,7 @@ DEFAULT_POLL_S: dict[str, tuple[float, float | None]] = {
     "manhole": (5.0, None),
     "lamp": (30.0, None),
     "wim": (1.0, None),
+    "generic": (10.0, None),
 }
 
 

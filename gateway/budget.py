@@ -169,7 +169,7 @@ def render(budgets: Sequence[BusBudget]) -> str:
                      f"(its timeouts x tries every interval)")
         for d in b.devices:
             layout = profiles.get(d.profile).records
-            if layout is not None:
+            if layout is not None and layout.style == "ring":
                 per_read = (profiles.get(d.profile).max_block_registers - layout.record_words) // layout.stride + 1
                 lines.append(f"  not counted: {d.device} record reads (one read per up to {per_read} new records)")
         lines.append(f"  shortest common poll interval for these {len(b.devices)} devices: "

@@ -183,25 +183,25 @@ async def _probe(args: argparse.Namespace) -> int:
 
 async def _probe_last_record(bus: Bus, unit: int, profile: Profile, override: WordOrder | None) -> int:
     from gateway.errors import GatewayError
-    from gateway.profiles.wim import decode_record
+    from gateway.events import body_of, record_time, record_values
     from gateway.registers import decode_value
 
     layout = profile.records
     assert layout is not None
     counter = profile.field(layout.counter_field)
-    order = override or profile.default_word_order
     try:
         words = await bus.read(unit, counter.kind, counter.address, counter.width)
         count = int(decode_value(counter, words, profile.word_order_of(counter, override)))
-        if count < 1:
+        if count < layout.start_at:
             print("\nno records since boot")
             return 0
         rec_words = await bus.read(unit, layout.kind, layout.address_of(count), layout.record_words)
     except GatewayError as exc:
         print(f"\nlast record: read failed: {type(exc).__name__}: {exc}")
         return 1
-    rec = decode_record(rec_words, order)
-    print(f"\nlast record (#{count}, slot {layout.slot_of(count)}): {rec}")
+    values = record_values(layout, rec_words, lambda f: profile.word_order_of(f, override))
+    print(f"\nlast record (#{count}, slot {layout.slot_of(count)}, t {record_time(layout, values)}): "
+          f"{layout.event_kind} {body_of(layout, values)}")
     return 0
 
 

@@ -115,11 +115,10 @@ class DeviceConfig(StrictModel):
     @field_validator("profile")
     @classmethod
     def _profile_ok(cls, v: str) -> str:
+        """A library profile name or a profile file (relative paths: to the gateway config file)."""
         from gateway import profiles
 
-        if v not in profiles.names():
-            raise ValueError(f"unknown profile; known: {', '.join(sorted(profiles.names()))}")
-        return v
+        return profiles.check_ref(v)
 
     @field_validator("component_id")
     @classmethod
@@ -146,10 +145,13 @@ class DeviceConfig(StrictModel):
         return profiles.get(self.profile).kind
 
     def to_device_info(self) -> DeviceInfo:
+        from gateway import profiles
+
+        profile = profiles.get(self.profile)
         return DeviceInfo(
             id=self.id,
-            profile=self.profile,
-            kind=self.kind,
+            profile=profile.name,
+            kind=profile.kind,
             lat=self.lat,
             lon=self.lon,
             grid=self.grid,
@@ -219,7 +221,24 @@ def parse_field_config(text: str, source: str) -> FieldConfig:
         if key not in GATEWAY_SECTIONS:
             raise ConfigError(source, str(key), data[key], f"unknown section; known: {', '.join(GATEWAY_SECTIONS)}")
     sub = {k: data[k] for k in FIELD_SECTIONS if data.get(k) is not None}
-    return validate_config(sub, FieldConfig, source)
+    return validate_config(resolve_profile_paths(sub, source), FieldConfig, source)
+
+
+def resolve_profile_paths(sections: dict[str, Any], source: str) -> dict[str, Any]:
+    """Relative profile file paths of ``devices`` made relative to the config file's directory."""
+    from gateway import profiles
+
+    devices = sections.get("devices")
+    if not isinstance(devices, list) or not Path(source).parent.is_dir():
+        return sections
+    base = Path(source).parent
+    out = []
+    for dev in devices:
+        ref = dev.get("profile") if isinstance(dev, dict) else None
+        if isinstance(ref, str) and profiles.is_path(ref) and not Path(ref).is_absolute():
+            dev = {**dev, "profile": str((base / ref).resolve())}  # noqa: PLW2901 - a copy, not the input
+        out.append(dev)
+    return {**sections, "devices": out}
 
 
 def load_field_config(path: str | Path) -> FieldConfig:
