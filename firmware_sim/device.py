@@ -241,7 +241,9 @@ class SimDevice:
                         bank[layout.base + slot * layout.stride + i] = 0
             override = self.spec.word_order
             for rec in self.scenario.wim_records(self.id, t, self.history):
-                number = rec.record_no % (1 << (16 * self.profile.field(layout.counter_field).width))
+                # the k-th record since boot is numbered k - 1 + start_at, modulo the counter's range
+                modulus = 1 << (16 * self.profile.field(layout.counter_field).width)
+                number = (rec.record_no - 1 + layout.start_at) % modulus
                 rec_values = body_to_values(layout, number, rec.ts, rec.body())
                 if "vehicle_class" in {f.name for f in layout.fields}:
                     rec_values.setdefault("vehicle_class", float(rec.vehicle_class))

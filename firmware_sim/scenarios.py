@@ -149,6 +149,8 @@ class Scenario:
             raw = self._wim(spec, sc, t, h)
         else:
             raw = self._ranges(spec, sc, profile, t)
+        boot = h.last_boot(t)
+        raw.setdefault("uptime", float(math.floor(t - (boot if boot is not None else min(t, 0.0)))))
         raw = to_profile_fields(profile, raw)
         for name, value in spec.registers.items():
             raw.setdefault(name, value)
@@ -162,16 +164,18 @@ class Scenario:
 
         Values are quantised through the profile's register scale, as a real read would be.
         """
-        from gateway.registers import decode_value, encode_value
+        from gateway.registers import decode_value, encode_image
 
         profile = self.profile(device_id)
         spec = self.device(device_id)
         values = self.values(device_id, t, history)
+        numbers = {k: v for k, v in values.items() if profile.field(k).dtype is not DataType.STRING}
+        image = encode_image(profile, numbers, spec.word_order)  # registers shared by a word and its bits
         decoded: dict[str, float] = {}
-        for f in profile.fields:
-            if f.name in values:
-                order = profile.word_order_of(f, spec.word_order)
-                decoded[f.name] = decode_value(f, encode_value(f, values[f.name], order), order)
+        for name in numbers:
+            f = profile.field(name)
+            words = [image[f.kind][a] for a in range(f.address, f.end)]
+            decoded[name] = decode_value(f, words, profile.word_order_of(f, spec.word_order))
         out = {f.metric: decoded[f.name] for f in profile.fields if f.metric is not None and f.name in decoded}
         out.update(derived_values(profile, decoded))
         return out

@@ -9,9 +9,10 @@ is lost silently and none is published twice:
   restart, so the cloud drops the duplicates;
 * the counter advanced: the records in between are new (more than ``slots``: the oldest were
   overwritten before we could read them, and are counted as lost);
-* the counter went back: a wrap-around of a 16/32-bit counter when it was in the top quarter
-  and is now in the bottom quarter (and no reboot was seen), else a reboot (counter reset):
-  the records since the boot are new. Record numbers repeat after a reset; the record time
+* the counter (records written since boot, mod 2^16 or 2^32) went back: a wrap-around when
+  it was in the top quarter of its range and is now in the bottom quarter (and no reboot was
+  seen on the profile's uptime field), else a reboot (counter reset): the records since the
+  boot are new. Record numbers repeat after a reset; the record time
   in the id keeps the events apart.
 """
 
@@ -27,7 +28,7 @@ from gateway.registers import Field, RecordLayout, WordOrder, decode_fields
 
 @dataclass(frozen=True, slots=True)
 class CounterStep:
-    """Which records to read: ``n`` record numbers from ``first`` (mod the counter's range)."""
+    """Which records to read: ``n`` records ending with the newest; ``first`` is the oldest one's number."""
 
     first: int
     n: int
@@ -41,16 +42,19 @@ class CounterStep:
 
 def counter_step(last: int | None, count: int, layout: RecordLayout, modulus: int,
                  rebooted: bool = False) -> CounterStep:
-    """New records between the last handled count and ``count``; see the module doc."""
-    slots = layout.slots
+    """New records between the last handled count and ``count``; see the module doc.
+
+    The counter counts records written since boot (mod ``modulus``); the k-th record since boot
+    is numbered ``k - 1 + layout.start_at``, so the newest is ``count - 1 + start_at``.
+    """
+    newest = count - 1 + layout.start_at
     if last is None or rebooted or (count < last and not _wrapped(last, count, modulus)):
-        since = count - layout.start_at + 1  # records since the boot, as the counter tells
-        n = max(0, min(since, slots))
-        lost = max(0, since - slots) if last is not None else 0
-        return CounterStep((count - n + 1) % modulus, n, lost, reset=last is not None)
+        n = max(0, min(count, layout.slots))
+        lost = max(0, count - n) if last is not None else 0
+        return CounterStep((newest - n + 1) % modulus, n, lost, reset=last is not None)
     new = (count - last) % modulus
-    n = min(new, slots)
-    return CounterStep((count - n + 1) % modulus, n, new - n, wrapped=count < last)
+    n = min(new, layout.slots)
+    return CounterStep((newest - n + 1) % modulus, n, new - n, wrapped=count < last)
 
 
 def _wrapped(last: int, count: int, modulus: int) -> bool:

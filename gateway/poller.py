@@ -64,6 +64,9 @@ from gateway.registers import Decoded, Field, Profile, RecordLayout, RegisterKin
 
 log = logging.getLogger(__name__)
 
+#: derived values are rounded here: 3.0 - 2.579 is 0.4209999999999998 in binary, the device meant 0.421
+DERIVED_DECIMALS = 6
+
 
 @dataclass
 class DeviceHealth:
@@ -126,7 +129,7 @@ def readings_from(profile: Profile, device: str, now: float, decoded: Mapping[st
         for dv in profile.derived:
             if not all(k in inputs for k in dv.inputs) or not any(k in decoded for k in dv.inputs):
                 continue
-            value = dv.evaluate(values)
+            value = round(dv.evaluate(values), DERIVED_DECIMALS)
             if not math.isfinite(value):
                 continue
             q = _worst([inputs[k].quality for k in dv.inputs])
@@ -141,7 +144,7 @@ def derived_values(profile: Profile, values: Mapping[str, float]) -> dict[str, f
     out: dict[str, float] = {}
     for dv in profile.derived:
         if all(k in values for k in dv.inputs):
-            value = dv.evaluate(values)
+            value = round(dv.evaluate(values), DERIVED_DECIMALS)
             if math.isfinite(value):
                 out[dv.metric] = value
     return out
@@ -215,6 +218,7 @@ class DevicePoller:
         self.health.polls += 1
         try:
             decoded: dict[str, Decoded] = {}
+            rebooted = False
             for i, group in enumerate(self.groups):
                 last = self._last_read.get(i)
                 due = (last is None if group.once else
@@ -222,7 +226,8 @@ class DevicePoller:
                 if due:
                     await self._read_blocks(group.blocks, decoded)
                     self._last_read[i] = now
-            rebooted = self._rebooted(decoded)
+                if i == 0:  # a reboot seen on the every-poll fields makes read-once fields due now
+                    rebooted = self._rebooted(decoded)
             readings = readings_from(self.profile, self.device.id, now, decoded, self._context)
             events = edge_events(self.profile, self.device.id, now, decoded, self._edges)
             if self.profile.records is not None:
