@@ -4,8 +4,9 @@ A device counts its records (vehicles); the poller remembers the last count it h
 asks :func:`counter_step` which record numbers are new. The rules, chosen so that no record
 is lost silently and none is published twice:
 
-* first poll after the gateway starts: re-read what the device still holds (up to ``slots``
-  records); the event id ``"<record no>-<record time ms>"`` is the same as before the
+* first poll after the gateway starts: re-read what the device still holds (every slot when
+  records carry their number, which tells the slots that hold one; else up to ``count``);
+  the event id ``"<record no>-<record time ms>"`` is the same as before the
   restart, so the cloud drops the duplicates;
 * the counter advanced: the records in between are new (more than ``slots``: the oldest were
   overwritten before we could read them, and are counted as lost);
@@ -18,12 +19,13 @@ is lost silently and none is published twice:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.reading import Event
-from gateway.registers import Field, RecordLayout, WordOrder, decode_fields
+from gateway.registers import Field, Profile, RecordLayout, WordOrder, decode_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,9 @@ def counter_step(last: int | None, count: int, layout: RecordLayout, modulus: in
     is numbered ``k - 1 + layout.start_at``, so the newest is ``count - 1 + start_at``.
     """
     newest = count - 1 + layout.start_at
+    if last is None and layout.number_field is not None:
+        # at start the counter may have wrapped since boot: try every slot, the numbers tell which hold records
+        return CounterStep((newest - layout.slots + 1) % modulus, layout.slots)
     if last is None or rebooted or (count < last and not _wrapped(last, count, modulus)):
         n = max(0, min(count, layout.slots))
         lost = max(0, count - n) if last is not None else 0
@@ -121,3 +126,83 @@ def body_to_values(layout: RecordLayout, number: int, ts: float, body: Mapping[s
         else:
             values[layout.time_field] = float(round(ts))
     return values
+
+
+# ------------------------------------------------------------------ event schema (the cloud's check)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyKey:
+    """What one key of an event body may hold: a number (or a list of them) in ``lo..hi``."""
+
+    integral: bool
+    lo: float
+    hi: float
+    max_items: int = 0  # > 0: a list of at most this many numbers
+    count_key: str | None = None  # the list's length is this key's value minus ``count_less``
+    count_less: int = 0
+
+
+def _key_of(f: Field, max_items: int = 0, count_key: str | None = None, count_less: int = 0) -> BodyKey:
+    if f.dtype.is_float:
+        lo, hi = -math.inf, math.inf
+    else:
+        r0, r1 = f.dtype.raw_range
+        lo, hi = sorted((r0 * f.scale + f.offset, r1 * f.scale + f.offset))
+    if f.valid_min is not None:
+        lo = max(lo, f.valid_min)
+    if f.valid_max is not None:
+        hi = min(hi, f.valid_max)
+    return BodyKey(f.integral, lo, hi, max_items, count_key, count_less)
+
+
+def event_schemas(profiles: Sequence[Profile]) -> dict[str, dict[str, BodyKey]]:
+    """Event kind -> body key -> what it may hold, as the profiles declare their event sources."""
+    out: dict[str, dict[str, BodyKey]] = {}
+    for p in profiles:
+        if p.records is not None:
+            r = p.records
+            keys = out.setdefault(r.event_kind, {})
+            for item in r.body:
+                if item.field is not None:
+                    keys.setdefault(item.key, _key_of(r.field(item.field)))
+                else:
+                    count_key = next((b.key for b in r.body if b.field == item.count_field), None)
+                    keys.setdefault(item.key, _key_of(r.field(item.fields[0]), len(item.fields), count_key,
+                                                      item.count_less))
+        for e in p.edges:
+            keys = out.setdefault(e.kind, {})
+            for name in e.body_fields:
+                keys.setdefault(name, _key_of(p.field(name)))
+    return out
+
+
+def check_event(schemas: Mapping[str, Mapping[str, BodyKey]], kind: str, body: Mapping[str, Any]) -> str | None:
+    """Why an event breaks its declared schema (``"unknown_event_kind: ..."``), or None if it fits.
+
+    Keys are optional (a reading marked bad is left out of a body), but every key given must be
+    declared, of the declared type and range, and a list must be as long as its count says.
+    """
+    keys = schemas.get(kind)
+    if keys is None:
+        return f"unknown_event_kind: {kind[:40]!r}; declared: {', '.join(sorted(schemas))}"
+    for name, value in body.items():
+        spec = keys.get(name)
+        if spec is None:
+            return f"bad_event_body: body.{name[:40]} is not declared for {kind}"
+        items = value if spec.max_items else [value]
+        if spec.max_items and (not isinstance(value, list) or len(value) > spec.max_items):
+            return f"bad_event_body: body.{name} must be a list of at most {spec.max_items} numbers"
+        for x in items:
+            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+                return f"bad_event_body: body.{name}={str(x)[:40]} is not a number"
+            if spec.integral and x != int(x):
+                return f"bad_event_body: body.{name}={x} is not a whole number"
+            if not spec.lo <= x <= spec.hi:
+                return f"bad_event_body: body.{name}={x} outside {spec.lo:g}..{spec.hi:g}"
+        if spec.count_key is not None and spec.count_key in body:
+            want = int(body[spec.count_key]) - spec.count_less
+            if len(value) != max(want, 0):
+                return (f"bad_event_body: body.{name} has {len(value)} values but "
+                        f"{spec.count_key}={body[spec.count_key]} asks for {max(want, 0)}")
+    return None

@@ -300,9 +300,13 @@ class DevicePoller:
             if values is None or len(values) < len(layout.fields):
                 continue
             if layout.number_field is not None and int(values[layout.number_field]) % modulus != rec_no:
-                # overwritten by a newer record between counter and record read, or garbage
-                self.health.records_lost += 1
+                # at start: a slot never written since boot; later: overwritten by a newer record between
+                # the counter and the record read
+                if self._record_count is not None:
+                    self.health.records_lost += 1
                 continue
+            if self._record_count is None and layout.time_field is not None and values[layout.time_field] == 0:
+                continue  # at start: an empty slot (all zeros) that happens to carry the expected number 0
             events.append(record_event(layout, self.device.id, rec_no, values))
         self._record_count = count
         return events

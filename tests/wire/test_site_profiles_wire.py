@@ -138,7 +138,7 @@ async def test_edge_on_a_status_bit(site: Site) -> None:
     site.sim.clock.advance(45.0)  # lifted at 50 s
     got, events = await site.poll("c-1")
     assert got["cover_open"].value == 1.0
-    assert [e.kind for e in events] == ["cover_lifted"]
+    assert [e.kind for e in events] == ["cover_open"]
     site.sim.clock.advance(5.0)
     assert (await site.poll("c-1"))[1] == []
 
