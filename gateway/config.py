@@ -22,7 +22,8 @@ from contracts.config import StrictModel, parse_yaml, validate_config
 from contracts.errors import ConfigError
 from contracts.ids import is_valid_id
 from contracts.reading import DeviceInfo
-from gateway.registers import MAX_READ_REGISTERS, WordOrder
+from gateway.profile_schema import DeadbandSpec
+from gateway.registers import MAX_READ_REGISTERS, Deadband, WordOrder
 
 GATEWAY_SECTIONS = ("gateway", "mqtt", "outbox", "publish", "storm", "buses", "devices")
 FIELD_SECTIONS = ("buses", "devices")
@@ -98,6 +99,8 @@ class DeviceConfig(StrictModel):
     retries: int | None = PydField(None, ge=0, le=5)
     quarantine_after: int = PydField(3, ge=1, le=100)  # consecutive failed polls
     quarantine_max_s: float = PydField(300.0, gt=0.0, le=86400.0)
+    # report by exception: metric -> deadband, adding to / overriding the profile's (gateway.deadband)
+    deadbands: dict[str, DeadbandSpec] = PydField(default_factory=dict)
     # metadata
     lat: float | None = PydField(None, ge=-90.0, le=90.0)
     lon: float | None = PydField(None, ge=-180.0, le=180.0)
@@ -126,6 +129,21 @@ class DeviceConfig(StrictModel):
         if v is not None and not COMPONENT_ID.fullmatch(v):
             raise ValueError("component_id must be 16 digits: county(6) + major(2) + minor(2) + serial(6)")
         return v
+
+    @model_validator(mode="after")
+    def _deadbands_ok(self) -> DeviceConfig:
+        from gateway import profiles
+
+        if self.deadbands:
+            p = profiles.get(self.profile)
+            published = {f.metric for f in p.fields if f.metric} | {d.metric for d in p.derived}
+            for metric in self.deadbands:
+                if metric not in published:
+                    raise ValueError(f"deadbands: profile {p.name} does not publish {metric!r}")
+        return self
+
+    def deadband_overrides(self) -> dict[str, Deadband]:
+        return {m: spec.build() for m, spec in self.deadbands.items()}
 
     @model_validator(mode="after")
     def _storm_ok(self) -> DeviceConfig:

@@ -60,7 +60,13 @@ class DeadbandSpec(StrictModel):
 
     abs: float | None = PydField(None, gt=0.0)
     pct: float | None = PydField(None, gt=0.0, le=100.0)
-    heartbeat_s: float | None = PydField(None, gt=0.0, le=7 * 86400.0)
+    heartbeat_s: float = PydField(gt=0.0, le=86400.0)  # required: a silent value looks like a dead device
+
+    @model_validator(mode="after")
+    def _some_band(self) -> DeadbandSpec:
+        if self.abs is None and self.pct is None:
+            raise ValueError("give abs and/or pct")
+        return self
 
     def build(self) -> Deadband:
         return Deadband(self.abs, self.pct, self.heartbeat_s)
