@@ -28,7 +28,7 @@ DEFAULT_POLL_S: dict[str, tuple[float, float | None]] = {
 
 
 def load_deadbands(path: str | Path) -> dict[str, dict[str, DeadbandSpec]]:
-    """A deadband file (``configs/sim/demo-deadbands.yaml``): device kind -> metric -> deadband, validated."""
+    """A deadband file (``configs/gateway.demo-deadbands.yaml``): device kind -> metric -> deadband, validated."""
     from contracts.config import parse_yaml, validate_config
 
     p = Path(path)
@@ -67,6 +67,7 @@ def field_config(
     endpoints: Mapping[str, str],
     timeout_ms: int = 500,
     retries: int = 1,
+    *,
     deadbands: Mapping[str, Mapping[str, DeadbandSpec]] | None = None,
 ) -> FieldConfig:
     """The ``buses``/``devices`` of gateway ``gateway``; ``endpoints``: bus id -> "host:port" or serial path."""

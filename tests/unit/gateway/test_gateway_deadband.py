@@ -3,7 +3,7 @@
 The proof replays the demo district's storm (configs/sim/demo.yaml) as the gateways sample it
 (normal and storm poll intervals, storm mode decided by the edge on every sample) through the
 cloud rules (configs/rules/default.yaml), once with every reading and once with only the
-readings the deadbands of configs/sim/demo-deadbands.yaml publish. Every alarm raised (or
+readings the deadbands of configs/gateway.demo-deadbands.yaml publish. Every alarm raised (or
 escalated) on full data is raised on the thinned data too, no later than one poll interval.
 """
 
@@ -58,7 +58,7 @@ def sample_storm(until_s: float) -> tuple[list[tuple[float, list[Reading], float
     """(time, readings, the device's poll interval then) per poll of every demo device, in time order."""
     cfg = load_sim_config(ROOT / "configs" / "sim" / "demo.yaml")
     sc = Scenario(cfg, start_unix=T0)
-    deadbands = load_deadbands(ROOT / "configs" / "sim" / "demo-deadbands.yaml")
+    deadbands = load_deadbands(ROOT / "configs" / "gateway.demo-deadbands.yaml")
     storm_cfg = StormConfig()
     polls: list[tuple[float, list[Reading], float]] = []
     reports: dict[str, ReportByException] = {}
@@ -71,7 +71,8 @@ def sample_storm(until_s: float) -> tuple[list[tuple[float, list[Reading], float
             reports[d.id] = rep
             state, t = storm.StormState(), 0.0
             while t <= until_s:
-                readings = [Reading(d.id, m, T0 + t, v, METRIC_UNITS[m]) for m, v in sorted(sc.metrics(d.id, t).items())]
+                values = sorted(sc.metrics(d.id, t).items())
+                readings = [Reading(d.id, m, T0 + t, v, METRIC_UNITS[m]) for m, v in values]
                 step = storm.interval_s(state, d.poll_interval_s, d.storm_poll_interval_s)
                 polls.append((t, readings, step))
                 for x in readings:  # the edge sees every sample (storm detection)
