@@ -174,10 +174,11 @@ def edge_events(profile: Profile, device: str, now: float, decoded: Mapping[str,
 class DevicePoller:
     """Reads one device, turns registers into readings and events, and keeps its health."""
 
-    def __init__(self, device: DeviceConfig, bus: Bus) -> None:
+    def __init__(self, device: DeviceConfig, bus: Bus, profile: Profile | None = None) -> None:
+        """``profile``: the device's profile already loaded (default: ``device.profile`` from the library/file)."""
         self.device = device
         self.bus = bus
-        self.profile = profiles.get(device.profile)
+        self.profile = profile if profile is not None else profiles.get(device.profile)
         self.groups = plan_groups(self.profile, device.max_block_registers, device.max_gap_registers)
         self.blocks = self.groups[0].blocks  # read on every poll
         self._every = frozenset(n for b in self.blocks for n in b.fields)
