@@ -84,7 +84,7 @@ def device_blocks(device: DeviceConfig) -> tuple[Block, ...]:
 @dataclass(frozen=True, slots=True)
 class DeviceBudget:
     device: str
-    profile: str
+    profile: str  # library name or profile file
     transactions: int  # per poll
     poll_s: float  # bus time per poll
     interval_s: float
@@ -159,7 +159,7 @@ def render(budgets: Sequence[BusBudget]) -> str:
         lines.append(f"  {'device':<20} {'profile':<16} {'reads':>5} {'poll ms':>9} {'every s':>8} "
                      f"{'storm s':>8} {'use %':>7} {'storm %':>8}")
         for d in b.devices:
-            lines.append(f"  {d.device:<20} {d.profile:<16} {d.transactions:>5} {d.poll_s * 1e3:>9.2f} "
+            lines.append(f"  {d.device:<20} {profiles.get(d.profile).name:<16} {d.transactions:>5} {d.poll_s * 1e3:>9.2f} "
                          f"{d.interval_s:>8g} {d.storm_interval_s:>8g} {d.utilisation * 100:>7.1f} "
                          f"{d.storm_utilisation * 100:>8.1f}")
         state = "OVERBOOKED" if b.overbooked else "ok"
