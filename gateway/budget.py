@@ -159,7 +159,8 @@ def render(budgets: Sequence[BusBudget]) -> str:
         lines.append(f"  {'device':<20} {'profile':<16} {'reads':>5} {'poll ms':>9} {'every s':>8} "
                      f"{'storm s':>8} {'use %':>7} {'storm %':>8}")
         for d in b.devices:
-            lines.append(f"  {d.device:<20} {profiles.get(d.profile).name:<16} {d.transactions:>5} {d.poll_s * 1e3:>9.2f} "
+            name = profiles.get(d.profile).name
+            lines.append(f"  {d.device:<20} {name:<16} {d.transactions:>5} {d.poll_s * 1e3:>9.2f} "
                          f"{d.interval_s:>8g} {d.storm_interval_s:>8g} {d.utilisation * 100:>7.1f} "
                          f"{d.storm_utilisation * 100:>8.1f}")
         state = "OVERBOOKED" if b.overbooked else "ok"
