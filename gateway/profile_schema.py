@@ -242,11 +242,8 @@ def _build(spec: ProfileSpec, source: str, data: Any) -> Profile:
     if len(flagged) > 1:
         raise fail("fields", flagged, "only one status field may declare flags")
     status_field = flagged[0] if flagged else None
-    edges: list[EdgeEvent] = []
-    for f in fields:
-        for fl in next(s for s in spec.fields if s.name == f.name).flags:
-            if fl.event is not None:
-                edges.append(EdgeEvent(f.name, fl.event, fl.bit))
+    edges = [EdgeEvent(fs.name, fl.event, fl.bit) for fs in spec.fields for fl in fs.flags if fl.event is not None]
+    deadbands = [(fs.metric, fs.deadband.build()) for fs in spec.fields if fs.deadband is not None]
     records: RecordLayout | None = None
     if spec.records is not None:
         records, extra = _records(spec.records, source, by_name)
@@ -262,8 +259,6 @@ def _build(spec: ProfileSpec, source: str, data: Any) -> Profile:
         edges.append(EdgeEvent(e.field, e.kind, None, e.body))
     units = {f.name: f.unit for f in fields}
     derived: list[Derivation] = []
-    deadbands = [(f.metric, fs.deadband.build()) for f, fs in zip(fields, spec.fields, strict=False)
-                 if fs.deadband is not None and f.metric is not None]
     for i, d in enumerate(spec.derived):
         try:
             compiled = compile_expression(d.expr, units)

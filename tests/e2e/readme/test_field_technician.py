@@ -12,7 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from contracts.payloads import decode_telemetry
+from tests.support.services import Mosquitto
 
 REPO = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "citywatch.cli"]
@@ -47,7 +53,7 @@ def site_sim(tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         assert proc.stdout is not None
         endpoints = json.loads(proc.stdout.readline())
-        yield {"/dev/pts/N": endpoints["buses"]["rs485-site"], "/tmp/": str(tmp_path) + "/"}
+        yield {"/dev/pts/N": endpoints["buses"]["rs485-site"], "/tmp/": str(tmp_path) + "/"}  # /tmp/gw too
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -57,7 +63,7 @@ def site_sim(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def test_the_walkthrough_runs_as_written(site_sim: dict[str, str], tmp_path: Path) -> None:
-    steps = [swap(c, site_sim) for c in doc_commands() if c[0] != "sim"]
+    steps = [swap(c, site_sim) for c in doc_commands() if c[0] not in ("sim", "agent")]
     assert [s[:2] for s in steps] == [["probe", "--serial"], ["profile", "new"], ["profile", "check"],
                                       ["probe", "--serial"]]
     out: list[str] = []
@@ -78,6 +84,47 @@ def test_the_walkthrough_runs_as_written(site_sim: dict[str, str], tmp_path: Pat
     res = subprocess.run([*CLI, "profile", "check", str(tmp_path / "my_gauge.yaml")], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=False)
     assert res.returncode == 0 and res.stdout.rstrip().endswith("ok"), res.stdout + res.stderr
+
+
+def test_the_agent_publishes_every_site_device(site_sim: dict[str, str], broker: Mosquitto, tmp_path: Path) -> None:
+    """The issue's new user: four vendors' devices the library does not know, 0 datapoints before."""
+    (argv,) = [swap(c, site_sim) for c in doc_commands() if c[0] == "agent"]
+    written = Path(argv[2])
+    deadline = time.monotonic() + 10
+    while not written.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    doc = yaml.safe_load(written.read_text(encoding="utf-8"))
+    doc["mqtt"] = {"url": broker.url}
+    doc["outbox"] = {"path": str(tmp_path / "outbox.db")}
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    seen: dict[str, set[str]] = {}
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+        for r in decode_telemetry(m.payload).readings:
+            seen.setdefault(r.device, set()).add(r.metric)
+
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(f"citywatch/v1/gw/{doc['gateway']['id']}/telemetry", qos=1)
+    sub.loop_start()
+    proc = subprocess.Popen([*CLI, "agent", "-c", str(cfg)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    want = {"wl-acme-01": {"depth", "distance", "install_height"}, "mh-acme-01": {"tilt", "cover_open"},
+            "lamp-acme-01": {"voltage", "relay", "dim_level"}, "wim-acme-01": {"status"},
+            "wim-acme-02": {"record_count"}}
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not all(m <= seen.get(d, set()) for d, m in want.items()):
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        sub.loop_stop()
+        sub.disconnect()
+    for device, metrics in want.items():
+        assert metrics <= seen.get(device, set()), (device, seen.get(device))
 
 
 def test_profile_check_names_file_key_and_value(tmp_path: Path) -> None:
