@@ -61,7 +61,7 @@ class DataType(StrEnum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DataType.F32, DataType.F64)
+        return self in _FLOATS
 
 
 _WIDTH: dict[DataType, int] = {
@@ -83,6 +83,7 @@ _RAW_RANGE: dict[DataType, tuple[int, int]] = {
     DataType.BIT: (0, 1),
 }
 
+_FLOATS = frozenset({DataType.F32, DataType.F64})
 _STRUCT = {DataType.U32: "I", DataType.I32: "i", DataType.U64: "Q", DataType.I64: "q",
            DataType.F32: "f", DataType.F64: "d"}
 
@@ -189,8 +190,17 @@ class Field:
     flags: tuple[Flag, ...] = ()  # bit-field map of a status register
     read_once: bool = False  # read at start and after a device reboot (serial number, install height)
     poll_interval_s: float | None = None  # None: every poll of the device
+    # derived once here, read on every decode: registers (or bits) taken, one past the last, decimals
+    width: int = dc_field(init=False, repr=False, compare=False)
+    end: int = dc_field(init=False, repr=False, compare=False)
+    decimals: int = dc_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        width = self.length if self.dtype is DataType.STRING else self.dtype.width
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "end", self.address + width)
+        object.__setattr__(self, "decimals", _decimals(self.scale) if self.scale > 0 and math.isfinite(self.scale)
+                           else 0)
         if not 0 <= self.address <= 0xFFFF or self.address + self.width - 1 > 0xFFFF:
             raise ProfileError(f"{self.name}: address {self.address} outside 0..65535")
         if self.dtype is DataType.BIT:
@@ -217,15 +227,6 @@ class Field:
                 raise ProfileError(f"{self.name}: metric {self.metric!r} is not in contracts.metrics")
             if want != self.unit:
                 raise ProfileError(f"{self.name}: unit {self.unit!r} but metric {self.metric} is in {want!r}")
-
-    @property
-    def width(self) -> int:
-        return self.length if self.dtype is DataType.STRING else self.dtype.width
-
-    @property
-    def end(self) -> int:
-        """One past the last register (or bit) of this field."""
-        return self.address + self.width
 
     @property
     def integral(self) -> bool:
@@ -427,17 +428,24 @@ def _swaps(width: int, order: WordOrder, byte_order: ByteOrder) -> tuple[bool, b
     return order in _WORD_SWAPPED, (order in _BYTE_SWAPPED) != little
 
 
+#: (registers, swap bytes) -> the struct that packs registers into the value's bytes (built once, used per read)
+_WORDS: dict[tuple[int, bool], struct.Struct] = {
+    (n, swap): struct.Struct(f"{'<' if swap else '>'}{n}H") for n in range(1, MAX_READ_REGISTERS + 1)
+    for swap in (False, True)
+}
+_NUMBER = {dtype: struct.Struct(">" + code) for dtype, code in _STRUCT.items()}
+
+
 def _words_to_bytes(words: Sequence[int], order: WordOrder, byte_order: ByteOrder = ByteOrder.BIG) -> bytes:
     """The value's big-endian bytes from its registers."""
     word_swap, byte_swap = _swaps(len(words), order, byte_order)
-    seq = words[::-1] if word_swap else words
-    return struct.pack(f"{'<' if byte_swap else '>'}{len(seq)}H", *seq)
+    return _WORDS[len(words), byte_swap].pack(*(words[::-1] if word_swap else words))
 
 
 def _bytes_to_words(b: bytes, order: WordOrder, byte_order: ByteOrder = ByteOrder.BIG) -> list[int]:
     n = len(b) // 2
     word_swap, byte_swap = _swaps(n, order, byte_order)
-    words = list(struct.unpack(f"{'<' if byte_swap else '>'}{n}H", b))
+    words = list(_WORDS[n, byte_swap].unpack(b))
     return words[::-1] if word_swap else words
 
 
@@ -449,14 +457,14 @@ def raw_to_words(dtype: DataType, raw: int | float, order: WordOrder = WordOrder
     if dtype is DataType.STRING:
         raise EncodeError("a string is encoded with encode_text")
     if dtype.is_float:
-        return _bytes_to_words(struct.pack(">" + _STRUCT[dtype], float(raw)), order, byte_order)
+        return _bytes_to_words(_NUMBER[dtype].pack(float(raw)), order, byte_order)
     lo, hi = dtype.raw_range
     iraw = int(raw)
     if not lo <= iraw <= hi:
         raise EncodeError(f"raw value {iraw} outside {dtype} range {lo}..{hi}")
     if dtype.width == 1:
         return _bytes_to_words(struct.pack(">H", iraw & 0xFFFF), order, byte_order)
-    return _bytes_to_words(struct.pack(">" + _STRUCT[dtype], iraw), order, byte_order)
+    return _bytes_to_words(_NUMBER[dtype].pack(iraw), order, byte_order)
 
 
 def words_to_raw(dtype: DataType, words: Sequence[int], order: WordOrder = WordOrder.ABCD,
@@ -476,8 +484,8 @@ def words_to_raw(dtype: DataType, words: Sequence[int], order: WordOrder = WordO
         if dtype is DataType.I16 and w & 0x8000:
             return w - 0x10000
         return w
-    value = struct.unpack(">" + _STRUCT[dtype], _words_to_bytes(words, order, byte_order))[0]
-    return float(value) if dtype.is_float else int(value)
+    value = _NUMBER[dtype].unpack(_words_to_bytes(words, order, byte_order))[0]
+    return float(value) if dtype in _FLOATS else int(value)
 
 
 def raw_int(dtype: DataType, words: Sequence[int], order: WordOrder = WordOrder.ABCD,
@@ -551,7 +559,7 @@ def decode_value(f: Field, words: Sequence[int], word_order: WordOrder = WordOrd
         return float(raw) * f.scale + f.offset
     value = float(raw) * f.scale + f.offset
     # 1234 * 0.001 is 1.2340000000000002 in binary; publish the decimal the device meant
-    return round(value, _decimals(f.scale))
+    return round(value, f.decimals)
 
 
 def shortest_f32(x: float) -> float:
