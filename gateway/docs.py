@@ -29,6 +29,8 @@ def _range(f: Field) -> str:
         parts.append(f"{lo}…{hi}")
     if f.sentinels:
         parts.append("invalid raw " + ", ".join(f"0x{s:X}" for s in f.sentinels))
+    if f.enum:
+        parts.append("one of " + ", ".join(f"{raw} ({meaning})" for raw, meaning in f.enum))
     return "; ".join(parts)
 
 
