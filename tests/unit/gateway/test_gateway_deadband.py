@@ -55,3 +55,60 @@ def test_deadbands_miss_and_delay_no_alarm_on_the_storm() -> None:
     sampled = sum(rep.sampled for rep in reports.values())
     published = sum(rep.published for rep in reports.values())
     assert published < 0.6 * sampled  # and it saves a good part of the readings
+
+
+class _Gauge:
+    """A fake poller: depth from a list, battery constant."""
+
+    def __init__(self, depths: list[float]) -> None:
+        self.depths = depths
+        self.health = None
+
+    async def poll(self, now: float) -> object:
+        from dataclasses import dataclass, field
+
+        @dataclass
+        class Result:
+            readings: list[Reading]
+            events: list[object] = field(default_factory=list)
+
+        d = self.depths.pop(0)
+        return Result([Reading("wl-0001", "depth", now, d, "m"), Reading("wl-0001", "battery", now, 3.6, "V")])
+
+    async def write_field(self, field: str, value: float, now: float) -> float:
+        return value
+
+
+async def test_the_agent_publishes_the_selection_and_still_sees_every_sample(tmp_path: object) -> None:
+    from edge_agent.agent import Agent, DeviceRuntime
+    from edge_agent.config import parse_agent_config
+    from gateway import profiles
+
+    text = f"""
+gateway: {{id: gw-1}}
+mqtt: {{url: "mqtt://127.0.0.1:1"}}
+outbox: {{path: {tmp_path}/o.db, budget_bytes: 10000000}}
+storm: {{enter_depth_m: 0.15, exit_depth_m: 0.10, enter_rise_m_per_h: null, exit_rise_m_per_h: null, min_hold_s: 0}}
+buses: [{{id: b1, type: tcp, host: 127.0.0.1}}]
+devices:
+  - id: wl-0001
+    profile: water_gauge
+    bus: b1
+    unit_id: 1
+    poll_interval_s: 300
+    storm_poll_interval_s: 10
+    deadbands: {{depth: {{abs: 0.5, heartbeat_s: 3600}}, battery: {{abs: 0.1, heartbeat_s: 3600}}}}
+"""
+    cfg = parse_agent_config(text, "gw.yaml")
+    agent = Agent(cfg, boot="b1")
+    d = cfg.devices[0]
+    assert for_device(profiles.get(d.profile).deadbands, d.deadband_overrides()) is not None
+    report = ReportByException(d.deadband_overrides(), hold_s=0.0)  # no hold: show the suppression at once
+    dev = DeviceRuntime(d.id, d.kind, 300.0, 10.0, _Gauge([0.02, 0.03, 0.20, 0.21]), report=report)
+    agent.devices[dev.id] = dev
+    for _ in range(4):
+        await agent.poll_once(dev)
+    assert dev.storm.storm  # 0.20 m switched storm mode on, although no depth beyond the band was published
+    assert (report.sampled, report.published) == (8, 2)
+    assert agent.outbox.ledger().telemetry.appended == 2
+    agent.outbox.close()
