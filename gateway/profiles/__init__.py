@@ -39,7 +39,24 @@ def _library() -> dict[str, Profile]:
 
 @functools.lru_cache(maxsize=256)
 def _site(path: str, _mtime_ns: int) -> Profile:
-    return load_profile(path)
+    p = load_profile(path)
+    _check_events(p)
+    return p
+
+
+def _check_events(p: Profile) -> None:
+    """A site profile's events must fit the schema the cloud checks (the library's), or they would be dead-lettered."""
+    from gateway.events import event_schemas
+
+    known = event_schemas(all_profiles())
+    for kind, keys in event_schemas([p]).items():
+        where = "records.event" if p.records is not None and p.records.event_kind == kind else "events"
+        if kind not in known:
+            raise ConfigError(p.source, where, kind, f"not an event kind the cloud knows: {', '.join(sorted(known))}")
+        for key in keys:
+            if key not in known[kind]:
+                raise ConfigError(p.source, where, key, f"{kind} events have no body key {key!r}; "
+                                  f"known: {', '.join(sorted(known[kind]))}")
 
 
 def get(ref: str) -> Profile:

@@ -187,3 +187,13 @@ devices:
     with pytest.raises(ConfigError) as info:
         parse_field_config(text.replace("profiles/gauge.yaml", "profiles/nope.yaml"), str(cfg))
     assert info.value.key_path == "devices[0].profile" and "nope.yaml" in str(info.value)
+
+
+def test_a_site_profile_event_the_cloud_would_dead_letter_is_refused_at_load(tmp_path: Path) -> None:
+    site = Path(__file__).resolve().parents[3] / "configs" / "sim" / "site-profiles"
+    src = (site / "acme_cover.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "cover.yaml"
+    bad.write_text(src.replace("event: cover_open", "event: cover_lifted"), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        profiles.get(str(bad))
+    assert info.value.key_path == "events" and info.value.value == "cover_lifted"
