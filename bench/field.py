@@ -3,6 +3,13 @@ field, as ThingsBoard IoT Gateway reads by default), the RS-485 bus time that sa
 software time per transaction on Modbus TCP against a local simulator (vs the pymodbus
 client doing the same reads in the same run).
 
+Profiles as data: the demo district described by the YAML library against today's compiled
+Python profiles (tests/support/compiled_profiles.py), measured in the same run: transactions
+per poll (must be equal) and CPU per transaction of full polls (decode, quality, derived
+values) over TCP, plus the pure decode path of every device. Report by exception: readings
+published per readings sampled with the demo deadbands (configs/gateway.demo-deadbands.yaml)
+in dry weather and in the storm, and whether any alarm of the default rules moved.
+
 Run: .venv/bin/python bench/field.py     (loopback only, bounded: ~20 s; last line is JSON)
 """
 
@@ -25,6 +32,10 @@ from gateway.budget import transaction_s  # noqa: E402
 from gateway.bus import Bus  # noqa: E402
 from gateway.config import BusConfig, DeviceConfig, FieldConfig  # noqa: E402
 from gateway.plan import Block, plan_per_field, plan_profile  # noqa: E402
+from gateway.poller import DevicePoller, readings_from  # noqa: E402
+from gateway.registers import Profile, decode_block, encode_image  # noqa: E402
+from tests.support import district  # noqa: E402
+from tests.support.compiled_profiles import COMPILED  # noqa: E402
 
 DEMO = ROOT / "configs" / "sim" / "demo.yaml"
 ROUNDS = 50  # full polls of the lamp bus per client and repetition (bounded)
@@ -160,6 +171,126 @@ async def software_figures(fc: FieldConfig) -> dict[str, float]:
     }
 
 
+COMPILED_BY_NAME = {p.name: p for p in COMPILED}
+PROFILE_BUSES = ("tcp-covers-2", "tcp-lamps-1")  # manholes (derived values) and lamps (floats), over TCP
+
+
+def profile_plan_figures(fc: FieldConfig) -> dict[str, float]:
+    yaml_txn = compiled_txn = 0
+    for d in fc.devices:
+        yaml_txn += len(plan_profile(profiles.get(d.profile), d.max_block_registers, d.max_gap_registers))
+        compiled_txn += len(plan_profile(COMPILED_BY_NAME[d.profile], d.max_block_registers, d.max_gap_registers))
+    return {"yaml_transactions_per_poll": yaml_txn, "compiled_transactions_per_poll": compiled_txn}
+
+
+async def poll_cpu(endpoints: dict[str, str], devices: list[DeviceConfig], compiled: bool) -> tuple[float, int]:
+    """CPU seconds and transactions for ROUNDS full polls of ``devices`` through DevicePoller."""
+    buses: dict[str, Bus] = {}
+    for bus_id in PROFILE_BUSES:
+        host, port = endpoints[bus_id].rsplit(":", 1)
+        buses[bus_id] = Bus(BusConfig(id=bus_id, type="tcp", host=host, port=int(port), timeout_ms=2000, retries=0))
+    pollers = [DevicePoller(d, buses[d.bus], COMPILED_BY_NAME[d.profile] if compiled else None) for d in devices]
+    for b in buses.values():
+        await b.open()
+    try:
+        for p in pollers:  # warm up (and the first poll's extra reads)
+            await p.poll(time.time())
+        n = 0
+        cpu0 = time.process_time()
+        for _ in range(ROUNDS):
+            now = time.time()
+            for p in pollers:
+                res = await p.poll(now)
+                n += len(p.blocks)
+                assert res.readings
+        return time.process_time() - cpu0, n
+    finally:
+        for b in buses.values():
+            await b.close()
+
+
+def decode_cpu(fc: FieldConfig, profile_of: dict[str, Profile], reps: int = 200) -> float:
+    """The pure path per transaction for every demo device: decode blocks, qualities, derived values."""
+    from firmware_sim.scenarios import Scenario
+
+    sc = Scenario(load_sim_config(DEMO))
+    work = []
+    for d in fc.devices:
+        p = profile_of[d.profile]
+        image = encode_image(p, {k: v for k, v in sc.values(d.id, 600.0).items()}, d.word_order)
+        blocks = plan_profile(p, d.max_block_registers, d.max_gap_registers)
+        work.append((d, p, [(b, [image[b.kind].get(a, 0) for a in range(b.start, b.end)]) for b in blocks]))
+    n = 0
+    cpu0 = time.process_time()
+    for _ in range(reps):
+        for d, p, blocks in work:
+            decoded = {}
+            for b, words in blocks:
+                decoded.update(decode_block(p, b.kind, b.start, words, d.word_order))
+                n += 1
+            readings_from(p, d.id, 0.0, decoded)
+    return (time.process_time() - cpu0) / n
+
+
+async def profile_cpu_figures(fc: FieldConfig) -> dict[str, float]:
+    proc, info = await start_sim()
+    devices = [d for d in fc.devices if d.bus in PROFILE_BUSES]
+    try:
+        endpoints = info["buses"]
+        assert isinstance(endpoints, dict)
+        ends = {k: str(v) for k, v in endpoints.items()}
+        runs: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+        for rep in range(REPS + 1):  # alternate (which goes first too), best of REPS each; rep 0 warms up
+            for compiled in ((False, True) if rep % 2 else (True, False)):
+                got = await poll_cpu(ends, devices, compiled)
+                if rep:
+                    runs[compiled].append(got)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+    yaml_us = min(c / n for c, n in runs[False]) * 1e6
+    comp_us = min(c / n for c, n in runs[True]) * 1e6
+    lib = {p.name: profiles.get(p.name) for p in COMPILED}
+    dec: dict[bool, list[float]] = {False: [], True: []}
+    decode_cpu(fc, lib, reps=20)  # warm up (first-call caches), not measured
+    decode_cpu(fc, COMPILED_BY_NAME, reps=20)
+    for _ in range(REPS):
+        dec[False].append(decode_cpu(fc, lib))
+        dec[True].append(decode_cpu(fc, COMPILED_BY_NAME))
+    dec_yaml, dec_comp = min(dec[False]) * 1e6, min(dec[True]) * 1e6
+    return {
+        "profile_poll_devices": len(devices),
+        "yaml_poll_cpu_us_per_txn": round(yaml_us, 1),
+        "compiled_poll_cpu_us_per_txn": round(comp_us, 1),
+        "poll_cpu_ratio_yaml_over_compiled": round(yaml_us / comp_us, 3),
+        "yaml_decode_cpu_us_per_txn": round(dec_yaml, 2),
+        "compiled_decode_cpu_us_per_txn": round(dec_comp, 2),
+        "decode_cpu_ratio_yaml_over_compiled": round(dec_yaml / dec_comp, 3),
+    }
+
+
+def deadband_figures(until_s: float = 3600.0) -> dict[str, float]:
+    out: dict[str, float] = {}
+    storm = load_sim_config(DEMO)
+    dry = storm.model_copy(update={"storm": storm.storm.model_copy(update={"start_s": 1e9})})
+    for name, cfg in (("dry", dry), ("storm", storm)):
+        polls, reports = district.sample(cfg, until_s)
+        thinned = [(p.t, reports[p.readings[0].device].select(p.readings)) for p in polls if p.readings]
+        sampled = sum(r.sampled for r in reports.values())
+        published = sum(r.published for r in reports.values())
+        out[f"{name}_readings_sampled"] = sampled
+        out[f"{name}_readings_published"] = published
+        out[f"{name}_published_per_sampled"] = round(published / sampled, 3)
+        if name == "storm":
+            full = district.raises(cfg, [(p.t, p.readings) for p in polls])
+            interval = {(p.readings[0].device, round(p.t, 6)): p.interval_s for p in polls if p.readings}
+            problems, worst = district.compare(full, district.raises(cfg, thinned), interval)
+            out["storm_alarms_full_data"] = len(full)
+            out["storm_alarms_missed_or_late"] = len(problems)
+            out["storm_alarm_worst_delay_s"] = round(worst, 3)
+    return out
+
+
 def main() -> None:
     fc = demo_fields()
     plan = planning_figures(fc)
@@ -176,7 +307,22 @@ def main() -> None:
           f"(ratio {soft['cpu_ratio_pymodbus_over_ours']})")
     print(f"full poll of {soft['lamp_bus_devices']} lamps over TCP: planner {soft['tcp_full_lamp_poll_ms_planned']} ms "
           f"vs one-per-field {soft['tcp_full_lamp_poll_ms_per_field']} ms ({soft['tcp_poll_time_ratio']}x)")
-    print(json.dumps({"bench": "field", **plan, **soft}))
+    pp = profile_plan_figures(fc)
+    print(f"YAML profiles vs compiled: {pp['yaml_transactions_per_poll']} vs {pp['compiled_transactions_per_poll']} "
+          f"transactions per full poll of the district")
+    pc = asyncio.run(profile_cpu_figures(fc))
+    print(f"full polls over TCP ({pc['profile_poll_devices']} manholes and lamps, best of {REPS}): YAML "
+          f"{pc['yaml_poll_cpu_us_per_txn']} us CPU per transaction vs compiled {pc['compiled_poll_cpu_us_per_txn']} "
+          f"us (ratio {pc['poll_cpu_ratio_yaml_over_compiled']}); pure decode of every device: "
+          f"{pc['yaml_decode_cpu_us_per_txn']} vs {pc['compiled_decode_cpu_us_per_txn']} us "
+          f"(ratio {pc['decode_cpu_ratio_yaml_over_compiled']})")
+    db = deadband_figures()
+    print(f"report by exception, demo district, 1 h: dry weather {db['dry_readings_published']} of "
+          f"{db['dry_readings_sampled']} readings published ({db['dry_published_per_sampled']}), storm "
+          f"{db['storm_readings_published']} of {db['storm_readings_sampled']} ({db['storm_published_per_sampled']}); "
+          f"storm alarms on full data {db['storm_alarms_full_data']}, missed or later than one poll "
+          f"{db['storm_alarms_missed_or_late']} (worst delay {db['storm_alarm_worst_delay_s']} s)")
+    print(json.dumps({"bench": "field", **plan, **soft, **pp, **pc, **db}))
 
 
 if __name__ == "__main__":

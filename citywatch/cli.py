@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("gateway.cli", "read one device: raw registers, decoded values, all word orders"),
     "scan": ("gateway.cli", "find responding unit ids on a bus"),
     "plan": ("gateway.cli", "bus-time budget of a gateway config; refuses an overbooked bus"),
+    "profile": ("gateway.cli", "check a device profile (planned reads, bus time) or draft one from a dump"),
     "agent": ("edge_agent.cli", "run the edge agent (poll, outbox, MQTT publish)"),
     "ingest": ("cloud_ingest.cli", "run the cloud ingester (MQTT -> time-series store)"),
     "rules": ("rules.cli", "run the rule engine on live readings"),

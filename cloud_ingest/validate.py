@@ -1,13 +1,17 @@
 """Pure validation of one MQTT message: accepted batch/status, or a dead letter with a reason.
 
 ``classify(topic, payload, now, limits, identity)`` never raises for bad input and never
-reads a clock: ``now`` is a parameter. A rejected payload keeps its ``(gw, boot, seq)``
+reads a clock: ``now`` is a parameter. Event bodies are checked against the schema the device
+profiles declare (unknown kind, undeclared key, wrong type or range, a list not as long as its
+count says); a batch with such an event is dead-lettered whole, with the event and the reason.
+A rejected payload keeps its ``(gw, boot, seq)``
 when the envelope can be salvaged and belongs to the topic's gateway: a dead-lettered
 message still counts as committed for the ack watermark, or the edge would resend it forever.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -18,6 +22,8 @@ from contracts.errors import ContractError, PayloadError
 from contracts.ids import is_valid_id
 from contracts.payloads import BOOT_PATTERN, Batch, Status, decode_events, decode_status
 from contracts.topics import parse_gw_topic
+from gateway.events import BodyKey, check_event
+from gateway.events import event_schemas as _schemas_of
 
 _HEAD = re.compile(
     rb'"gw"\s*:\s*"([a-z0-9][a-z0-9-]{0,62})"\s*,\s*"boot"\s*:\s*"([A-Za-z0-9-]{1,64})"\s*,\s*"seq"\s*:\s*(\d{1,18})[,}]'
@@ -106,7 +112,22 @@ def classify(
     times = [e.ts for e in batch.events]
     if times and (min(times) < lo or max(times) > hi):
         return _out_of_window((min(times), max(times)), (lo, hi), now, gw, seq=(batch.boot, batch.seq), kind=kind)
+    schemas = event_schemas()
+    for i, e in enumerate(batch.events):
+        why = check_event(schemas, e.kind, e.body)
+        if why is not None:
+            reason, _, detail = why.partition(": ")
+            return Rejected(reason, f"events[{i}] {e.device} {e.id[:64]}: {detail}"[:500], gw, (batch.boot, batch.seq),
+                            kind)
     return Accepted(kind, gw, batch=batch)
+
+
+@functools.cache
+def event_schemas() -> dict[str, dict[str, BodyKey]]:
+    """Event kinds and bodies as the shipped device profiles declare them (the gateway's own schema)."""
+    from gateway import profiles
+
+    return _schemas_of(profiles.all_profiles())
 
 
 def _out_of_window(

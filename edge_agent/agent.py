@@ -25,6 +25,8 @@ from edge_agent.config import AgentConfig
 from edge_agent.errors import OutboxError
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink
+from gateway import deadband, profiles
+from gateway.deadband import ReportByException
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class DeviceRuntime:
     failing: bool = False
     polls: int = 0
     skipped: int = 0
+    report: ReportByException | None = None  # deadbands: which sampled readings to publish
 
     @property
     def current_interval_s(self) -> float:
@@ -121,7 +124,8 @@ class Agent:
                 await stack.enter_async_context(bus)
             for d in self.cfg.devices:
                 self.devices[d.id] = DeviceRuntime(
-                    d.id, d.kind, d.poll_interval_s, d.storm_poll_interval_s, pollers[d.id]
+                    d.id, d.kind, d.poll_interval_s, d.storm_poll_interval_s, pollers[d.id],
+                    report=deadband.for_device(profiles.get(d.profile).deadbands, d.deadband_overrides()),
                 )
             stack.callback(self.outbox.close)
             log.info("agent %s boot %s: %d devices on %d buses, outbox %s (%d unacked batches, %d records)",
@@ -171,8 +175,9 @@ class Agent:
             self.uplink.request_status()
         readings: Sequence[Reading] = res.readings
         events: Sequence[Event] = res.events
+        published = readings if dev.report is None else dev.report.select(readings)
         try:
-            self.outbox.append(readings, events)
+            self.outbox.append(published, events)
         except OutboxError as exc:
             self.uplink.raise_fault("outbox_write", str(exc))
             return

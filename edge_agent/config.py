@@ -13,10 +13,10 @@ from typing import Literal
 from pydantic import Field as PydField
 from pydantic import field_validator, model_validator
 
-from contracts.config import MqttSettings, StrictModel, parse_config
+from contracts.config import MqttSettings, StrictModel, parse_yaml, validate_config
 from contracts.errors import ConfigError
 from contracts.ids import is_valid_id
-from gateway.config import BusConfig, DeviceConfig, check_field_sections
+from gateway.config import BusConfig, DeviceConfig, check_field_sections, resolve_profile_paths
 
 
 class GatewaySection(StrictModel):
@@ -126,7 +126,10 @@ class AgentConfig(StrictModel):
 
 
 def parse_agent_config(text: str, source: str) -> AgentConfig:
-    return parse_config(text, AgentConfig, source)
+    data = parse_yaml(text, source)
+    if isinstance(data, dict):  # site profile files named relative to the config file
+        data = resolve_profile_paths(data, source)
+    return validate_config(data, AgentConfig, source)
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

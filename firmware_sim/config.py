@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from contracts.config import StrictModel, parse_config
+from contracts.config import StrictModel, parse_yaml, validate_config
 from contracts.ids import is_valid_id
 from gateway import profiles
 from gateway.registers import WordOrder
@@ -141,9 +141,20 @@ class WimScenario(StrictModel):
     mean_headway_s: float = Field(default=30.0, gt=0.0)
     overload_fraction: float = Field(default=0.15, ge=0.0, le=1.0)
     start_s: float = 0.0
+    # the record counter's value at t = 0 (a counter that survived earlier boots); after a reboot the
+    # scale counts from its profile's start_at again. Near 65535 it exercises a 16-bit wrap-around.
+    counter_at_start: int = Field(default=0, ge=0, le=0xFFFFFFFF)
 
 
-ScenarioSpec = Annotated[GaugeScenario | ManholeScenario | LampScenario | WimScenario, Field(discriminator="role")]
+class RangesScenario(StrictModel):
+    """Any profile, no physics: each field swings slowly inside its declared valid range (seeded phase)."""
+
+    role: Literal["ranges"]
+    period_s: float = Field(default=600.0, gt=0.0)
+
+
+ScenarioSpec = Annotated[GaugeScenario | ManholeScenario | LampScenario | WimScenario | RangesScenario,
+                         Field(discriminator="role")]
 
 
 class BusSpec(StrictModel):
@@ -189,6 +200,7 @@ class DeviceSpec(StrictModel):
     interval_s: float | None = Field(default=None, gt=0.0)
     scenario: ScenarioSpec
     registers: dict[str, float] = Field(default_factory=dict)  # initial values of writable/configuration fields
+    texts: dict[str, str] = Field(default_factory=dict)  # string fields (serial number...); default: the device id
     faults: FaultSpec = FaultSpec()
     fault_windows: list[FaultWindow] = Field(default_factory=list)
 
@@ -202,9 +214,8 @@ class DeviceSpec(StrictModel):
     @field_validator("profile")
     @classmethod
     def _profile(cls, value: str) -> str:
-        if value not in profiles.names():
-            raise ValueError(f"unknown profile; known: {', '.join(sorted(profiles.names()))}")
-        return value
+        """A library profile name or a profile file path (relative: to the sim config file)."""
+        return profiles.check_ref(value)
 
     @field_validator("component_id")
     @classmethod
@@ -216,9 +227,10 @@ class DeviceSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> DeviceSpec:
         profile = profiles.get(self.profile)
-        if profile.kind != self.scenario.role:
+        if self.scenario.role not in (profile.kind, "ranges"):
             raise ValueError(
-                f"scenario role {self.scenario.role!r} does not fit profile {self.profile} ({profile.kind})"
+                f"scenario role {self.scenario.role!r} does not fit profile {self.profile} ({profile.kind}); "
+                f"use role {profile.kind!r} (physics) or 'ranges'"
             )
         names = {f.name for f in profile.fields}
         for name in self.registers:
@@ -227,13 +239,13 @@ class DeviceSpec(StrictModel):
         for spec in (self.faults, *self.fault_windows):
             if spec.spike_field is not None and spec.spike_field not in names:
                 raise ValueError(f"spike_field: profile {self.profile} has no field {spec.spike_field!r}")
-        if self.profile == "lamp" and self.circuit is None:
+        if isinstance(self.scenario, LampScenario) and self.circuit is None:
             raise ValueError("a lamp needs its circuit")
         return self
 
     @property
     def kind(self) -> str:
-        return self.scenario.role
+        return profiles.get(self.profile).kind
 
 
 class SimConfig(StrictModel):
@@ -304,7 +316,12 @@ class SimConfig(StrictModel):
 
 
 def parse_sim_config(text: str, source: str = "<sim config>") -> SimConfig:
-    return parse_config(text, SimConfig, source)
+    from gateway.config import resolve_profile_paths
+
+    data = parse_yaml(text, source)
+    if isinstance(data, dict):  # site profile files named relative to the config file
+        data = resolve_profile_paths(data, source)
+    return validate_config(data, SimConfig, source)
 
 
 def load_sim_config(path: str | Path) -> SimConfig:

@@ -25,11 +25,22 @@ from firmware_sim.frames import (
     read_registers_response,
     write_response,
 )
-from firmware_sim.scenarios import History, Scenario
+from firmware_sim.scenarios import History, Scenario, physics_name
 from gateway import profiles
 from gateway.errors import EncodeError
-from gateway.profiles.wim import encode_record
-from gateway.registers import DataType, Field, Profile, RegisterKind, decode_value, encode_value, raw_to_words
+from gateway.events import body_to_values
+from gateway.registers import (
+    DataType,
+    Field,
+    Profile,
+    RegisterKind,
+    decode_value,
+    encode_record_values,
+    encode_text,
+    encode_value,
+    put_words,
+    raw_to_words,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +203,14 @@ class SimDevice:
         f = self.profile.field(name)
         if not f.writable:
             raise ValueError(f"{self.id}: field {name} is read-only")
-        self.history.writes.append((self.now(), name, float(value)))
+        self._record_write(self.now(), f, float(value))
+
+    def _record_write(self, t: float, f: Field, value: float) -> None:
+        """Remember a write under the field's name and, for a site profile, the physics model's name."""
+        self.history.writes.append((t, f.name, value))
+        alias = physics_name(self.profile, f)
+        if alias != f.name:
+            self.history.writes.append((t, alias, value))
 
     # ------------------------------------------------------------ register bank
 
@@ -204,31 +222,47 @@ class SimDevice:
                 fill = 0.0 if f.valid_min is None else max(0.0, f.valid_min)
                 values[f.name] = fill if f.valid_max is None else min(fill, f.valid_max)
         if spikes is not None and spikes.spike_rate > 0 and self._rng.random() < spikes.spike_rate:
-            name = spikes.spike_field or _MAIN_FIELD.get(self.spec.kind, "")
+            name = spikes.spike_field or self._main_field()
             if name in values:
                 is_bit = self.profile.field(name).dtype is DataType.BIT
                 values[name] = (1.0 - values[name]) if is_bit else values[name] + spikes.spike_magnitude
         image: dict[RegisterKind, dict[int, int]] = {k: {} for k in RegisterKind}
-        for name, value in values.items():
-            f = self.profile.field(name)
-            words = self._encode(f, value)
-            for i, w in enumerate(words):
-                image[f.kind][f.address + i] = w
         layout = self.profile.records
+        for f in sorted((self.profile.field(n) for n in values), key=lambda x: x.bit is not None):
+            value = values[f.name]
+            if layout is not None and f.name in (layout.counter_field, layout.number_field):
+                value %= 1 << (16 * f.width)  # a 16/32-bit counter wraps around
+            put_words(image[f.kind], f, self._encode(f, value))
         if layout is not None:
             bank = image[layout.kind]
-            for slot in range(layout.slots):
-                for i in range(layout.stride):
-                    bank[layout.base + slot * layout.stride + i] = 0
+            if layout.style == "ring":
+                for slot in range(layout.slots):
+                    for i in range(layout.stride):
+                        bank[layout.base + slot * layout.stride + i] = 0
+            override = self.spec.word_order
             for rec in self.scenario.wim_records(self.id, t, self.history):
-                order = self.spec.word_order or self.profile.default_word_order
-                words = encode_record(rec, order)
-                start = layout.address_of(rec.record_no)
+                # the k-th record since boot is numbered k - 1 + start_at, modulo the counter's range
+                modulus = 1 << (16 * self.profile.field(layout.counter_field).width)
+                number = (rec.record_no - 1 + layout.start_at) % modulus
+                rec_values = body_to_values(layout, number, rec.ts, rec.body())
+                if "vehicle_class" in {f.name for f in layout.fields}:
+                    rec_values.setdefault("vehicle_class", float(rec.vehicle_class))
+                words = encode_record_values(layout, rec_values, lambda f: self.profile.word_order_of(f, override))
+                start = layout.address_of(number)
                 for i, w in enumerate(words):
                     bank[start + i] = w
         return image
 
+    def _main_field(self) -> str:
+        """The field a noise spike hits when the fault does not name one."""
+        main = _MAIN_FIELD.get(self.spec.kind)
+        if main is not None and main in {f.name for f in self.profile.fields}:
+            return main
+        return next((f.name for f in self.profile.fields if f.metric is not None), "")
+
     def _encode(self, f: Field, value: float) -> list[int]:
+        if f.dtype is DataType.STRING:
+            return encode_text(f, self.spec.texts.get(f.name, self.id)[: 2 * f.length])
         order = self.profile.word_order_of(f, self.spec.word_order)
         try:
             return encode_value(f, value, order)
@@ -303,7 +337,7 @@ class SimDevice:
         return read_registers_response(request.function, words)
 
     def _write(self, request: Request, kind: RegisterKind, t: float) -> bytes:
-        fields = {f.address: f for f in self.profile.fields_of(kind)}
+        fields = {f.address: f for f in self.profile.fields_of(kind) if f.bit is None}
         pos = 0
         staged: list[tuple[str, float]] = []
         values = request.values
@@ -318,5 +352,5 @@ class SimDevice:
             staged.append((f.name, value))
             pos += f.width
         for name, value in staged:
-            self.history.writes.append((t, name, value))
+            self._record_write(t, self.profile.field(name), value)
         return write_response(request)

@@ -15,6 +15,7 @@ import yaml
 
 from firmware_sim.config import DeviceSpec, SimConfig
 from gateway.config import BusConfig, DeviceConfig, FieldConfig
+from gateway.profile_schema import DeadbandSpec
 
 #: Poll intervals per device kind (s) when the device config gives none: (normal, storm)
 DEFAULT_POLL_S: dict[str, tuple[float, float | None]] = {
@@ -22,10 +23,22 @@ DEFAULT_POLL_S: dict[str, tuple[float, float | None]] = {
     "manhole": (5.0, None),
     "lamp": (30.0, None),
     "wim": (1.0, None),
+    "generic": (10.0, None),
 }
 
 
-def _device(spec: DeviceSpec) -> DeviceConfig:
+def load_deadbands(path: str | Path) -> dict[str, dict[str, DeadbandSpec]]:
+    """A deadband file (``configs/gateway.demo-deadbands.yaml``): device kind -> metric -> deadband, validated."""
+    from contracts.config import parse_yaml, validate_config
+
+    p = Path(path)
+    data = parse_yaml(p.read_text(encoding="utf-8"), str(p))
+    return {kind: {metric: validate_config(spec, DeadbandSpec, str(p), f"{kind}.{metric}")
+                   for metric, spec in (metrics or {}).items()}
+            for kind, metrics in data.items()}
+
+
+def _device(spec: DeviceSpec, deadbands: Mapping[str, Mapping[str, DeadbandSpec]] | None = None) -> DeviceConfig:
     poll, storm = DEFAULT_POLL_S[spec.kind]
     if spec.interval_s is not None:
         poll = spec.interval_s
@@ -44,6 +57,7 @@ def _device(spec: DeviceSpec) -> DeviceConfig:
         component_id=spec.component_id,
         owner=spec.owner,
         circuit=spec.circuit,
+        deadbands=dict((deadbands or {}).get(spec.kind, {})),
     )
 
 
@@ -53,6 +67,8 @@ def field_config(
     endpoints: Mapping[str, str],
     timeout_ms: int = 500,
     retries: int = 1,
+    *,
+    deadbands: Mapping[str, Mapping[str, DeadbandSpec]] | None = None,
 ) -> FieldConfig:
     """The ``buses``/``devices`` of gateway ``gateway``; ``endpoints``: bus id -> "host:port" or serial path."""
     buses: list[BusConfig] = []
@@ -79,7 +95,7 @@ def field_config(
                 )
             )
     ids = {b.id for b in buses}
-    devices = [_device(d) for d in config.devices if d.bus in ids]
+    devices = [_device(d, deadbands) for d in config.devices if d.bus in ids]
     return FieldConfig(buses=tuple(buses), devices=tuple(devices))
 
 

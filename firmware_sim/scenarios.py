@@ -26,6 +26,7 @@ from firmware_sim.config import (
     GaugeScenario,
     LampScenario,
     ManholeScenario,
+    RangesScenario,
     SimConfig,
     WimScenario,
 )
@@ -45,8 +46,9 @@ from firmware_sim.physics import (
     unit_uniform,
 )
 from gateway import profiles
-from gateway.profiles.wim import RECORDS, WimRecord
-from gateway.registers import Profile
+from gateway.poller import derived_values
+from gateway.profiles.wim import WimRecord
+from gateway.registers import DataType, Field, Profile
 
 #: Unix time of t = 0 when neither the config nor the caller gives one (2025-12-01 00:00 UTC)
 DEFAULT_START_UNIX = 1_764_547_200.0
@@ -136,19 +138,25 @@ class Scenario:
         spec = self.device(device_id)
         h = history or EMPTY_HISTORY
         sc = spec.scenario
+        profile = profiles.get(spec.profile)
         if isinstance(sc, GaugeScenario):
             raw = self._gauge(spec, sc, t)
         elif isinstance(sc, ManholeScenario):
             raw = self._manhole(spec, sc, t)
         elif isinstance(sc, LampScenario):
             raw = self._lamp(spec, sc, t, h)
-        else:
+        elif isinstance(sc, WimScenario):
             raw = self._wim(spec, sc, t, h)
+        else:
+            raw = self._ranges(spec, sc, profile, t)
+        boot = h.last_boot(t)
+        raw.setdefault("uptime", float(math.floor(t - (boot if boot is not None else min(t, 0.0)))))
+        raw = to_profile_fields(profile, raw)
         for name, value in spec.registers.items():
             raw.setdefault(name, value)
-        names = {f.name for f in profiles.get(spec.profile).fields}
+        names = {f.name for f in profile.fields}
         out = {k: v for k, v in raw.items() if k in names}
-        self._apply_writes(spec, out, t, h)
+        self._apply_writes(spec, profile, out, t, h)
         return out
 
     def metrics(self, device_id: str, t: float, history: History | None = None) -> dict[str, float]:
@@ -156,19 +164,20 @@ class Scenario:
 
         Values are quantised through the profile's register scale, as a real read would be.
         """
-        from gateway.registers import decode_value, encode_value
+        from gateway.registers import decode_value, encode_image
 
         profile = self.profile(device_id)
         spec = self.device(device_id)
         values = self.values(device_id, t, history)
+        numbers = {k: v for k, v in values.items() if profile.field(k).dtype is not DataType.STRING}
+        image = encode_image(profile, numbers, spec.word_order)  # registers shared by a word and its bits
         decoded: dict[str, float] = {}
-        for f in profile.fields:
-            if f.name in values:
-                order = profile.word_order_of(f, spec.word_order)
-                decoded[f.name] = decode_value(f, encode_value(f, values[f.name], order), order)
+        for name in numbers:
+            f = profile.field(name)
+            words = [image[f.kind][a] for a in range(f.address, f.end)]
+            decoded[name] = decode_value(f, words, profile.word_order_of(f, spec.word_order))
         out = {f.metric: decoded[f.name] for f in profile.fields if f.metric is not None and f.name in decoded}
-        if profile.derive is not None:
-            out.update(profile.derive(decoded))
+        out.update(derived_values(profile, decoded))
         return out
 
     def readings(self, device_id: str, t: float, history: History | None = None) -> list[Reading]:
@@ -217,8 +226,11 @@ class Scenario:
         stream = self._stream(device_id)
         base = self._wim_base(stream, t, h)
         count = stream.count_until(t) - base
-        first = max(1, count - RECORDS.slots + 1)
-        return [self._record(stream.vehicle(base + n), n) for n in range(first, count + 1)]
+        layout = profiles.get(spec.profile).records
+        slots = layout.slots if layout is not None else 1
+        offset = spec.scenario.counter_at_start if h.last_boot(t) is None else 0
+        first = max(1, count - slots + 1)
+        return [self._record(stream.vehicle(base + n), n + offset) for n in range(first, count + 1)]
 
     # ------------------------------------------------------------ per kind
 
@@ -434,22 +446,76 @@ class Scenario:
     def _wim(self, spec: DeviceSpec, sc: WimScenario, t: float, h: History) -> dict[str, float]:
         stream = self._stream(spec.id)
         count = stream.count_until(t) - self._wim_base(stream, t, h)
+        if h.last_boot(t) is None:
+            count += sc.counter_at_start
         return {"record_count": float(count), "status": 0.0, "device_time": float(math.floor(self.unix(t)))}
+
+    # ---- any profile
+
+    def _ranges(self, spec: DeviceSpec, sc: RangesScenario, profile: Profile, t: float) -> dict[str, float]:
+        """Each field swings inside its valid range (or a modest default) with a seeded phase."""
+        seed = self.seed(spec.id)
+        out: dict[str, float] = {}
+        for f in profile.fields:
+            if f.dtype is DataType.STRING or f.flags or f.enum or f.writable:
+                out[f.name] = float(f.enum[0][0]) if f.enum else 0.0
+                continue
+            if f.dtype is DataType.BIT:
+                out[f.name] = 0.0
+                continue
+            lo, hi = _span(f)
+            phase = 2 * math.pi * unit_uniform(seed, f"{spec.id}/{f.name}")
+            x = lo + (hi - lo) * (0.5 + 0.4 * math.sin(2 * math.pi * t / sc.period_s + phase))
+            out[f.name] = x if f.dtype.is_float else round(round((x - f.offset) / f.scale) * f.scale + f.offset, 9)
+        return out
 
     # ---- writes
 
-    def _apply_writes(self, spec: DeviceSpec, out: dict[str, float], t: float, h: History) -> None:
+    def _apply_writes(self, spec: DeviceSpec, profile: Profile, out: dict[str, float], t: float, h: History) -> None:
         """Configuration fields keep the last value written (lamp relay/dim are already modelled)."""
         if not h.writes:
             return
+        modelled = isinstance(spec.scenario, LampScenario)
         for name in list(out):
-            if spec.kind == "lamp" and name in ("relay", "dim_level"):
+            if modelled and physics_name(profile, profile.field(name)) in ("relay", "dim_level"):
                 continue
             w = h.last_write(name, t)
             if w is not None:
                 out[name] = w[1]
         if spec.kind == "water_gauge" and {"depth", "distance", "install_height"} <= out.keys():
             out["depth"] = round(out["install_height"] - out["distance"] - out.get("datum_offset", 0.0), 3)
+
+
+def _span(f: Field) -> tuple[float, float]:
+    """The range a field's simulated values sweep: its valid range, inside what its type can hold."""
+    if f.dtype.is_float:
+        lo_t, hi_t = -1e6, 1e6
+    else:
+        r0, r1 = f.dtype.raw_range
+        lo_t, hi_t = sorted((r0 * f.scale + f.offset, r1 * f.scale + f.offset))
+    lo = f.valid_min if f.valid_min is not None else max(lo_t, 0.0)
+    hi = f.valid_max if f.valid_max is not None else min(hi_t, lo + 100.0 * abs(f.scale))
+    return max(lo, lo_t), min(hi, hi_t)
+
+
+def physics_name(profile: Profile, f: Field) -> str:
+    """The physics models speak the library profile's field names; a site field maps by its metric."""
+    if f.metric is None or profile.kind not in profiles.names():
+        return f.name
+    library = profiles.get(profile.kind)
+    return next((g.name for g in library.fields if g.metric == f.metric), f.name)
+
+
+def to_profile_fields(profile: Profile, raw: Mapping[str, float]) -> dict[str, float]:
+    """Physics values (library field names) as values of ``profile``'s fields (same name, else same metric)."""
+    if profile.name in profiles.names():
+        return dict(raw)
+    out: dict[str, float] = {}
+    for f in profile.fields:
+        key = f.name if f.name in raw else physics_name(profile, f)
+        if key in raw:
+            out[f.name] = raw[key]
+    return out
 
 
 def scenario_values(config: SimConfig, device_id: str, t: float, start_unix: float | None = None) -> dict[str, float]:

@@ -84,7 +84,7 @@ def device_blocks(device: DeviceConfig) -> tuple[Block, ...]:
 @dataclass(frozen=True, slots=True)
 class DeviceBudget:
     device: str
-    profile: str
+    profile: str  # library name or profile file
     transactions: int  # per poll
     poll_s: float  # bus time per poll
     interval_s: float
@@ -159,7 +159,8 @@ def render(budgets: Sequence[BusBudget]) -> str:
         lines.append(f"  {'device':<20} {'profile':<16} {'reads':>5} {'poll ms':>9} {'every s':>8} "
                      f"{'storm s':>8} {'use %':>7} {'storm %':>8}")
         for d in b.devices:
-            lines.append(f"  {d.device:<20} {d.profile:<16} {d.transactions:>5} {d.poll_s * 1e3:>9.2f} "
+            name = profiles.get(d.profile).name
+            lines.append(f"  {d.device:<20} {name:<16} {d.transactions:>5} {d.poll_s * 1e3:>9.2f} "
                          f"{d.interval_s:>8g} {d.storm_interval_s:>8g} {d.utilisation * 100:>7.1f} "
                          f"{d.storm_utilisation * 100:>8.1f}")
         state = "OVERBOOKED" if b.overbooked else "ok"
@@ -169,7 +170,7 @@ def render(budgets: Sequence[BusBudget]) -> str:
                      f"(its timeouts x tries every interval)")
         for d in b.devices:
             layout = profiles.get(d.profile).records
-            if layout is not None:
+            if layout is not None and layout.style == "ring":
                 per_read = (profiles.get(d.profile).max_block_registers - layout.record_words) // layout.stride + 1
                 lines.append(f"  not counted: {d.device} record reads (one read per up to {per_read} new records)")
         lines.append(f"  shortest common poll interval for these {len(b.devices)} devices: "

@@ -1,4 +1,4 @@
-"""Technician tools: ``citywatch plan``, ``citywatch probe``, ``citywatch scan``.
+"""Technician tools: ``citywatch plan``, ``probe``, ``scan`` and ``profile check|new``.
 
 Imported only when one of them is chosen; keeps to pydantic/pyserial (no FastAPI, psycopg).
 """
@@ -77,7 +77,12 @@ def args_probe(parser: argparse.ArgumentParser) -> None:
     conf.add_argument("-c", "--config", metavar="FILE", help="gateway config (YAML)")
     conf.add_argument("--device", metavar="ID", help="device id in the config")
     parser.add_argument("--unit", type=int, default=1, help="unit id (slave address), default 1")
-    parser.add_argument("--profile", help="device profile (see docs/devices.md); omit for a raw read")
+    parser.add_argument("--profile", metavar="NAME|FILE",
+                        help="library profile name or a site profile file; omit for a raw read")
+    parser.add_argument("--dump", metavar="SPANS",
+                        help="raw registers with every plausible decoding, e.g. holding:0-99,input:0-49")
+    parser.add_argument("--save", metavar="FILE", help="with --dump: also write the registers as JSON "
+                        "(for `citywatch profile new --from-dump`)")
     parser.add_argument("--word-order", choices=["ABCD", "CDAB", "BADC", "DCBA"], help="override for decoding")
     raw = parser.add_argument_group("raw read (without --profile)")
     raw.add_argument("--kind", choices=["coil", "discrete_input", "input_register", "holding_register"],
@@ -126,6 +131,8 @@ async def _probe(args: argparse.Namespace) -> int:
         if not bus.is_up:
             print(f"citywatch probe: bus not usable: {bus.down_reason}", file=sys.stderr)
             return 1
+        if args.dump:
+            return await _dump(bus, args)
         if not args.profile:
             kind = RegisterKind(args.kind)
             try:
@@ -157,14 +164,14 @@ async def _probe(args: argparse.Namespace) -> int:
                 f = profile.field(name)
                 d = decoded[name]
                 unit = f" {f.unit}" if f.unit else ""
-                line = (f"  {name:<18} @{f.address:<5} {f.dtype.value:<4} raw {_fmt_words(d.words):<10} = "
-                        f"{_fmt_value(d.value)}{unit}")
+                shown = repr(d.text) if d.text is not None else f"{_fmt_value(d.value)}{unit}"
+                line = f"  {name:<18} @{f.address:<5} {f.dtype.value:<4} raw {_fmt_words(d.words):<10} = {shown}"
                 if d.quality:
                     line += f"  [{d.quality.name}]"
                 if f.metric:
                     line += f"  -> {f.metric}"
                 print(line)
-                if f.dtype.width == 2:
+                if f.dtype.width == 2 and f.bit is None:
                     alts = []
                     for order in WordOrder:
                         v = decode_value(f, d.words, order)
@@ -183,32 +190,92 @@ async def _probe(args: argparse.Namespace) -> int:
 
 async def _probe_last_record(bus: Bus, unit: int, profile: Profile, override: WordOrder | None) -> int:
     from gateway.errors import GatewayError
-    from gateway.profiles.wim import decode_record
+    from gateway.events import body_of, record_time, record_values
     from gateway.registers import decode_value
 
     layout = profile.records
     assert layout is not None
     counter = profile.field(layout.counter_field)
-    order = override or profile.default_word_order
     try:
         words = await bus.read(unit, counter.kind, counter.address, counter.width)
         count = int(decode_value(counter, words, profile.word_order_of(counter, override)))
-        if count < 1:
+        if count < layout.start_at:
             print("\nno records since boot")
             return 0
         rec_words = await bus.read(unit, layout.kind, layout.address_of(count), layout.record_words)
     except GatewayError as exc:
         print(f"\nlast record: read failed: {type(exc).__name__}: {exc}")
         return 1
-    rec = decode_record(rec_words, order)
-    print(f"\nlast record (#{count}, slot {layout.slot_of(count)}): {rec}")
+    values = record_values(layout, rec_words, lambda f: profile.word_order_of(f, override))
+    print(f"\nlast record (#{count}, slot {layout.slot_of(count)}, t {record_time(layout, values)}): "
+          f"{layout.event_kind} {body_of(layout, values)}")
     return 0
+
+
+async def _dump(bus: Bus, args: argparse.Namespace) -> int:
+    """Read the requested spans (a refused read is bisected to find what is mapped) and print every decoding."""
+    import json
+
+    from gateway.errors import ConfigFault, GatewayError
+    from gateway.technician import Span, chunks, decodings, parse_spans
+
+    try:
+        spans = parse_spans(args.dump)
+    except ValueError as exc:
+        print(f"citywatch probe: --dump {exc}", file=sys.stderr)
+        return 2
+    dump: dict[str, dict[int, int]] = {}
+    failures = 0
+
+    async def read(span: Span) -> None:
+        nonlocal failures
+        try:
+            words = await bus.read(args.unit, span.kind, span.start, span.count)
+        except ConfigFault as exc:
+            if span.count > 1:  # exception 02 for a long read: find the mapped part
+                half = span.count // 2
+                await read(Span(span.table, span.start, half))
+                await read(Span(span.table, span.start + half, span.count - half))
+            elif getattr(exc, "code", None) not in (2,):
+                print(f"  {span.table} {span.start}: {type(exc).__name__}: {exc}")
+            return
+        except GatewayError as exc:
+            failures += 1
+            print(f"  {span.table} {span.start}..{span.start + span.count - 1}: {type(exc).__name__}: {exc}")
+            return
+        dump.setdefault(span.table, {}).update(zip(range(span.start, span.start + span.count), words, strict=True))
+
+    for span in spans:
+        for c in chunks(span):
+            await read(c)
+    for table, regs in dump.items():
+        print(f"\n{table} ({len(regs)} readable)")
+        if TABLE_BITS.get(table):
+            print("  set: " + (", ".join(str(a) for a, v in sorted(regs.items()) if v) or "none"))
+            continue
+        for a in sorted(regs):
+            if regs[a] or regs.get(a + 1):
+                print("  " + decodings(regs, a))
+        zeros = sum(1 for v in regs.values() if not v)
+        if zeros:
+            print(f"  ({zeros} register(s) read 0000, not shown)")
+    args.dumped = json.dumps({t: {str(a): v for a, v in sorted(r.items())} for t, r in dump.items()}, indent=1)
+    return 1 if failures else 0
+
+
+TABLE_BITS = {"coil": True, "discrete_input": True}
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     import asyncio
+    from pathlib import Path
 
-    return asyncio.run(_probe(args))
+    args.dumped = None
+    rc = asyncio.run(_probe(args))
+    if args.save and args.dumped is not None:
+        Path(args.save).write_text(args.dumped, encoding="utf-8")
+        print(f"\nsaved the registers to {args.save}")
+    return rc
 
 
 def args_scan(parser: argparse.ArgumentParser) -> None:
@@ -262,3 +329,76 @@ def cmd_scan(args: argparse.Namespace) -> int:
     import asyncio
 
     return asyncio.run(_scan(args))
+
+
+# ------------------------------------------------------------------ profile check / new
+
+
+def args_profile(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = sub.add_parser("check", help="validate a profile and print its planned reads and bus time")
+    check.add_argument("file", metavar="FILE", help="profile file (or a library profile name)")
+    check.add_argument("--baud", type=int, default=9600, help="RS-485 line speed for the bus time (default 9600)")
+    check.add_argument("--parity", choices=["N", "E", "O"], default="E")
+    check.add_argument("--turnaround-ms", type=float, default=5.0, help="slave reply latency (default 5 ms)")
+    check.add_argument("--tcp", action="store_true", help="bus time on Modbus TCP instead of RS-485")
+    new = sub.add_parser("new", help="write a draft profile from a saved dump (citywatch probe --dump ... --save)")
+    new.add_argument("--from-dump", required=True, metavar="DUMP", help="JSON written by probe --save")
+    new.add_argument("--name", required=True, help="profile name (lower case, digits, _)")
+    new.add_argument("--kind", default="generic", choices=["water_gauge", "manhole", "lamp", "wim", "generic"])
+    new.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the draft (YAML)")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from contracts.config import validate_config
+    from contracts.errors import ConfigError
+    from gateway import profiles
+    from gateway.config import BusConfig
+    from gateway.errors import ProfileError
+    from gateway.technician import plan_report
+
+    if args.action == "check":
+        try:
+            profile = profiles.get(args.file)
+        except (ConfigError, ProfileError) as exc:
+            print(f"citywatch profile check: {exc}", file=sys.stderr)
+            return 1
+        data: dict[str, object] = {"id": "check", "turnaround_ms": args.turnaround_ms}
+        if args.tcp:
+            data.update(type="tcp", host="127.0.0.1")
+        else:
+            data.update(type="rtu", serial="/dev/null", baud=args.baud, parity=args.parity)
+        print(plan_report(profile, validate_config(data, BusConfig, "command line")), end="")
+        print("ok")
+        return 0
+    return _profile_new(args)
+
+
+def _profile_new(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from contracts.errors import ConfigError
+    from gateway.profile_schema import parse_profile
+    from gateway.technician import draft_profile
+
+    try:
+        raw = json.loads(Path(args.from_dump).read_text(encoding="utf-8"))
+        dump = {table: {int(a): int(v) for a, v in regs.items()} for table, regs in raw.items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        print(f"citywatch profile new: cannot read dump {args.from_dump}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        text = yaml.safe_dump(draft_profile(dump, args.name, args.kind), sort_keys=False, allow_unicode=True)
+        parse_profile(text, args.output)  # the draft must load as written
+    except (ConfigError, KeyError) as exc:
+        print(f"citywatch profile new: {exc}", file=sys.stderr)
+        return 1
+    header = ("# Draft profile from a register dump: every non-zero register became an internal field.\n"
+              "# Rename fields, set scale/unit/metric, delete what you do not need, then run\n"
+              f"# `citywatch profile check {args.output}`.\n")
+    Path(args.output).write_text(header + text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0

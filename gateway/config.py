@@ -22,7 +22,8 @@ from contracts.config import StrictModel, parse_yaml, validate_config
 from contracts.errors import ConfigError
 from contracts.ids import is_valid_id
 from contracts.reading import DeviceInfo
-from gateway.registers import MAX_READ_REGISTERS, WordOrder
+from gateway.profile_schema import DeadbandSpec
+from gateway.registers import MAX_READ_REGISTERS, Deadband, WordOrder
 
 GATEWAY_SECTIONS = ("gateway", "mqtt", "outbox", "publish", "storm", "buses", "devices")
 FIELD_SECTIONS = ("buses", "devices")
@@ -98,6 +99,8 @@ class DeviceConfig(StrictModel):
     retries: int | None = PydField(None, ge=0, le=5)
     quarantine_after: int = PydField(3, ge=1, le=100)  # consecutive failed polls
     quarantine_max_s: float = PydField(300.0, gt=0.0, le=86400.0)
+    # report by exception: metric -> deadband, adding to / overriding the profile's (gateway.deadband)
+    deadbands: dict[str, DeadbandSpec] = PydField(default_factory=dict)
     # metadata
     lat: float | None = PydField(None, ge=-90.0, le=90.0)
     lon: float | None = PydField(None, ge=-180.0, le=180.0)
@@ -115,11 +118,10 @@ class DeviceConfig(StrictModel):
     @field_validator("profile")
     @classmethod
     def _profile_ok(cls, v: str) -> str:
+        """A library profile name or a profile file (relative paths: to the gateway config file)."""
         from gateway import profiles
 
-        if v not in profiles.names():
-            raise ValueError(f"unknown profile; known: {', '.join(sorted(profiles.names()))}")
-        return v
+        return profiles.check_ref(v)
 
     @field_validator("component_id")
     @classmethod
@@ -127,6 +129,21 @@ class DeviceConfig(StrictModel):
         if v is not None and not COMPONENT_ID.fullmatch(v):
             raise ValueError("component_id must be 16 digits: county(6) + major(2) + minor(2) + serial(6)")
         return v
+
+    @model_validator(mode="after")
+    def _deadbands_ok(self) -> DeviceConfig:
+        from gateway import profiles
+
+        if self.deadbands:
+            p = profiles.get(self.profile)
+            published = {f.metric for f in p.fields if f.metric} | {d.metric for d in p.derived}
+            for metric in self.deadbands:
+                if metric not in published:
+                    raise ValueError(f"deadbands: profile {p.name} does not publish {metric!r}")
+        return self
+
+    def deadband_overrides(self) -> dict[str, Deadband]:
+        return {m: spec.build() for m, spec in self.deadbands.items()}
 
     @model_validator(mode="after")
     def _storm_ok(self) -> DeviceConfig:
@@ -146,10 +163,13 @@ class DeviceConfig(StrictModel):
         return profiles.get(self.profile).kind
 
     def to_device_info(self) -> DeviceInfo:
+        from gateway import profiles
+
+        profile = profiles.get(self.profile)
         return DeviceInfo(
             id=self.id,
-            profile=self.profile,
-            kind=self.kind,
+            profile=profile.name,
+            kind=profile.kind,
             lat=self.lat,
             lon=self.lon,
             grid=self.grid,
@@ -219,7 +239,24 @@ def parse_field_config(text: str, source: str) -> FieldConfig:
         if key not in GATEWAY_SECTIONS:
             raise ConfigError(source, str(key), data[key], f"unknown section; known: {', '.join(GATEWAY_SECTIONS)}")
     sub = {k: data[k] for k in FIELD_SECTIONS if data.get(k) is not None}
-    return validate_config(sub, FieldConfig, source)
+    return validate_config(resolve_profile_paths(sub, source), FieldConfig, source)
+
+
+def resolve_profile_paths(sections: dict[str, Any], source: str) -> dict[str, Any]:
+    """Relative profile file paths of ``devices`` made relative to the config file's directory."""
+    from gateway import profiles
+
+    devices = sections.get("devices")
+    if not isinstance(devices, list) or not Path(source).parent.is_dir():
+        return sections
+    base = Path(source).parent
+    out = []
+    for dev in devices:
+        ref = dev.get("profile") if isinstance(dev, dict) else None
+        if isinstance(ref, str) and profiles.is_path(ref) and not Path(ref).is_absolute():
+            dev = {**dev, "profile": str((base / ref).resolve())}  # noqa: PLW2901 - a copy, not the input
+        out.append(dev)
+    return {**sections, "devices": out}
 
 
 def load_field_config(path: str | Path) -> FieldConfig:

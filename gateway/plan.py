@@ -95,6 +95,37 @@ def plan_profile(
     return plan_reads(profile.polled_fields, limit, gap)
 
 
+@dataclass(frozen=True, slots=True)
+class ReadGroup:
+    """Blocks read together: on every poll (``interval_s`` None), every ``interval_s``, or once
+    (``once``: at start and after the device reboots)."""
+
+    blocks: tuple[Block, ...]
+    interval_s: float | None = None
+    once: bool = False
+
+
+def plan_groups(
+    profile: Profile,
+    max_block_registers: int | None = None,
+    max_gap: int | None = None,
+) -> tuple[ReadGroup, ...]:
+    """The device's reads by schedule: every poll first, then each slower interval, then read-once fields."""
+    limit = profile.max_block_registers
+    if max_block_registers is not None:
+        limit = min(limit, max_block_registers)
+    gap = profile.max_gap_registers if max_gap is None else max_gap
+    groups = [ReadGroup(plan_profile(profile, max_block_registers, max_gap))]
+    slow = sorted({f.poll_interval_s for f in profile.fields if f.polled and f.poll_interval_s is not None})
+    for interval in slow:
+        fields = [f for f in profile.fields if f.polled and f.poll_interval_s == interval]
+        groups.append(ReadGroup(plan_reads(fields, limit, gap), interval_s=interval))
+    once = [f for f in profile.fields if f.polled and f.read_once]
+    if once:
+        groups.append(ReadGroup(plan_reads(once, limit, gap), once=True))
+    return tuple(g for g in groups if g.blocks or g.interval_s is None)
+
+
 def plan_per_field(fields: Iterable[Field]) -> tuple[Block, ...]:
     """The baseline: one request per field (what ThingsBoard IoT Gateway does by default)."""
     return tuple(Block(f.kind, f.address, f.width, (f.name,)) for f in fields)

@@ -25,18 +25,22 @@ Scheduling (when to call ``poll``, storm intervals) is the agent's; ``now`` is t
 it passes in, fixed at read time and never re-stamped. Quarantine time is measured on the
 same ``now`` clock.
 
-Events: a manhole's ``cover_open`` input going 0 → 1 between two polls emits
-``Event(kind="cover_open")``. A WIM scale's record counter advancing emits one
-``Event(kind="vehicle")`` per new record; after the gateway starts it re-reads the records
-still in the ring (the cloud deduplicates by event id), and a counter that goes backwards
-(the scale rebooted) restarts from record 1. Vehicle event ids are ``"<record no>-<time ms>"``:
-record numbers restart at 1 after a scale reboot, so the number alone would collide.
+Reads follow the profile's schedule (:func:`gateway.plan.plan_groups`): every poll, slower
+groups when their interval has passed, read-once fields at start and again after the device
+rebooted (uptime or record counter went back) or came back after failures.
+
+Events come from the profile's declared sources: a bit going 0 → 1 between two polls (a
+manhole's ``cover_open``), and records behind a counter (a WIM scale's vehicles; ring or
+current-record block). Counter wrap-around and resets are handled in :mod:`gateway.events`;
+record event ids are ``"<record no>-<record time ms>"``: record numbers restart after a
+reboot, so the number alone would collide.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from contracts.metrics import METRIC_UNITS
@@ -54,11 +58,14 @@ from gateway.errors import (
     SlaveBusy,
     WriteMismatch,
 )
-from gateway.plan import plan_profile, record_blocks
-from gateway.profiles.wim import WimRecord, decode_record
-from gateway.registers import Decoded, Profile, RegisterKind, decode_block, encode_value, raw_int
+from gateway.events import counter_step, record_event, record_values
+from gateway.plan import Block, plan_groups, record_blocks
+from gateway.registers import Decoded, Field, Profile, RecordLayout, RegisterKind, decode_block, encode_value, raw_int
 
 log = logging.getLogger(__name__)
+
+#: derived values are rounded here: 3.0 - 2.579 is 0.4209999999999998 in binary, the device meant 0.421
+DERIVED_DECIMALS = 6
 
 
 @dataclass
@@ -95,8 +102,13 @@ def _worst(qs: list[Quality]) -> Quality:
     return max(qs, default=Quality.GOOD)
 
 
-def readings_from(profile: Profile, device: str, now: float, decoded: dict[str, Decoded]) -> list[Reading]:
-    """Pure: decoded fields → readings with quality (sentinel/range, status fault bits, derived)."""
+def readings_from(profile: Profile, device: str, now: float, decoded: Mapping[str, Decoded],
+                  context: Mapping[str, Decoded] | None = None) -> list[Reading]:
+    """Pure: decoded fields → readings with quality (sentinel/range, status fault bits, derived).
+
+    ``decoded`` is what this poll read (published); ``context`` adds values read earlier
+    (read-once and slower fields) that derivations may use but that are not published again.
+    """
     fault = False
     if profile.status_field is not None and profile.status_field in decoded:
         fault = bool(int(decoded[profile.status_field].value) & profile.fault_mask)
@@ -111,33 +123,75 @@ def readings_from(profile: Profile, device: str, now: float, decoded: dict[str, 
         if fault and f.metric in profile.fault_affects and quality is Quality.GOOD:
             quality = Quality.SENSOR_FAULT
         out.append(Reading(device, f.metric, now, value, f.unit, quality))
-    if profile.derive is not None:
-        values = {k: d.value for k, d in decoded.items()}
-        q_in = _worst([decoded[k].quality for k in profile.derive_inputs if k in decoded])
-        for metric, value in profile.derive(values).items():
+    if profile.derived:
+        inputs = decoded if not context else {**context, **decoded}
+        values = {k: d.value for k, d in inputs.items()}
+        for dv in profile.derived:
+            if not all(k in inputs for k in dv.inputs) or not any(k in decoded for k in dv.inputs):
+                continue
+            value = round(dv.evaluate(values), DERIVED_DECIMALS)
             if not math.isfinite(value):
                 continue
-            q = q_in
-            if fault and metric in profile.fault_affects and q is Quality.GOOD:
+            q = _worst([inputs[k].quality for k in dv.inputs])
+            if fault and dv.metric in profile.fault_affects and q is Quality.GOOD:
                 q = Quality.SENSOR_FAULT
-            out.append(Reading(device, metric, now, value, METRIC_UNITS[metric], q))
+            out.append(Reading(device, dv.metric, now, value, METRIC_UNITS[dv.metric], q))
+    return out
+
+
+def derived_values(profile: Profile, values: Mapping[str, float]) -> dict[str, float]:
+    """Pure: the profile's derived metrics over plain field values (those whose inputs are all present)."""
+    out: dict[str, float] = {}
+    for dv in profile.derived:
+        if all(k in values for k in dv.inputs):
+            value = round(dv.evaluate(values), DERIVED_DECIMALS)
+            if math.isfinite(value):
+                out[dv.metric] = value
+    return out
+
+
+def edge_events(profile: Profile, device: str, now: float, decoded: Mapping[str, Decoded],
+                previous: dict[str, float]) -> list[Event]:
+    """Events for bits that went 0 -> 1 since the last poll; updates ``previous`` (bit state by edge)."""
+    out: list[Event] = []
+    for e in profile.edges:
+        d = decoded.get(e.field)
+        if d is None or d.quality is not Quality.GOOD:
+            continue
+        value = d.value if e.bit is None else float(int(d.value) >> e.bit & 1)
+        key = f"{e.field}.{e.bit}" if e.bit is not None else e.field
+        prev, previous[key] = previous.get(key), value
+        if prev == 0.0 and value == 1.0:
+            body: dict[str, object] = {}
+            for name in e.body_fields:
+                x = decoded.get(name)
+                if x is not None and x.quality is Quality.GOOD:
+                    body[name] = x.value
+            out.append(Event(device, e.kind, f"{round(now * 1000)}", now, body))
     return out
 
 
 class DevicePoller:
     """Reads one device, turns registers into readings and events, and keeps its health."""
 
-    def __init__(self, device: DeviceConfig, bus: Bus) -> None:
+    def __init__(self, device: DeviceConfig, bus: Bus, profile: Profile | None = None) -> None:
+        """``profile``: the device's profile already loaded (default: ``device.profile`` from the library/file)."""
         self.device = device
         self.bus = bus
-        self.profile = profiles.get(device.profile)
-        self.blocks = plan_profile(self.profile, device.max_block_registers, device.max_gap_registers)
+        self.profile = profile if profile is not None else profiles.get(device.profile)
+        self.groups = plan_groups(self.profile, device.max_block_registers, device.max_gap_registers)
+        self.blocks = self.groups[0].blocks  # read on every poll
+        self._every = frozenset(n for b in self.blocks for n in b.fields)
         self.health = DeviceHealth()
         self.info: DeviceInfo = device.to_device_info()
         self._timeout_s = (device.timeout_ms or bus.cfg.timeout_ms) / 1000.0
         self._retries = bus.cfg.retries if device.retries is None else device.retries
-        self._cover_open: float | None = None
-        self._wim_count: int | None = None
+        self._edges: dict[str, float] = {}
+        self._record_count: int | None = None
+        self._last_read: dict[int, float] = {}  # group index -> time it was last read
+        self._context: dict[str, Decoded] = {}  # read-once and slower fields, for derivations
+        self._uptime: float | None = None
+        self.texts: dict[str, str] = {}  # string fields (serial number, firmware) as last read
 
     @property
     def id(self) -> str:
@@ -152,98 +206,157 @@ class DevicePoller:
         if h.quarantined_until is not None and now < h.quarantined_until:
             raise Quarantined(self.device.id, h.quarantined_until, h.last_error or "")
 
+    async def _read_blocks(self, blocks: tuple[Block, ...], into: dict[str, Decoded]) -> None:
+        for block in blocks:
+            words = await self._read(block.kind, block.start, block.count)
+            got = decode_block(self.profile, block.kind, block.start, words, self.device.word_order)
+            if len(self.groups) > 1:  # a read through a hole must not publish another schedule's field
+                got = {k: v for k, v in got.items() if k in block.fields}
+            into.update(got)
+
     async def poll(self, now: float) -> PollResult:
         self._check_quarantine(now)
         self.health.polls += 1
         try:
             decoded: dict[str, Decoded] = {}
-            for block in self.blocks:
-                words = await self._read(block.kind, block.start, block.count)
-                decoded.update(decode_block(self.profile, block.kind, block.start, words, self.device.word_order))
-            readings = readings_from(self.profile, self.device.id, now, decoded)
-            events = self._cover_events(decoded, now)
+            rebooted = False
+            for i, group in enumerate(self.groups):
+                last = self._last_read.get(i)
+                due = (last is None if group.once else
+                       group.interval_s is None or last is None or now - last >= group.interval_s - 1e-6)
+                if due:
+                    await self._read_blocks(group.blocks, decoded)
+                    self._last_read[i] = now
+                if i == 0:  # a reboot seen on the every-poll fields makes read-once fields due now
+                    rebooted = self._rebooted(decoded)
+            readings = readings_from(self.profile, self.device.id, now, decoded, self._context)
+            events = edge_events(self.profile, self.device.id, now, decoded, self._edges)
             if self.profile.records is not None:
-                events += await self._wim_events(decoded)
+                events += await self._record_events(decoded, rebooted)
         except DeviceError as exc:
             self._failed(now, exc)
             raise
         except BusError as exc:
             self.health.last_error = str(exc)
             raise
+        self._remember(decoded)
         self._succeeded(now)
         return PollResult(readings, events)
 
+    def _remember(self, decoded: dict[str, Decoded]) -> None:
+        for name, d in decoded.items():
+            if name not in self._every:
+                self._context[name] = d
+            if d.text is not None and self.texts.get(name) != d.text:
+                log.info("%s: %s is %r", self.device.id, name, d.text)
+                self.texts[name] = d.text
+
+    def _rebooted(self, decoded: Mapping[str, Decoded]) -> bool:
+        """The uptime field went back: the device rebooted; read-once fields are read again."""
+        name = self.profile.uptime_field
+        d = decoded.get(name) if name is not None else None
+        if d is None or d.quality is not Quality.GOOD:
+            return False
+        prev, self._uptime = self._uptime, d.value
+        if prev is not None and d.value < prev:
+            log.warning("%s: uptime went back from %g to %g (device rebooted)", self.device.id, prev, d.value)
+            self._forget_once()
+            return True
+        return False
+
+    def _forget_once(self) -> None:
+        for i, g in enumerate(self.groups):
+            if g.once:
+                self._last_read.pop(i, None)
+
     # ------------------------------------------------------------ events
 
-    def _cover_events(self, decoded: dict[str, Decoded], now: float) -> list[Event]:
-        d = decoded.get("cover_open")
-        if d is None or self.profile.kind != "manhole":
-            return []
-        prev, self._cover_open = self._cover_open, d.value
-        if prev == 0.0 and d.value == 1.0:
-            body: dict[str, object] = {}
-            for name in ("tilt_x", "tilt_y", "angle", "background_angle"):
-                x = decoded.get(name)
-                if x is not None and x.quality is Quality.GOOD:
-                    body[name] = x.value
-            return [Event(self.device.id, "cover_open", f"{round(now * 1000)}", now, body)]
-        return []
-
-    async def _wim_events(self, decoded: dict[str, Decoded]) -> list[Event]:
+    async def _record_events(self, decoded: dict[str, Decoded], rebooted: bool) -> list[Event]:
         layout = self.profile.records
         assert layout is not None
         d = decoded.get(layout.counter_field)
         if d is None or d.quality is not Quality.GOOD:
             return []
+        counter = self.profile.field(layout.counter_field)
+        modulus = 1 << (16 * counter.width)
         count = int(d.value)
-        last = self._wim_count
-        if last is None:  # first poll since start: re-read what is still in the ring
-            first, n = max(1, count - layout.slots + 1), min(count, layout.slots)
-        elif count < last:
-            log.warning("%s: record counter went back from %d to %d (scale rebooted)", self.device.id, last, count)
-            first, n = 1, min(count, layout.slots)
-            if count > layout.slots:
-                first = count - layout.slots + 1
-                self.health.records_lost += count - layout.slots
-        elif count > last:
-            new = count - last
-            if new > layout.slots:
-                lost = new - layout.slots
-                self.health.records_lost += lost
-                log.warning("%s: %d vehicle records overwritten before they could be read", self.device.id, lost)
-            first, n = max(last + 1, count - layout.slots + 1), min(new, layout.slots)
-        else:
+        if count == self._record_count and not rebooted:
             return []
-        records: list[WimRecord] = []
-        if n > 0:
-            limit = min(self.profile.max_block_registers, self.device.max_block_registers or 125)
-            order = self.device.word_order or self.profile.default_word_order
-            blocks = record_blocks(layout, first, n, limit)
-            slot_words: dict[int, list[int]] = {}
-            for b in blocks:
-                words = await self._read(b.kind, b.start, b.count)
-                for off in range(0, b.count, layout.stride):
-                    slot = (b.start + off - layout.base) // layout.stride
-                    slot_words[slot] = words[off : off + layout.record_words]
-            for rec_no in range(first, first + n):
-                rec_words = slot_words.get(layout.slot_of(rec_no))
-                if rec_words is None or len(rec_words) < layout.record_words:
-                    continue
-                rec = decode_record(rec_words, order)
-                if rec.record_no != rec_no:
-                    # overwritten by a newer vehicle between counter and record read, or garbage
+        step = counter_step(self._record_count, count, layout, modulus, rebooted)
+        if step.reset:
+            log.warning("%s: record counter went back from %s to %d (device rebooted)", self.device.id,
+                        self._record_count, count)
+            self._forget_once()
+        if step.lost:
+            self.health.records_lost += step.lost
+            log.warning("%s: %d record(s) overwritten before they could be read", self.device.id, step.lost)
+        numbers = step.numbers(modulus)
+        if layout.style == "current":
+            slots = {0: {f.name: decoded[f.name].value for f in layout.fields if f.name in decoded}}
+        else:
+            slots = await self._read_slots(layout, numbers)
+        events: list[Event] = []
+        for rec_no in numbers:
+            values = slots.get(layout.slot_of(rec_no))
+            if values is None or len(values) < len(layout.fields):
+                continue
+            if layout.number_field is not None and int(values[layout.number_field]) % modulus != rec_no:
+                # at start: a slot never written since boot; later: overwritten by a newer record between
+                # the counter and the record read
+                if self._record_count is not None:
                     self.health.records_lost += 1
-                    continue
-                records.append(rec)
-        self._wim_count = count
-        return [Event(self.device.id, "vehicle", f"{r.record_no}-{round(r.ts * 1000)}", r.ts, r.body())
-                for r in records]
+                continue
+            if self._record_count is None and layout.time_field is not None and values[layout.time_field] == 0:
+                continue  # at start: an empty slot (all zeros) that happens to carry the expected number 0
+            events.append(record_event(layout, self.device.id, rec_no, values))
+        self._record_count = count
+        return events
+
+    async def _read_slots(self, layout: RecordLayout, numbers: list[int]) -> dict[int, dict[str, float]]:
+        if not numbers:
+            return {}
+        limit = min(self.profile.max_block_registers, self.device.max_block_registers or 125)
+        override = self.device.word_order
+        out: dict[int, dict[str, float]] = {}
+        for b in record_blocks(layout, numbers[0], len(numbers), limit):
+            words = await self._read(b.kind, b.start, b.count)
+            for off in range(0, b.count, layout.stride):
+                slot = (b.start + off - layout.base) // layout.stride
+                chunk = words[off : off + layout.record_words]
+                if len(chunk) == layout.record_words:
+                    out[slot] = record_values(layout, chunk, lambda f: self.profile.word_order_of(f, override))
+        return out
 
     # ------------------------------------------------------------ writes
 
+    def _writable(self, name: str) -> Field:
+        """A field by name, or the field that feeds the metric ``name`` (a site profile names its own fields)."""
+        for f in self.profile.fields:
+            if f.name == name:
+                return f
+        for f in self.profile.fields:
+            if f.metric == name and f.writable:
+                return f
+        raise EncodeError(f"{self.device.id}: profile {self.profile.name} has no field {name!r}")
+
+    async def command(self, name: str, args: Mapping[str, object], now: float) -> float:
+        """Carry out a command the profile declares (a write with read-back); returns the read-back value."""
+        cmd = self.profile.command(name)
+        if cmd is None:
+            raise EncodeError(f"{self.device.id}: profile {self.profile.name} does not support {name!r}")
+        value = cmd.value
+        if cmd.arg is not None:
+            arg = args.get(cmd.arg)
+            if isinstance(arg, bool) or not isinstance(arg, int | float):
+                raise EncodeError(f"{self.device.id}: {name} needs a number {cmd.arg}")
+            value = float(arg)
+        assert value is not None
+        return await self.write_field(cmd.field, value, now)
+
     async def write_field(self, field: str, value: float, now: float) -> float:
         """Write one writable field and return the value read back from the device."""
-        f = self.profile.field(field)
+        f = self._writable(field)
+        field = f.name
         if not f.writable:
             raise EncodeError(f"{self.device.id}: field {field} is read-only")
         if (f.valid_min is not None and value < f.valid_min) or (f.valid_max is not None and value > f.valid_max):
@@ -272,6 +385,8 @@ class DevicePoller:
         h = self.health
         if h.consecutive_failures or h.quarantined_until is not None:
             log.info("%s: answering again after %d failed poll(s)", self.device.id, h.consecutive_failures)
+        if h.consecutive_failures:
+            self._forget_once()  # it may have been power-cycled while it was silent
         h.last_good_ts = now
         h.consecutive_failures = 0
         h.quarantined_until = None
