@@ -6,6 +6,10 @@ time-keyed tables differ for speed (SQLite keys readings by integer ``ts_ms`` in
 a SECURITY DEFINER function, or a TimescaleDB hypertable when the extension is available).
 Version 1 is the schema release d572fb5 created with ``CREATE ... IF NOT EXISTS``, so it
 also adopts a database from that release. Never edit a released migration; add a new one.
+
+Version 2 (storage lifecycle, :mod:`cloud_ingest.store.lifecycle`): the rollup tables, filled
+from the readings already stored; SQLite's single ``readings`` table becomes one table per day
+(each with its rollup trigger); PostgreSQL gets the ``packed`` parent of the compacted tables.
 """
 
 from __future__ import annotations
@@ -72,6 +76,75 @@ def _pg_readings(sql: Sql) -> None:
         sql.execute(ENSURE_PARTITIONS_FN)
 
 
+DAY_MS = 86_400_000
+
+ROLLUP_COLUMNS = (
+    "device TEXT NOT NULL, metric TEXT NOT NULL, bucket_ms {BIGINT} NOT NULL, n {BIGINT} NOT NULL, "
+    "total {REAL} NOT NULL, mn {REAL} NOT NULL, mx {REAL} NOT NULL, last_ts_ms {BIGINT} NOT NULL, "
+    "last_v {REAL} NOT NULL, PRIMARY KEY (device, metric, bucket_ms)"
+)
+
+
+def rollup_merge(table: str) -> str:
+    """The upsert that folds a new partial aggregate (``excluded``) into a rollup row."""
+    return (
+        f"ON CONFLICT (device, metric, bucket_ms) DO UPDATE SET n = {table}.n + excluded.n, "
+        f"total = {table}.total + excluded.total, "
+        f"mn = CASE WHEN excluded.mn < {table}.mn THEN excluded.mn ELSE {table}.mn END, "
+        f"mx = CASE WHEN excluded.mx > {table}.mx THEN excluded.mx ELSE {table}.mx END, "
+        f"last_v = CASE WHEN excluded.last_ts_ms > {table}.last_ts_ms THEN excluded.last_v ELSE {table}.last_v END, "
+        f"last_ts_ms = CASE WHEN excluded.last_ts_ms > {table}.last_ts_ms "
+        f"THEN excluded.last_ts_ms ELSE {table}.last_ts_ms END"
+    )
+
+
+def sqlite_day_ddl(day: int) -> list[str]:
+    """SQLite's hot table of one day, and the trigger that rolls up each row actually inserted."""
+    t = f"readings_d{day}"
+    ddl = [
+        f"CREATE TABLE IF NOT EXISTS {t} (device TEXT NOT NULL, metric TEXT NOT NULL, ts_ms INTEGER NOT NULL, "
+        "value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device, metric, ts_ms)) WITHOUT ROWID"
+    ]
+    body = " ".join(
+        f"INSERT INTO {table} VALUES (NEW.device, NEW.metric, NEW.ts_ms / {res * 1000} * {res * 1000}, 1, "
+        f"NEW.value, NEW.value, NEW.value, NEW.ts_ms, NEW.value) {rollup_merge(table)};"
+        for res, table in ((60, "rollup_1m"), (3600, "rollup_1h"))
+    )
+    ddl.append(f"CREATE TRIGGER IF NOT EXISTS {t}_rollup AFTER INSERT ON {t} BEGIN {body} END")
+    return ddl
+
+
+def _sqlite_day_tables(sql: Sql) -> None:
+    """Move the single readings table into day tables; their triggers fill the rollups on the way."""
+    days = [int(r[0]) for r in sql.execute(f"SELECT DISTINCT ts_ms / {DAY_MS} FROM readings")]
+    for day in days:
+        for stmt in sqlite_day_ddl(day):
+            sql.execute(stmt)
+        sql.execute(
+            f"INSERT INTO readings_d{day} SELECT * FROM readings WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",
+            (day * DAY_MS, (day + 1) * DAY_MS),
+        )
+    sql.execute("DROP TABLE readings")
+
+
+def _pg_lifecycle(sql: Sql) -> None:
+    """Rollups of the readings already stored, and the parent of the compacted tables (SQLite's
+    compacted tables are standalone, created per class and day by compaction)."""
+    sql.execute(
+        "CREATE TABLE packed (cls text NOT NULL, device text NOT NULL, metric text NOT NULL, "
+        "hour_ms int8 NOT NULL, n int4 NOT NULL, block bytea NOT NULL, "
+        "PRIMARY KEY (cls, device, metric, hour_ms)) PARTITION BY LIST (cls)"
+    )
+    for res, table in ((60, "rollup_1m"), (3600, "rollup_1h")):
+        step = res * 1000
+        sql.execute(
+            f"INSERT INTO {table} SELECT device, metric, t / {step} * {step}, count(*), sum(value), min(value), "
+            f"max(value), max(t), (array_agg(value ORDER BY t DESC))[1] "
+            "FROM (SELECT device, metric, (extract(epoch FROM ts) * 1000)::int8 AS t, value FROM readings) r "
+            "GROUP BY 1, 2, 3"
+        )
+
+
 MIGRATIONS = (
     Migration(1, "readings, latest, events, dead letters, batches, gaps, gateways, devices", (
         Variant(
@@ -112,5 +185,10 @@ MIGRATIONS = (
         " health {JSON} NOT NULL DEFAULT '{}', updated_at {REAL} NOT NULL)",
         "CREATE TABLE IF NOT EXISTS devices ("
         " id TEXT PRIMARY KEY, gw TEXT NOT NULL, info {JSON} NOT NULL, updated_at {REAL} NOT NULL)",
+    )),
+    Migration(2, "rollups (1 min, 1 h), SQLite day tables, compacted blocks", (
+        "CREATE TABLE rollup_1m (" + ROLLUP_COLUMNS + "){WITHOUT_ROWID}",
+        "CREATE TABLE rollup_1h (" + ROLLUP_COLUMNS + "){WITHOUT_ROWID}",
+        Variant(sqlite=_sqlite_day_tables, postgresql=_pg_lifecycle),
     )),
 )

@@ -31,7 +31,8 @@ def _clean_pg(url: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE readings, latest, events, dead_letters, batches, gaps, gateways, devices RESTART IDENTITY"
+            "TRUNCATE readings, latest, events, dead_letters, batches, gaps, gateways, devices, "
+            "rollup_1m, rollup_1h, packed RESTART IDENTITY"
         )
 
 
