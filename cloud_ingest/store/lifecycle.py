@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from cloud_ingest.compact import decode, encode
-from cloud_ingest.rollup import ROLLUP_TABLES, rollup_for
+from cloud_ingest.rollup import ROLLUP_TABLES, Agg, rollup_for
 from cloud_ingest.store.base import Point, ReadingChunk, make_chunk
 from cloud_ingest.store.common import in_placeholders
 from cloud_ingest.store.queries import SharedQueries
@@ -197,6 +197,18 @@ class Lifecycle(SharedQueries):
             (bucket_ms, bucket_ms, *series, lo, hi),
         )
         return [Point(int(b) / 1000.0, float(a), float(mn), float(mx), int(n)) for b, a, mn, mx, n in rows]
+
+    def rollups(self, device: str, metric: str, start: float, end: float, resolution_s: int) -> list[tuple[float, Agg]]:
+        """The stored rollup rows (bucket start, aggregate) of one series with buckets starting in [start, end)."""
+        rows = self._query(
+            self._sql(
+                f"SELECT bucket_ms, n, total, mn, mx, last_ts_ms, last_v FROM {ROLLUP_TABLES[resolution_s]} "
+                "WHERE device = ? AND metric = ? AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms"
+            ),
+            (device, metric, ts_ms(start), ts_ms(end)),
+        )
+        return [(int(b) / 1000.0, Agg(int(n), float(t), float(mn), float(mx), int(lt), float(lv)))
+                for b, n, t, mn, mx, lt, lv in rows]
 
     def iter_readings(
         self, start: float, end: float, devices: Sequence[str] | None = None, chunk: int = 50_000

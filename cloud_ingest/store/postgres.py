@@ -356,6 +356,7 @@ class PostgresStore(Lifecycle):
 
     def _tx(self, fn: Callable[[Sql], T]) -> T:
         with self._lock:
+            self._days.clear()  # maintenance may drop day partitions
             result: T = self._run(lambda conn: fn(Sql(conn)), "maintenance")
             return result
 
