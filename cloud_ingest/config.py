@@ -60,8 +60,12 @@ class IngestSettings(StrictModel):
     @field_validator("store_url")
     @classmethod
     def _url_ok(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://", "influxdb://", "influxdbs://")):
-            raise ValueError("store_url must start with sqlite:///, postgresql://, postgres:// or influxdb://")
+        if not value.startswith(
+            ("sqlite:///", "postgresql://", "postgres://", "influxdb://", "influxdbs://", "influxdb1://", "influxdb1s://")
+        ):
+            raise ValueError(
+                "store_url must start with sqlite:///, postgresql://, postgres://, influxdb:// or influxdb1://"
+            )
         return value
 
     @model_validator(mode="after")
