@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("gateway.cli", "bus-time budget of a gateway config; refuses an overbooked bus"),
     "agent": ("edge_agent.cli", "run the edge agent (poll, outbox, MQTT publish)"),
     "ingest": ("cloud_ingest.cli", "run the cloud ingester (MQTT -> time-series store)"),
+    "retention": ("cloud_ingest.cli", "compact old readings, drop them past retention (rollups stay)"),
     "rules": ("rules.cli", "run the rule engine on live readings"),
     "backtest": ("rules.cli", "replay stored history through rule files"),
     "cases": ("case_bridge.cli", "run the case bridge (alarms -> city-management cases)"),
