@@ -313,7 +313,8 @@ def _values(prefix: str, metric: str, t: np.ndarray, rng: np.random.Generator) -
                 "status": np.zeros(n), "install_height": np.full(n, 2.5)}
         return gauge[metric]
     if prefix == "mh":
-        cover: dict[str, np.ndarray] = {"tilt_x": np.round(rng.normal(0.3, 0.02, n), 2), "tilt_y": np.round(rng.normal(-0.1, 0.02, n), 2),
+        cover: dict[str, np.ndarray] = {
+                "tilt_x": np.round(rng.normal(0.3, 0.02, n), 2), "tilt_y": np.round(rng.normal(-0.1, 0.02, n), 2),
                 "battery": np.round(3.6 - (t - t[0]) / 86_400 * 0.001 + rng.normal(0, 0.0005, n), 3),
                 "status": np.zeros(n), "background_tilt": np.full(n, 0.3), "cover_open": np.zeros(n),
                 "water_under": np.zeros(n)}
@@ -321,7 +322,8 @@ def _values(prefix: str, metric: str, t: np.ndarray, rng: np.random.Generator) -
     f32 = np.float32
     volts = (230 + rng.normal(0, 1.5, n)).astype(f32).astype(np.float64)
     amps = np.where(night, 0.55 + rng.normal(0, 0.01, n), 0.0).astype(f32).astype(np.float64)
-    lamp: dict[str, np.ndarray] = {"voltage": volts, "current": amps, "power": (volts * amps * 0.95).astype(f32).astype(np.float64),
+    lamp: dict[str, np.ndarray] = {
+            "voltage": volts, "current": amps, "power": (volts * amps * 0.95).astype(f32).astype(np.float64),
             "power_factor": np.where(night, 0.95, 0.0).astype(f32).astype(np.float64),
             "energy": (1000 + np.cumsum(volts * amps * 0.95) * 60 / 3.6e6).astype(f32).astype(np.float64),
             "run_hours": np.floor(5000 + np.cumsum(night) / 60.0), "status": np.zeros(n),
