@@ -42,7 +42,6 @@ _TRANSIENT = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.LockNotAvailable,
     psycopg.errors.QueryCanceled,
-    psycopg.errors.UndefinedTable,  # a day partition compacted by maintenance meanwhile: the retry reroutes
 )
 # Each inserted row (RETURNING: duplicates are not returned) folded into both rollups.
 ROLLUP_CTE = ", ".join(
@@ -117,7 +116,9 @@ class PostgresStore(Lifecycle):
                 conn.rollback()
             except psycopg.Error:
                 self._drop()
-            raise StoreError(f"PostgreSQL {what}: {exc}") from exc
+            # a day partition compacted by maintenance since write() cached it: the retry re-creates it
+            stale = isinstance(exc, psycopg.errors.UndefinedTable) and "readings_d" in str(exc)
+            raise (StoreUnavailable if stale else StoreError)(f"PostgreSQL {what}: {exc}") from exc
 
     def _drop(self) -> None:
         if self._conn is not None:

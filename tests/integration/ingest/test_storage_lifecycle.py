@@ -222,3 +222,25 @@ def test_day_boundary(tmp_path: Path) -> None:
         assert ts_ms(T0) % DAY_MS == 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_writer_recovers_when_maintenance_compacts_a_day_it_wrote(kind: str, tmp_path: Path) -> None:
+    """The ingester caches PostgreSQL's day partitions; the retention job (another process) drops
+    one: the next write into that day is retryable (StoreUnavailable), and the retry lands."""
+    from cloud_ingest.errors import StoreUnavailable
+
+    with store_url(kind, tmp_path) as url:
+        writer, maintenance = lifecycle_store(url), lifecycle_store(url)
+        try:
+            writer.write(WriteBatch(readings=[reading("wl-1", "depth", T0 + i, 1.0) for i in range(5)]))
+            assert maintenance.compact_day(DAY0, {}) == 5
+            late = WriteBatch(readings=[reading("wl-1", "depth", T0 + 100, 2.0)])
+            if kind == "postgres":  # SQLite creates the day table (IF NOT EXISTS) in every write
+                with pytest.raises(StoreUnavailable, match="readings_d"):
+                    writer.write(late)
+            assert writer.write(late).readings_inserted == 1
+            assert len(writer.range("wl-1", "depth", T0, T0 + 200)) == 6
+        finally:
+            writer.close()
+            maintenance.close()
