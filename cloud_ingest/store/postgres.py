@@ -46,7 +46,7 @@ _TRANSIENT = (
 # Each inserted row (RETURNING: duplicates are not returned) folded into both rollups.
 ROLLUP_CTE = ", ".join(
     f"{name} AS (INSERT INTO {table} SELECT device, metric, t / {step} * {step}, count(*), sum(value), min(value), "
-    f"max(value), max(t), (array_agg(value ORDER BY t DESC))[1] FROM ins GROUP BY 1, 2, 3 {rollup_merge(table)})"
+    f"max(value), max(t), (max(ARRAY[t::float8, value]))[2] FROM ins GROUP BY 1, 2, 3 {rollup_merge(table)})"
     for name, table, step in (("r1m", "rollup_1m", 60_000), ("r1h", "rollup_1h", 3_600_000))
 )
 

@@ -130,6 +130,8 @@ def _sqlite_day_tables(sql: Sql) -> None:
 def _pg_lifecycle(sql: Sql) -> None:
     """Rollups of the readings already stored, and the parent of the compacted tables (SQLite's
     compacted tables are standalone, created per class and day by compaction)."""
+    for table in ("rollup_1m", "rollup_1h"):  # most writes update a row in place: leave room for HOT updates
+        sql.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
     sql.execute(
         "CREATE TABLE packed (cls text NOT NULL, device text NOT NULL, metric text NOT NULL, "
         "hour_ms int8 NOT NULL, n int4 NOT NULL, block bytea NOT NULL, "
