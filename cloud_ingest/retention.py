@@ -10,7 +10,8 @@ store and carries the plan out. Rules the plan keeps:
   when the 1-minute rollups count exactly the readings it holds (nothing stored is unrolled) and
   no hold covers the day (evidence a case refers to);
 * events are not subject to retention (they are few and are case evidence themselves);
-* rollups are kept.
+* 1-minute rollups are dropped by whole days after ``rollup_1m_days`` (at least every class's
+  ``raw_days``, so the count check above always has them); hourly rollups are kept.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class RetentionSettings(StrictModel):
     compact_after_days: int = Field(default=15, ge=1)
     #: raw retention of metrics in no class
     default_raw_days: int = Field(default=90, ge=1)
+    #: 1-minute rollups are dropped by whole days after this; hourly rollups are kept
+    rollup_1m_days: int = Field(default=400, ge=1)
     classes: dict[str, MetricClass] = Field(default_factory=dict)
 
     @field_validator("classes")
@@ -70,6 +73,11 @@ class RetentionSettings(StrictModel):
                 raise ValueError(
                     f"raw_days of {name!r} ({days}) is below compact_after_days ({self.compact_after_days}): "
                     "raw data is dropped by whole compacted days"
+                )
+            if days > self.rollup_1m_days:
+                raise ValueError(
+                    f"rollup_1m_days ({self.rollup_1m_days}) is below raw_days of {name!r} ({days}): "
+                    "raw data is only dropped once the 1-minute rollups are checked to count it"
                 )
         return self
 
@@ -99,7 +107,7 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    kind: Literal["compact", "drop", "keep"]
+    kind: Literal["compact", "drop", "keep", "expire_rollups"]
     day: int
     cls: str | None  # None for compaction (a hot day holds every class)
     reason: str
@@ -120,6 +128,17 @@ def compactions(parts: Partitions, now: float, settings: RetentionSettings) -> l
         Action("compact", d, None, f"older than {settings.compact_after_days} days")
         for d in sorted(parts.raw_days)
         if d < today - settings.compact_after_days
+    ]
+
+
+def rollup_expiry(parts: Partitions, now: float, settings: RetentionSettings) -> list[Action]:
+    """Days of 1-minute rollups older than ``rollup_1m_days`` (never one whose raw data is still stored)."""
+    today = int(now * 1000) // DAY_MS
+    stored = parts.raw_days | {d for _, d in parts.packed}
+    return [
+        Action("expire_rollups", d, None, f"1-minute rollups older than {settings.rollup_1m_days} days")
+        for d in sorted(parts.rollup_days)
+        if d < today - settings.rollup_1m_days and d not in stored
     ]
 
 
@@ -162,6 +181,8 @@ class LifecycleStore(Protocol):
 
     def drop_packed(self, cls: str, day: int) -> None: ...
 
+    def drop_rollup_day(self, day: int) -> None: ...
+
     def day_counts(self, cls: str, day: int, classes: Mapping[str, Sequence[str]]) -> tuple[int, int]: ...
 
 
@@ -175,4 +196,7 @@ def run(store: LifecycleStore, settings: RetentionSettings, now: float, holds: I
     for action in decided:
         if action.kind == "drop" and action.cls is not None:
             store.drop_packed(action.cls, action.day)
-    return done + decided
+    expired = rollup_expiry(store.partitions(), now, settings)
+    for action in expired:
+        store.drop_rollup_day(action.day)
+    return done + decided + expired

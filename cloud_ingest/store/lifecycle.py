@@ -10,7 +10,8 @@ Storage of one reading over its life:
   in the same transaction. One table per metric class and day, so each class keeps its own
   retention and still drops whole tables;
 * rolled up from the moment it is inserted (``rollup_1m``, ``rollup_1h``: see :mod:`cloud_ingest.rollup`),
-  which outlive the raw data.
+  which outlive the raw data; the 1-minute rollups are kept by day too (``rollup_1m_d<day>``) and
+  expire by whole days, the hourly ones are kept.
 
 Every read (``range``, ``iter_readings``) merges hot rows and compacted blocks, so callers such
 as the backtest do not know which they got. The backends supply the few statements that differ.
@@ -38,6 +39,7 @@ HOUR_MS = 3_600_000
 DEFAULT_CLASS = "default"
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9]{0,30}$")  # used in table names, so no '_' (the '_d<day>' suffix)
 _RAW = re.compile(r"^readings_d(\d+)$")
+_ROLLUP = re.compile(r"^rollup_1m_d(\d+)$")
 _PACKED = re.compile(r"^packed_([a-z][a-z0-9]{0,30})_d(\d+)$")
 
 T = TypeVar("T")
@@ -46,21 +48,25 @@ Row = tuple[str, str, int, float, int]  # device, metric, ts_ms, value, quality
 
 @dataclass(frozen=True, slots=True)
 class Partitions:
-    """What is stored where: raw day tables, and (class, day) compacted tables."""
+    """What is stored where: raw day tables, (class, day) compacted tables, 1-minute rollup days."""
 
     raw_days: frozenset[int]
     packed: frozenset[tuple[str, int]]
+    rollup_days: frozenset[int] = frozenset()
 
 
 def parse_partitions(names: Iterable[str]) -> Partitions:
     raw: set[int] = set()
     packed: set[tuple[str, int]] = set()
+    rollup: set[int] = set()
     for name in names:
         if m := _RAW.match(name):
             raw.add(int(m.group(1)))
         elif m := _PACKED.match(name):
             packed.add((m.group(1), int(m.group(2))))
-    return Partitions(frozenset(raw), frozenset(packed))
+        elif m := _ROLLUP.match(name):
+            rollup.add(int(m.group(1)))
+    return Partitions(frozenset(raw), frozenset(packed), frozenset(rollup))
 
 
 def class_of(metric: str, classes: Mapping[str, Sequence[str]]) -> str:
@@ -155,6 +161,10 @@ class Lifecycle(SharedQueries):
         """A FROM item with (device, metric, hour_ms, n, block) of the compacted tables of those days."""
         raise NotImplementedError
 
+    def _rollup_source(self, table: str, lo_day: int, hi_day: int) -> str | None:
+        """A FROM item with the rollup rows of ``table`` for those days (None: there are none)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ reads
 
     def partitions(self) -> Partitions:
@@ -189,9 +199,12 @@ class Lifecycle(SharedQueries):
 
     def _rollup_range(self, table: str, series: tuple[str, str], lo: int, hi: int, bucket_ms: int) -> list[Point]:
         """Buckets whose rollup rows start inside [lo, hi): read from rollups, so raw data may be gone."""
+        src = self._rollup_source(table, lo // DAY_MS, (hi - 1) // DAY_MS)
+        if src is None:
+            return []
         rows = self._query(
             self._sql(
-                f"SELECT (bucket_ms / ?) * ? AS b, sum(total) / sum(n), min(mn), max(mx), sum(n) FROM {table} "
+                f"SELECT (bucket_ms / ?) * ? AS b, sum(total) / sum(n), min(mn), max(mx), sum(n) FROM {src} "
                 "WHERE device = ? AND metric = ? AND bucket_ms >= ? AND bucket_ms < ? GROUP BY b ORDER BY b"
             ),
             (bucket_ms, bucket_ms, *series, lo, hi),
@@ -200,12 +213,16 @@ class Lifecycle(SharedQueries):
 
     def rollups(self, device: str, metric: str, start: float, end: float, resolution_s: int) -> list[tuple[float, Agg]]:
         """The stored rollup rows (bucket start, aggregate) of one series with buckets starting in [start, end)."""
+        lo, hi = ts_ms(start), ts_ms(end)
+        src = self._rollup_source(ROLLUP_TABLES[resolution_s], lo // DAY_MS, (hi - 1) // DAY_MS)
+        if src is None:
+            return []
         rows = self._query(
             self._sql(
-                f"SELECT bucket_ms, n, total, mn, mx, last_ts_ms, last_v FROM {ROLLUP_TABLES[resolution_s]} "
+                f"SELECT bucket_ms, n, total, mn, mx, last_ts_ms, last_v FROM {src} "
                 "WHERE device = ? AND metric = ? AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms"
             ),
-            (device, metric, ts_ms(start), ts_ms(end)),
+            (device, metric, lo, hi),
         )
         return [(int(b) / 1000.0, Agg(int(n), float(t), float(mn), float(mx), int(lt), float(lv)))
                 for b, n, t, mn, mx, lt, lv in rows]
@@ -285,6 +302,10 @@ class Lifecycle(SharedQueries):
 
         return self._tx(run)
 
+    def drop_rollup_day(self, day: int) -> None:
+        """Expire one day of 1-minute rollups (the hourly ones stay)."""
+        self._tx(lambda sql: sql.execute(f"DROP TABLE IF EXISTS rollup_1m_d{day}"))
+
     def drop_packed(self, cls: str, day: int) -> None:
         if not CLASS_NAME.match(cls):
             raise ValueError(f"bad metric class name {cls!r}")
@@ -298,8 +319,9 @@ class Lifecycle(SharedQueries):
         else:
             metrics = list(classes.get(cls, ()))
             cond, params = f" AND metric IN ({in_placeholders(len(metrics))})", metrics
-        rolled = self._query(
-            self._sql(f"SELECT coalesce(sum(n), 0) FROM rollup_1m WHERE bucket_ms >= ? AND bucket_ms < ?{cond}"),
+        src = self._rollup_source("rollup_1m", day, day)
+        rolled = 0 if src is None else self._query(
+            self._sql(f"SELECT coalesce(sum(n), 0) FROM {src} WHERE bucket_ms >= ? AND bucket_ms < ?{cond}"),
             (day * DAY_MS, (day + 1) * DAY_MS, *params),
         )[0][0]
         stored = 0

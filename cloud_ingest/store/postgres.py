@@ -334,7 +334,8 @@ class PostgresStore(Lifecycle):
     def _table_names(self) -> list[str]:
         rows = self._query(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-            "AND (tablename LIKE 'readings\\_d%%' OR tablename LIKE 'packed\\_%%')"
+            "AND (tablename LIKE 'readings\\_d%%' OR tablename LIKE 'packed\\_%%' "
+            "OR tablename LIKE 'rollup\\_1m\\_d%%')"
         )
         return [r[0] for r in rows]
 
@@ -354,6 +355,9 @@ class PostgresStore(Lifecycle):
 
     def _packed_source(self, lo_day: int, hi_day: int) -> str | None:
         return "packed"
+
+    def _rollup_source(self, table: str, lo_day: int, hi_day: int) -> str | None:
+        return table  # rollup_1m is partitioned by day: the planner prunes
 
     def _tx(self, fn: Callable[[Sql], T]) -> T:
         with self._lock:

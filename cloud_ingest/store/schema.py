@@ -8,15 +8,16 @@ Version 1 is the schema release d572fb5 created with ``CREATE ... IF NOT EXISTS`
 also adopts a database from that release. Never edit a released migration; add a new one.
 
 Version 2 (storage lifecycle, :mod:`cloud_ingest.store.lifecycle`): the rollup tables, filled
-from the readings already stored; SQLite's single ``readings`` table becomes one table per day
-(each with its rollup trigger); PostgreSQL gets the ``packed`` parent of the compacted tables.
+from the readings already stored (``rollup_1m`` by day: SQLite tables, PostgreSQL partitions);
+SQLite's single ``readings`` table becomes one table per day (each with its rollup trigger);
+PostgreSQL gets the ``packed`` parent of the compacted tables.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlstore import Migration, Sql, Variant
+from sqlstore import Migration, Sql, Variant, render
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,18 @@ def rollup_merge(table: str) -> str:
 
 
 def sqlite_day_ddl(day: int) -> list[str]:
-    """SQLite's hot table of one day, and the trigger that rolls up each row actually inserted."""
+    """SQLite's hot table of one day, its 1-minute rollup table (expired by whole days, as the raw
+    data is), and the trigger that rolls up each row actually inserted."""
     t = f"readings_d{day}"
     ddl = [
         f"CREATE TABLE IF NOT EXISTS {t} (device TEXT NOT NULL, metric TEXT NOT NULL, ts_ms INTEGER NOT NULL, "
-        "value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device, metric, ts_ms)) WITHOUT ROWID"
+        "value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (device, metric, ts_ms)) WITHOUT ROWID",
+        render(f"CREATE TABLE IF NOT EXISTS rollup_1m_d{day} ({ROLLUP_COLUMNS}) WITHOUT ROWID", "sqlite"),
     ]
     body = " ".join(
         f"INSERT INTO {table} VALUES (NEW.device, NEW.metric, NEW.ts_ms / {res * 1000} * {res * 1000}, 1, "
         f"NEW.value, NEW.value, NEW.value, NEW.ts_ms, NEW.value) {rollup_merge(table)};"
-        for res, table in ((60, "rollup_1m"), (3600, "rollup_1h"))
+        for res, table in ((60, f"rollup_1m_d{day}"), (3600, "rollup_1h"))
     )
     ddl.append(f"CREATE TRIGGER IF NOT EXISTS {t}_rollup AFTER INSERT ON {t} BEGIN {body} END")
     return ddl
@@ -127,11 +130,51 @@ def _sqlite_day_tables(sql: Sql) -> None:
     sql.execute("DROP TABLE readings")
 
 
+ENSURE_PARTITIONS_FN_V2 = """
+CREATE OR REPLACE FUNCTION citywatch_ensure_partitions(first_day int8, last_day int8) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE d int8;
+BEGIN
+  FOR d IN first_day..last_day LOOP
+    IF to_regclass(format('readings_d%s', d)) IS NULL THEN
+      BEGIN
+        EXECUTE format(
+          'CREATE TABLE readings_d%s PARTITION OF readings FOR VALUES FROM (%L) TO (%L)', d,
+          timestamptz 'epoch' + d * interval '1 day', timestamptz 'epoch' + (d + 1) * interval '1 day');
+      EXCEPTION WHEN duplicate_table THEN NULL;  -- another ingester created it first
+      END;
+    END IF;
+    IF to_regclass(format('rollup_1m_d%s', d)) IS NULL THEN
+      BEGIN
+        EXECUTE format(
+          'CREATE TABLE rollup_1m_d%s PARTITION OF rollup_1m FOR VALUES FROM (%s) TO (%s) WITH (fillfactor = 70)',
+          d, d::int8 * 86400000, (d::int8 + 1) * 86400000);  -- a FOR loop variable is int4
+      EXCEPTION WHEN duplicate_table THEN NULL;
+      END;
+    END IF;
+  END LOOP;
+END $$;
+"""
+
+
 def _pg_lifecycle(sql: Sql) -> None:
     """Rollups of the readings already stored, and the parent of the compacted tables (SQLite's
-    compacted tables are standalone, created per class and day by compaction)."""
-    for table in ("rollup_1m", "rollup_1h"):  # most writes update a row in place: leave room for HOT updates
-        sql.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
+    compacted tables are standalone, created per class and day by compaction).
+
+    With native partitions, ``rollup_1m`` has a partition per day too, created with the readings
+    partition, so 1-minute rollups expire by dropping days; under TimescaleDB it is one table.
+    Updates dominate rollup writes: fillfactor 70 leaves room for HOT updates.
+    """
+    native = bool(sql.execute("SELECT count(*) FROM pg_proc WHERE proname = 'citywatch_ensure_partitions'")[0][0])
+    sql.execute(render(f"CREATE TABLE rollup_1m ({ROLLUP_COLUMNS})", "postgresql")
+                + (" PARTITION BY RANGE (bucket_ms)" if native else " WITH (fillfactor = 70)"))
+    sql.execute("ALTER TABLE rollup_1h SET (fillfactor = 70)")
+    if native:
+        sql.execute(ENSURE_PARTITIONS_FN_V2)
+        lo, hi = sql.execute(f"SELECT min(ts_ms) / {DAY_MS}, max(ts_ms) / {DAY_MS} FROM "
+                             "(SELECT (extract(epoch FROM ts) * 1000)::int8 AS ts_ms FROM readings) r")[0]
+        if lo is not None:
+            sql.execute("SELECT citywatch_ensure_partitions(?, ?)", (int(lo), int(hi)))
     sql.execute(
         "CREATE TABLE packed (cls text NOT NULL, device text NOT NULL, metric text NOT NULL, "
         "hour_ms int8 NOT NULL, n int4 NOT NULL, block bytea NOT NULL, "
@@ -141,7 +184,7 @@ def _pg_lifecycle(sql: Sql) -> None:
         step = res * 1000
         sql.execute(
             f"INSERT INTO {table} SELECT device, metric, t / {step} * {step}, count(*), sum(value), min(value), "
-            f"max(value), max(t), (array_agg(value ORDER BY t DESC))[1] "
+            f"max(value), max(t), (max(ARRAY[t::float8, value]))[2] "
             "FROM (SELECT device, metric, (extract(epoch FROM ts) * 1000)::int8 AS t, value FROM readings) r "
             "GROUP BY 1, 2, 3"
         )
@@ -189,7 +232,6 @@ MIGRATIONS = (
         " id TEXT PRIMARY KEY, gw TEXT NOT NULL, info {JSON} NOT NULL, updated_at {REAL} NOT NULL)",
     )),
     Migration(2, "rollups (1 min, 1 h), SQLite day tables, compacted blocks", (
-        "CREATE TABLE rollup_1m (" + ROLLUP_COLUMNS + "){WITHOUT_ROWID}",
         "CREATE TABLE rollup_1h (" + ROLLUP_COLUMNS + "){WITHOUT_ROWID}",
         Variant(sqlite=_sqlite_day_tables, postgresql=_pg_lifecycle),
     )),

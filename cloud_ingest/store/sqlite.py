@@ -236,6 +236,14 @@ class SqliteStore(Lifecycle):
             return None
         return "(" + " UNION ALL ".join(f"SELECT device, metric, hour_ms, n, block FROM {t}" for t in tables) + ")"
 
+    def _rollup_source(self, table: str, lo_day: int, hi_day: int) -> str | None:
+        if table != "rollup_1m":
+            return table
+        days = sorted(d for d in self.partitions().rollup_days if lo_day <= d <= hi_day)
+        if not days:
+            return None
+        return "(" + " UNION ALL ".join(f"SELECT * FROM rollup_1m_d{d}" for d in days) + ")"
+
     def _tx(self, fn: Callable[[Sql], T]) -> T:
         with self._lock:
             conn = self._conn

@@ -85,7 +85,8 @@ def test_rollups_equal_raw_aggregates_for_any_arrival(kind: str, tmp_path: Path)
         @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
         @given(arrivals())
         def check(batches: list[list[tuple[str, str, int, float]]]) -> None:
-            execute(url, "DELETE FROM rollup_1m")
+            for day in store.partitions().rollup_days:
+                execute(url, f"DELETE FROM rollup_1m_d{day}")
             execute(url, "DELETE FROM rollup_1h")
             for name in store.partitions().raw_days:
                 execute(url, f"DELETE FROM readings_d{name}")
@@ -184,7 +185,7 @@ def test_compaction_is_invisible_to_readers_and_retention_keeps_what_it_must(kin
             assert store.range("wl-1", "battery", T0, T0 + 3 * 86_400, bucket_s=3600) == before["1h wl-1 battery"]
 
             # unrolled data is never dropped: rollups that miss a reading keep hydro's day 0
-            execute(url, f"DELETE FROM rollup_1m WHERE bucket_ms = {ts_ms(T0)} AND metric = 'depth'")
+            execute(url, f"DELETE FROM rollup_1m_d{DAY0} WHERE bucket_ms = {ts_ms(T0)} AND metric = 'depth'")
             done = run(store, cfg, now=T0 + 80 * 86_400, holds=[hold])
             kept = {(a.cls, a.day - DAY0): a.reason for a in done if a.kind == "keep"}
             assert "rollups count" in kept[("hydro", 0)]

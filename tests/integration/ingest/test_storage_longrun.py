@@ -1,6 +1,6 @@
 """Long run on a compressed clock: weeks of readings through the ingest store with retention
-run every simulated day. The raw and compacted storage stays bounded (only the rollups grow, by
-design), and queries keep answering throughout. Drives the store directly (one writer, as the
+run every simulated day. Raw, compacted and 1-minute rollup storage stays bounded (only the
+hourly rollups grow, by design), and queries keep answering throughout. Drives the store directly (one writer, as the
 ingester does); bounded by the number of simulated days."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.long]
 DAYS = 36
 SERIES = [(f"wl-{i:03d}", m) for i in range(15) for m in ("depth", "battery")]
 DAY0 = 20_000
-SETTINGS = RetentionSettings(compact_after_days=2, default_raw_days=5,
+SETTINGS = RetentionSettings(compact_after_days=2, default_raw_days=5, rollup_1m_days=12,
                              classes={"hydro": {"metrics": ["depth"], "raw_days": 10}})
 
 
@@ -37,8 +37,8 @@ def store_url(kind: str, tmp: Path) -> Iterator[str]:
 
 
 def table_bytes(url: str) -> dict[str, int]:
-    """Bytes on disk by kind of table: raw, packed, rollup (indexes and TOAST included)."""
-    out = {"raw": 0, "packed": 0, "rollup": 0}
+    """Bytes on disk by kind of table: raw, packed, 1-minute and hourly rollups (indexes and TOAST included)."""
+    out = {"raw": 0, "packed": 0, "rollup_1m": 0, "rollup_1h": 0}
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url[len("sqlite:///") :]) as conn:
             rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
@@ -51,7 +51,7 @@ def table_bytes(url: str) -> dict[str, int]:
             ).fetchall()
     for name, size in rows:
         kind = ("raw" if name.startswith("readings_d") else "packed" if name.startswith("packed_")
-                else "rollup" if name.startswith("rollup_") else None)
+                else "rollup_1m" if name.startswith("rollup_1m_d") else "rollup_1h" if name == "rollup_1h" else None)
         if kind:
             out[kind] += int(size)
     return out
@@ -102,7 +102,10 @@ def test_weeks_of_readings_with_daily_retention_stay_bounded(kind: str, tmp_path
     assert len(parts.raw_days) <= SETTINGS.compact_after_days + 1
     assert len([p for p in parts.packed if p[0] == "default"]) <= SETTINGS.default_raw_days + 1
     assert len([p for p in parts.packed if p[0] == "hydro"]) <= 10 + 1
-    # raw + compacted bytes plateau once the longest retention is reached; rollups grow by design
-    steady = [s["raw"] + s["packed"] for s in sizes[14:]]
+    assert len(parts.rollup_days) <= SETTINGS.rollup_1m_days + 1
+    # raw, compacted and 1-minute rollup bytes plateau once the longest retention is reached;
+    # only the hourly rollups grow (by design: kept for years, 1/60 of the 1-minute ones)
+    steady = [s["raw"] + s["packed"] + s["rollup_1m"] for s in sizes[16:]]
     assert max(steady) <= 1.3 * min(steady), steady
-    assert sizes[-1]["rollup"] > sizes[14]["rollup"]
+    assert sizes[-1]["rollup_1h"] > sizes[16]["rollup_1h"]
+    assert sizes[-1]["rollup_1h"] < sizes[-1]["rollup_1m"]

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from cloud_ingest.compact import CodecError, decode, encode
 from cloud_ingest.config import IngestSettings
-from cloud_ingest.retention import Hold, RetentionSettings, compactions, drops, held_days
+from cloud_ingest.retention import Hold, RetentionSettings, compactions, drops, held_days, rollup_expiry
 from cloud_ingest.rollup import aggregate, auto_bucket_s, rollup_for
 from cloud_ingest.store.lifecycle import DAY_MS, Partitions, encode_rows, parse_partitions
 
@@ -64,8 +64,9 @@ def test_encode_rows_splits_by_series_and_hour() -> None:
 
 
 def test_parse_partitions() -> None:
-    p = parse_partitions(["readings_d5", "readings", "packed", "packed_hydro", "packed_hydro_d4", "latest"])
-    assert p == Partitions(frozenset({5}), frozenset({("hydro", 4)}))
+    p = parse_partitions(["readings_d5", "readings", "packed", "packed_hydro", "packed_hydro_d4", "latest",
+                          "rollup_1m", "rollup_1m_d3", "rollup_1h"])
+    assert p == Partitions(frozenset({5}), frozenset({("hydro", 4)}), frozenset({3}))
 
 
 @st.composite
@@ -74,10 +75,11 @@ def lifecycle_cases(draw: st.DrawFn) -> tuple[Partitions, dict[tuple[str, int], 
     classes = ["default", "hydro"]
     packed = draw(st.sets(st.tuples(st.sampled_from(classes), st.integers(today - 200, today)), max_size=30))
     raw = draw(st.sets(st.integers(today - 200, today), max_size=10))
+    rollup = draw(st.sets(st.integers(today - 600, today), max_size=30))
     counts = {p: (draw(st.integers(0, 3)), draw(st.integers(0, 3))) for p in packed}
     holds = [Hold("wl-1", d * DAY_S + draw(st.integers(0, DAY_S - 1)), d * DAY_S + draw(st.integers(DAY_S, 3 * DAY_S)))
              for d in draw(st.lists(st.integers(today - 200, today), max_size=5))]
-    return Partitions(frozenset(raw), frozenset(packed)), counts, holds, today
+    return Partitions(frozenset(raw), frozenset(packed), frozenset(rollup)), counts, holds, today
 
 
 @given(lifecycle_cases())
@@ -103,6 +105,9 @@ def test_retention_never_drops_unrolled_held_or_young_data(
                 and counts[(cls, day)][0] == counts[(cls, day)][1]):
             assert any(a.kind == "drop" and (a.cls, a.day) == (cls, day) for a in actions)
     assert [a.day for a in compactions(parts, now, settings)] == sorted(d for d in parts.raw_days if d < today - 15)
+    stored = parts.raw_days | {d for _, d in parts.packed}
+    assert [a.day for a in rollup_expiry(parts, now, settings)] == sorted(
+        d for d in parts.rollup_days if d < today - settings.rollup_1m_days and d not in stored)
 
 
 def test_held_days_cover_the_hold() -> None:
@@ -120,6 +125,8 @@ def test_retention_settings_are_validated() -> None:
         RetentionSettings(classes={"bad_name": {"metrics": ["depth"], "raw_days": 30}})
     with pytest.raises(ValidationError, match="below compact_after_days"):
         RetentionSettings(compact_after_days=20, default_raw_days=10)
+    with pytest.raises(ValidationError, match="rollup_1m_days"):
+        RetentionSettings(default_raw_days=500, rollup_1m_days=400)
     with pytest.raises(ValidationError, match="extra"):
         RetentionSettings.model_validate({"raw_day": 3})
     with pytest.raises(ValidationError, match="late_limit_s"):
