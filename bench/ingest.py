@@ -413,7 +413,7 @@ def storage(url: str, days: int, per_profile: int, batch: int) -> dict[str, Any]
     before = [store.range(d, m, s, s + 86_400) for d, m, s in queries]
     t_compact = time.perf_counter()
     assert isinstance(store, Lifecycle)
-    run(store, RetentionSettings(compact_after_days=15, default_raw_days=3650), time.time())
+    run(store, RetentionSettings(compact_after_days=15, default_raw_days=3650, rollup_1m_days=3650), time.time())
     t_compact = time.perf_counter() - t_compact
     packed = _bytes(url, "packed_%_d%")
     packed_q = _range_seconds(store, queries)
