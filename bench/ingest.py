@@ -340,7 +340,8 @@ def district_rows(days: int, per_profile: int, t0: float) -> Iterator[list[tuple
             t = t0 + day * 86_400 + np.arange(0, 86_400, interval, dtype=np.float64)
             for k in range(per_profile):
                 device = f"{prefix}-{k:04d}"
-                tms = np.round((t + rng.random() * interval) * 1000).astype(np.int64)
+                # a fixed phase per device plus poll jitter (bus timing): a few ms either way
+                tms = np.round((t + rng.random() * interval) * 1000 + rng.normal(0, 5, t.size)).astype(np.int64)
                 for metric in metrics:
                     vals = _values(prefix, metric, tms / 1000.0, rng)
                     rows.extend(zip([device] * tms.size, [metric] * tms.size, tms.tolist(), vals.tolist(),
