@@ -261,46 +261,61 @@ class Lifecycle(SharedQueries):
 
     # ------------------------------------------------------------ maintenance
 
-    def compact_day(self, day: int, classes: Mapping[str, Sequence[str]]) -> int:
+    def compact_day(self, day: int, classes: Mapping[str, Sequence[str]], devices_per_pass: int = 200) -> int:
         """Move the hot day ``day`` into compacted blocks per metric class and drop its table.
 
-        A day compacted before (late data re-created its hot table) has its blocks merged with
-        the new rows; an identity already compacted wins, as the first write does. Returns the
-        readings moved. One transaction: a crash leaves either the hot table or the blocks.
+        Works through ``devices_per_pass`` devices at a time, so memory is bounded by that many
+        devices' day, not by the city's. A day compacted before (late data re-created its hot
+        table) has those devices' blocks merged with the new rows; an identity already compacted
+        wins, as the first write does. Returns the readings moved. One transaction: a crash
+        leaves either the hot table or the blocks.
         """
 
         def run(sql: Sql) -> int:
             raw = f"readings_d{day}"
             if not sql.has_table(raw):
                 return 0
-            rows: list[Row] = [
-                (d, m, int(t), float(v), int(q))
-                for d, m, t, v, q in sql.execute(
-                    f"SELECT device, metric, {self.ts_ms_expr} AS t, value, quality FROM {raw} "
-                    "ORDER BY device, metric, t"
-                )
-            ]
-            by_class: dict[str, list[Row]] = {}
-            for row in rows:
-                by_class.setdefault(class_of(row[1], classes), []).append(row)
-            for cls, fresh in by_class.items():
-                part = fresh
-                table = self._create_packed(sql, cls, day)
-                old = sql.execute(f"SELECT device, metric, block FROM {table}")
-                if old:  # late rows of a day compacted before: rewrite its blocks, the compacted row wins
-                    merged = decode_blocks(old, day * DAY_MS, (day + 1) * DAY_MS) + part
-                    merged.sort(key=lambda r: r[:3])  # stable: the compacted row comes first
-                    part = [r for i, r in enumerate(merged) if i == 0 or merged[i - 1][:3] != r[:3]]
-                    sql.execute(f"DELETE FROM {table}")
-                for d, m, hour, n, block in encode_rows(part):
-                    sql.execute(
-                        f"INSERT INTO {table} (cls, device, metric, hour_ms, n, block) VALUES (?, ?, ?, ?, ?, ?)",
-                        (cls, d, m, hour, n, block),
-                    )
+            devices = [r[0] for r in sql.execute(f"SELECT DISTINCT device FROM {raw} ORDER BY device")]
+            moved = 0
+            for i in range(0, len(devices), devices_per_pass):
+                span = (devices[i], devices[min(i + devices_per_pass, len(devices)) - 1])
+                moved += self._compact_devices(sql, raw, day, span, classes)
             sql.execute(f"DROP TABLE {raw}")
-            return len(rows)
+            return moved
 
         return self._tx(run)
+
+    def _compact_devices(
+        self, sql: Sql, raw: str, day: int, span: tuple[str, str], classes: Mapping[str, Sequence[str]]
+    ) -> int:
+        """Compact the rows of devices ``span[0] <= device <= span[1]`` of one hot day."""
+        between = "device >= ? AND device <= ?"
+        rows: list[Row] = [
+            (d, m, int(t), float(v), int(q))
+            for d, m, t, v, q in sql.execute(
+                f"SELECT device, metric, {self.ts_ms_expr} AS t, value, quality FROM {raw} WHERE {between} "
+                "ORDER BY device, metric, t",
+                span,
+            )
+        ]
+        by_class: dict[str, list[Row]] = {}
+        for row in rows:
+            by_class.setdefault(class_of(row[1], classes), []).append(row)
+        for cls, fresh in by_class.items():
+            part = fresh
+            table = self._create_packed(sql, cls, day)
+            old = sql.execute(f"SELECT device, metric, block FROM {table} WHERE {between}", span)
+            if old:  # late rows of a day compacted before: rewrite these blocks, the compacted row wins
+                merged = decode_blocks(old, day * DAY_MS, (day + 1) * DAY_MS) + part
+                merged.sort(key=lambda r: r[:3])  # stable: the compacted row comes first
+                part = [r for i, r in enumerate(merged) if i == 0 or merged[i - 1][:3] != r[:3]]
+                sql.execute(f"DELETE FROM {table} WHERE {between}", span)
+            for d, m, hour, n, block in encode_rows(part):
+                sql.execute(
+                    f"INSERT INTO {table} (cls, device, metric, hour_ms, n, block) VALUES (?, ?, ?, ?, ?, ?)",
+                    (cls, d, m, hour, n, block),
+                )
+        return len(rows)
 
     def drop_rollup_day(self, day: int) -> None:
         """Expire one day of 1-minute rollups (the hourly ones stay)."""

@@ -245,3 +245,18 @@ def test_a_writer_recovers_when_maintenance_compacts_a_day_it_wrote(kind: str, t
         finally:
             writer.close()
             maintenance.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_compaction_in_passes_of_a_few_devices_keeps_everything(kind: str, tmp_path: Path) -> None:
+    with store_url(kind, tmp_path) as url:
+        store = lifecycle_store(url)
+        try:
+            store.write(WriteBatch(readings=[reading(f"wl-{k}", "depth", T0 + i * 60, k + i / 100)
+                                             for k in range(7) for i in range(30)]))
+            before = [store.range(f"wl-{k}", "depth", T0, T0 + 86_400) for k in range(7)]
+            assert store.compact_day(DAY0, {}, devices_per_pass=3) == 7 * 30
+            assert [store.range(f"wl-{k}", "depth", T0, T0 + 86_400) for k in range(7)] == before
+            assert store.day_counts("default", DAY0, {}) == (210, 210)
+        finally:
+            store.close()
