@@ -149,3 +149,14 @@ def test_aggregate_last_is_by_time_not_arrival() -> None:
     assert (a.n, a.total, a.min, a.max, a.last_ts_ms, a.last, a.mean) == (2, 11.0, 2.0, 9.0, 5_000, 2.0, 5.5)
     assert got[("d", "m", 60_000)].n == 1
     assert DAY_MS == 86_400_000
+
+
+def test_bucket_points_and_rechunk() -> None:
+    from cloud_ingest.store.lifecycle import bucket_points, rechunk
+
+    ts = np.array([0, 1_000, 9_999, 10_000, 25_000], dtype=np.int64)
+    pts = bucket_points(ts, np.array([1.0, 3.0, 5.0, 7.0, 9.0]), 10_000)
+    assert [(p.ts, p.value, p.min, p.max, p.n) for p in pts] == [(0.0, 3.0, 1.0, 5.0, 3), (10.0, 7.0, 7.0, 7.0, 1),
+                                                                 (20.0, 9.0, 9.0, 9.0, 1)]
+    parts = [[("d", "m", float(i), 0.0, 0) for i in range(k)] for k in (3, 0, 5, 1)]
+    assert [len(c) for c in rechunk(parts, 4)] == [4, 4, 1]
