@@ -1,4 +1,4 @@
-"""Ingest throughput: MQTT (QoS 1, 50 readings/message, Mosquitto on loopback) -> PostgreSQL,
+"""Ingest throughput and storage: MQTT (QoS 1, 50 readings/message, Mosquitto on loopback) -> PostgreSQL,
 committed and acknowledged, against two baselines measured in the same run.
 
     .venv/bin/python bench/ingest.py [--readings 1000000] [--batch 5000]
@@ -10,6 +10,10 @@ e2e: C publishers (mosquitto_pub -l, one per gateway) flood a private Mosquitto;
     ingest`` (a separate process) validates, writes micro-batches, acknowledges after commit and
     publishes the ack watermark; the clock stops when every gateway's watermark reaches its last
     seq (= all committed and acknowledged).
+
+storage: 30 days of the demo district's profiles (--days, --per-profile; --storage-only for just
+    these) written to PostgreSQL and SQLite, then compacted: bytes on disk per reading hot and
+    compacted, and one-day range queries on hot rows against the same queries on compacted blocks.
 
 Everything runs on this box (2 vCPUs): publisher, broker, ingester and PostgreSQL share the
 cores. Each figure uses a fresh database on the system PostgreSQL. Last line: one JSON object.
@@ -27,11 +31,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
@@ -280,13 +287,182 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+# ------------------------------------------------------------------ storage lifecycle
+
+# The demo district's profiles as the gateway publishes them: (metric, poll interval s, value model).
+# Water gauges and covers report fixed decimals (scaled integer registers); lamps report F32
+# registers, so their values are float32 artefacts (229.8000030517578), the hard case.
+PROFILE_SERIES: dict[str, tuple[int, list[str]]] = {
+    "wl": (10, ["depth", "distance", "battery", "status", "install_height"]),
+    "mh": (5, ["tilt_x", "tilt_y", "battery", "status", "background_tilt", "cover_open", "water_under"]),
+    "lamp": (60, ["voltage", "current", "power", "power_factor", "energy", "run_hours", "status", "dim_level",
+                  "relay"]),
+}
+
+
+def _values(prefix: str, metric: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Plausible series: slow drifts with sensor noise at the register's resolution."""
+    n = t.size
+    hour = (t / 3600.0) % 24
+    night = (hour < 6) | (hour >= 18)
+    if prefix == "wl":
+        storm = np.clip(np.sin((t - t[0]) / 86_400 / 3 * np.pi) * 0.3, 0, None) * (rng.random(n) < 0.999)
+        depth = np.round(np.clip(storm + rng.normal(0, 0.002, n), 0, None), 3)
+        gauge: dict[str, np.ndarray] = {"depth": depth, "distance": np.round(2.5 - depth, 3),
+                "battery": np.round(12.6 - (t - t[0]) / 86_400 * 0.01 + rng.normal(0, 0.005, n), 2),
+                "status": np.zeros(n), "install_height": np.full(n, 2.5)}
+        return gauge[metric]
+    if prefix == "mh":
+        cover: dict[str, np.ndarray] = {
+                "tilt_x": np.round(rng.normal(0.3, 0.02, n), 2), "tilt_y": np.round(rng.normal(-0.1, 0.02, n), 2),
+                "battery": np.round(3.6 - (t - t[0]) / 86_400 * 0.001 + rng.normal(0, 0.0005, n), 3),
+                "status": np.zeros(n), "background_tilt": np.full(n, 0.3), "cover_open": np.zeros(n),
+                "water_under": np.zeros(n)}
+        return cover[metric]
+    f32 = np.float32
+    volts = (230 + rng.normal(0, 1.5, n)).astype(f32).astype(np.float64)
+    amps = np.where(night, 0.55 + rng.normal(0, 0.01, n), 0.0).astype(f32).astype(np.float64)
+    lamp: dict[str, np.ndarray] = {
+            "voltage": volts, "current": amps, "power": (volts * amps * 0.95).astype(f32).astype(np.float64),
+            "power_factor": np.where(night, 0.95, 0.0).astype(f32).astype(np.float64),
+            "energy": (1000 + np.cumsum(volts * amps * 0.95) * 60 / 3.6e6).astype(f32).astype(np.float64),
+            "run_hours": np.floor(5000 + np.cumsum(night) / 60.0), "status": np.zeros(n),
+            "dim_level": np.where(night, 80.0, 0.0), "relay": night.astype(np.float64)}
+    return lamp[metric]
+
+
+def district_rows(days: int, per_profile: int, t0: float) -> Iterator[list[tuple[str, str, int, float, int]]]:
+    """Identity rows of the demo district's profiles, one day at a time."""
+    rng = np.random.default_rng(20260701)
+    for day in range(days):
+        rows: list[tuple[str, str, int, float, int]] = []
+        for prefix, (interval, metrics) in PROFILE_SERIES.items():
+            t = t0 + day * 86_400 + np.arange(0, 86_400, interval, dtype=np.float64)
+            for k in range(per_profile):
+                device = f"{prefix}-{k:04d}"
+                # a fixed phase per device plus poll jitter (bus timing): a few ms either way
+                tms = np.round((t + rng.random() * interval) * 1000 + rng.normal(0, 5, t.size)).astype(np.int64)
+                for metric in metrics:
+                    vals = _values(prefix, metric, tms / 1000.0, rng)
+                    rows.extend(zip([device] * tms.size, [metric] * tms.size, tms.tolist(), vals.tolist(),
+                                    [0] * tms.size, strict=True))
+        yield rows
+
+
+def _pg_bytes(dsn: str, like: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "WHERE c.relkind = 'r' AND c.relname LIKE %s",
+            (like,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _sqlite_bytes(path: str, like: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE ? ESCAPE '\\' "
+            "OR name IN (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE ? ESCAPE '\\')",
+            (like, like),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _bytes(url: str, like: str) -> int:
+    """Bytes on disk (tables, indexes, TOAST) of the tables named like ``like`` ('_' literal)."""
+    if url.startswith("postgresql"):
+        return _pg_bytes(url, like.replace("_", "\\_"))
+    return _sqlite_bytes(url[len("sqlite:///") :], like.replace("_", "\\_"))
+
+
+def _range_seconds(store: Any, queries: list[tuple[str, str, float]], reps: int = 3) -> float:
+    """Best of ``reps`` passes over the queries (one day of one series each), seconds per query."""
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        n = 0
+        for device, metric, start in queries:
+            n += len(store.range(device, metric, start, start + 86_400))
+        best = min(best, (time.perf_counter() - t) / len(queries))
+        assert n > 0
+    return best
+
+
+def storage(url: str, days: int, per_profile: int, batch: int) -> dict[str, Any]:
+    """Bytes on disk per reading, hot and compacted, and range-query time on each (same data)."""
+    from cloud_ingest.retention import RetentionSettings, run
+    from cloud_ingest.store import open_store
+    from cloud_ingest.store.lifecycle import Lifecycle
+
+    t0 = (time.time() // 86_400 - days - 20) * 86_400  # old enough to compact every day
+    store = open_store(url)
+    n = 0
+    t_write = time.perf_counter()
+    for rows in district_rows(days, per_profile, t0):
+        for i in range(0, len(rows), batch):
+            n += store.write(WriteBatch(rows=rows[i : i + batch])).readings_inserted
+    t_write = time.perf_counter() - t_write
+    hot = _bytes(url, "readings_d%")
+    rollups = _bytes(url, "rollup_%")
+    rng = np.random.default_rng(1)
+    series = [(f"{p}-{k:04d}", m) for p, (_i, ms) in PROFILE_SERIES.items() for k in range(per_profile) for m in ms]
+    queries = [(*series[int(rng.integers(len(series)))], t0 + int(rng.integers(days)) * 86_400) for _ in range(40)]
+    raw_q = _range_seconds(store, queries)
+    before = [store.range(d, m, s, s + 86_400) for d, m, s in queries]
+    t_compact = time.perf_counter()
+    assert isinstance(store, Lifecycle)
+    run(store, RetentionSettings(compact_after_days=15, default_raw_days=3650, rollup_1m_days=3650), time.time())
+    t_compact = time.perf_counter() - t_compact
+    packed = _bytes(url, "packed_%_d%")
+    packed_q = _range_seconds(store, queries)
+    assert [store.range(d, m, s, s + 86_400) for d, m, s in queries] == before, "compaction changed query results"
+    store.close()
+    return {
+        "readings": n,
+        "write_readings_per_s": round(n / t_write),
+        "hot_bytes_per_reading": round(hot / n, 2),
+        "compacted_bytes_per_reading": round(packed / n, 2),
+        "rollup_bytes_per_reading": round(rollups / n, 2),
+        "compact_readings_per_s": round(n / t_compact),
+        "range_day_raw_ms": round(raw_q * 1000, 3),
+        "range_day_compacted_ms": round(packed_q * 1000, 3),
+        "compacted_vs_raw_query_time": round(packed_q / raw_q, 2),
+    }
+
+
+def storage_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """Storage lifecycle figures on PostgreSQL and SQLite; goal: compacted <= 10 bytes/reading,
+    range queries on compacted days <= 2x the time on hot rows (same queries, same run)."""
+    out: dict[str, Any] = {"storage_days": args.days, "storage_devices_per_profile": args.per_profile}
+    with pg_database() as dsn:
+        pg = storage(dsn, args.days, args.per_profile, args.batch)
+    print(f"PostgreSQL storage, {args.days} days of the district's profiles: {pg}")
+    with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp:
+        lite = storage(f"sqlite:///{tmp}/cw.db", args.days, args.per_profile, args.batch)
+    print(f"SQLite storage, same data: {lite}")
+    for name, fig in (("pg", pg), ("sqlite", lite)):
+        out.update({f"{name}_{k}": v for k, v in fig.items()})
+        out[f"{name}_goal_10_bytes_met"] = fig["compacted_bytes_per_reading"] <= 10
+        out[f"{name}_goal_query_2x_met"] = fig["compacted_vs_raw_query_time"] <= 2
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--readings", type=int, default=300_000)
     ap.add_argument("--reps", type=int, default=3, help="paired ceiling/e2e repetitions (medians reported)")
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--writers", type=int, default=2, help="ingest.writers of the headline e2e run")
+    ap.add_argument("--days", type=int, default=30, help="days of district data for the storage figures")
+    ap.add_argument("--per-profile", type=int, default=1, help="devices per profile (gauge, cover, lamp)")
+    ap.add_argument("--storage-only", action="store_true", help="only the storage figures (bytes/reading, queries)")
     args = ap.parse_args()
+    if args.storage_only:
+        print(json.dumps(storage_figures(args)))
+        return
     load0 = round(os.getloadavg()[0], 2)
     t0 = time.time() - 3600
     data = build(args.readings, t0)
@@ -325,6 +501,7 @@ def main() -> None:
             nai = naive(dsn, data, tmp)
         print(f"(b) naive per-reading INSERT subscriber: {nai:,.0f} readings/s")
     result = {
+        **storage_figures(args),
         "bench": "ingest",
         "readings": n,
         "per_message": PER_MSG,

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("gateway.cli", "check a device profile (planned reads, bus time) or draft one from a dump"),
     "agent": ("edge_agent.cli", "run the edge agent (poll, outbox, MQTT publish)"),
     "ingest": ("cloud_ingest.cli", "run the cloud ingester (MQTT -> time-series store)"),
+    "retention": ("cloud_ingest.cli", "compact old readings, drop them past retention (rollups stay)"),
     "rules": ("rules.cli", "run the rule engine on live readings"),
     "backtest": ("rules.cli", "replay stored history through rule files"),
     "cases": ("case_bridge.cli", "run the case bridge (alarms -> city-management cases)"),

@@ -1,4 +1,5 @@
-"""``citywatch ingest -c configs/cloud.example.yaml``: run the cloud ingester until SIGTERM/SIGINT."""
+"""``citywatch ingest -c configs/cloud.example.yaml``: run the cloud ingester until SIGTERM/SIGINT;
+``citywatch retention``: compact and expire stored readings once."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from case_bridge.store import CaseStore
+    from cloud_ingest.retention import Hold
 
 log = logging.getLogger(__name__)
 
@@ -47,4 +53,63 @@ def cmd_ingest(args: argparse.Namespace, *, fault_ack_delay_s: float = 0.0) -> i
     finally:
         for st in (store, *extra):
             st.close()
+    return 0
+
+
+def args_retention(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default="configs/cloud.example.yaml", help="cloud config (ingest.retention)")
+    parser.add_argument("--store", default=None, help="store URL, overrides ingest.store_url (run as the schema owner)")
+    parser.add_argument("--cases", default=None, help="case store URL: readings its cases' alarms refer to are held")
+    parser.add_argument("--evidence-margin-s", type=float, default=86_400.0,
+                        help="readings held before an alarm was raised and after it cleared")
+
+
+def case_holds(case_store: CaseStore, margin_s: float) -> list[Hold]:
+    """Every alarm any case (closed ones too) links to holds its device's readings around it."""
+    from cloud_ingest.retention import Hold
+
+    holds: list[Hold] = []
+    offset = 0
+    while True:
+        page = case_store.worklist(include_closed=True, limit=1000, offset=offset, sort="id")
+        for case in page.items:
+            for a in case_store.linked_alarms(case.id):
+                first = a.raised_at if a.raised_at is not None else a.last_t
+                last = a.cleared_at if a.cleared_at is not None else a.last_t
+                holds.append(Hold(a.device, first - margin_s, last + margin_s))
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            return holds
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Compact hot days and drop compacted days past retention, once (run it daily, e.g. from cron)."""
+    import time
+
+    from cloud_ingest.config import load_settings
+    from cloud_ingest.errors import StoreError
+    from cloud_ingest.retention import run
+    from cloud_ingest.store import open_store
+    from cloud_ingest.store.lifecycle import Lifecycle
+
+    _mqtt, settings = load_settings(args.config)
+    url = args.store or settings.store_url
+    holds: list[Hold] = []
+    if args.cases:
+        from case_bridge.store import open_case_store
+
+        cases = open_case_store(args.cases, migrate_schema=False)
+        try:
+            holds = case_holds(cases, args.evidence_margin_s)
+        finally:
+            cases.close()
+    store = open_store(url)
+    try:
+        if not isinstance(store, Lifecycle):
+            raise StoreError(f"{url.split('@')[-1]}: retention of this store is its own (InfluxDB retention policies)")
+        for action in run(store, settings.retention, time.time(), holds):
+            log.info("%s day %d%s: %s", action.kind, action.day, f" class {action.cls}" if action.cls else "",
+                     action.reason)
+    finally:
+        store.close()
     return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cloud_ingest.errors import IngestError
+from cloud_ingest.retention import RetentionSettings
 from cloud_ingest.validate import Limits
 from contracts.config import MqttSettings, StrictModel, parse_cloud_section
 from contracts.ids import is_valid_id
@@ -47,6 +48,7 @@ class IngestSettings(StrictModel):
     metrics_host: str = "127.0.0.1"
     #: Prometheus ``/metrics``; null disables the endpoint.
     metrics_port: int | None = Field(default=9108, ge=0, le=65535)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("share_group")
     @classmethod
@@ -58,9 +60,18 @@ class IngestSettings(StrictModel):
     @field_validator("store_url")
     @classmethod
     def _url_ok(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://", "influxdb://", "influxdbs://")):
-            raise ValueError("store_url must start with sqlite:///, postgresql://, postgres:// or influxdb://")
+        if not value.startswith(
+            ("sqlite:///", "postgresql://", "postgres://", "influxdb://", "influxdbs://", "influxdb1://", "influxdb1s://")
+        ):
+            raise ValueError(
+                "store_url must start with sqlite:///, postgresql://, postgres://, influxdb:// or influxdb1://"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _compaction_after_late_limit(self) -> IngestSettings:
+        self.retention.check_late_limit(self.late_limit_s)
+        return self
 
     def limits(self) -> Limits:
         return Limits(self.max_payload_bytes, self.late_limit_s, self.skew_limit_s)

@@ -7,7 +7,6 @@ synchronous and thread-safe. Every case handler checks the object-level policy
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from cloud_ingest.rollup import auto_bucket_s
 from console import serialize
 from console.auth import DUMMY_HASH, csrf_token, issue_token, verify_password
 from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, need, principal_of, writer
@@ -127,7 +127,8 @@ def readings(  # noqa: PLR0917
     if start_t >= end_t:
         raise PageTooLarge("query.start", "start must be before end")
     span = end_t - start_t
-    bucket = bucket_s if bucket_s is not None else max(1.0, math.ceil(span / max_points))
+    # by default a bucket that fits max_points, rounded to a rollup resolution on long windows
+    bucket = bucket_s if bucket_s is not None else auto_bucket_s(span, max_points)
     if span / bucket > MAX_POINTS:
         raise PageTooLarge("query.bucket_s", f"more than {MAX_POINTS} points: use a larger bucket_s")
     points = ctx.stores.devices.series(device_id, metric, start_t, end_t, bucket)

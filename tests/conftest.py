@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.support.services import Mosquitto, mosquitto, pg_database
+from tests.support.services import Mosquitto, influxdb1, mosquitto, pg_database
 
 
 @pytest.fixture
@@ -25,6 +25,13 @@ def pg_dsn() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session."""
     with pg_database() as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+def influx1_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private InfluxDB 1.x server for this test session; yields its HTTP base URL."""
+    with influxdb1(tmp_path_factory.mktemp("influxd")) as base:
+        yield base
 
 
 settings.register_profile("citywatch", deadline=None, print_blob=True)

@@ -49,7 +49,8 @@ def open_store(url: str = DEFAULT_URL) -> Store:
 
     ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``;
     ``postgresql://user:pw@host:port/db`` (also ``postgres://``);
-    ``influxdb://token@host:port/org/bucket`` (``influxdbs://`` for TLS).
+    ``influxdb://token@host:port/org/bucket`` (InfluxDB 2, ``influxdbs://`` for TLS);
+    ``influxdb1://[user:pw@]host:port/db`` (InfluxDB 1.x, ``influxdb1s://`` for TLS).
     """
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -63,8 +64,12 @@ def open_store(url: str = DEFAULT_URL) -> Store:
         from cloud_ingest.store.postgres import PostgresStore
 
         return PostgresStore(url)
+    if scheme in ("influxdb1", "influxdb1s"):
+        from cloud_ingest.store.influx1 import Influx1Store
+
+        return Influx1Store(url)
     if scheme in ("influxdb", "influxdbs"):
         from cloud_ingest.store.influx import InfluxStore
 
         return InfluxStore(url)
-    raise StoreError(f"unknown store URL scheme {scheme!r} in {url!r}: use sqlite://, postgresql:// or influxdb://")
+    raise StoreError(f"unknown store URL scheme {scheme!r} in {url!r}: use sqlite://, postgresql://, influxdb:// or influxdb1://")

@@ -5,6 +5,7 @@ Open a store with :func:`cloud_ingest.store.open_store`::
     open_store("sqlite:///data/citywatch.db")              # embedded default (WAL, shared by processes)
     open_store("postgresql://user@host:5432/citywatch")    # PostgreSQL, TimescaleDB when present
     open_store("influxdb://token@host:8086/org/bucket")    # InfluxDB 2 (line protocol)
+    open_store("influxdb1://host:8086/citywatch")          # InfluxDB 1.x (line protocol, InfluxQL)
 
 Every method is synchronous and thread-safe (one internal lock per store); async callers
 use ``await asyncio.to_thread(store.method, ...)``. Times are Unix seconds (float, UTC);
@@ -17,9 +18,12 @@ Signatures (``Store`` below is the Protocol):
   letters, committed ``(gw, boot, seq)`` marks and status updates; idempotent.
 - ``latest(device: str | None = None) -> list[Reading]`` — newest reading per (device, metric).
 - ``range(device, metric, start, end, bucket_s=None) -> list[Point]`` — raw points, or per
-  bucket of ``bucket_s`` seconds (``date_bin``/``time_bucket``) avg/min/max/count; ordered by ts.
+  epoch-aligned bucket of ``bucket_s`` seconds avg/min/max/count; ordered by ts. A bucket that is
+  a multiple of a minute (an hour) is served from the 1-minute (1-hour) rollups, so it answers
+  after raw data expired (SQL stores; InfluxDB 1.x once the raw retention policy dropped them).
 - ``iter_readings(start, end, devices=None, chunk=50_000) -> Iterator[ReadingChunk]`` — all
-  readings with ``start <= ts < end`` ordered by (ts, device, metric), as numpy column arrays.
+  readings with ``start <= ts < end`` ordered by (ts, device, metric), as numpy column arrays,
+  hot and compacted alike (:mod:`cloud_ingest.store.lifecycle`).
 - ``events(start, end, device=None, kind=None, limit=1000) -> list[Event]`` — discrete records
   (WIM vehicles, cover interrupts) with ``start <= ts < end``, oldest first.
 - ``devices() -> list[DeviceState]``, ``gateways() -> list[GatewayState]`` — registry learnt

@@ -18,30 +18,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud_ingest.errors import StoreError, StoreUnavailable
-from cloud_ingest.store.base import (
-    DeviceState,
-    Point,
-    ReadingChunk,
-    WriteBatch,
-    WriteResult,
-    make_chunk,
-)
+from cloud_ingest.store.base import DeviceState, WriteBatch, WriteResult
 from cloud_ingest.store.common import device_info_from_json
-from cloud_ingest.store.queries import SharedQueries, digest
-from cloud_ingest.store.schema import MIGRATIONS
+from cloud_ingest.store.lifecycle import DAY_MS, Lifecycle, Row
+from cloud_ingest.store.queries import digest
+from cloud_ingest.store.schema import MIGRATIONS, rollup_merge
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
 from contracts.reading import Event, Quality, Reading
-from sqlstore import SqlStoreError, migrate
+from sqlstore import Sql, SqlStoreError, migrate
 
-DAY_MS = 86_400_000
+T = TypeVar("T")
 TS = "(timestamptz 'epoch' + %s * interval '1 millisecond')"
 _TRANSIENT = (
     psycopg.errors.DeadlockDetected,
@@ -49,12 +43,19 @@ _TRANSIENT = (
     psycopg.errors.LockNotAvailable,
     psycopg.errors.QueryCanceled,
 )
+# Each inserted row (RETURNING: duplicates are not returned) folded into both rollups.
+ROLLUP_CTE = ", ".join(
+    f"{name} AS (INSERT INTO {table} SELECT device, metric, t / {step} * {step}, count(*), sum(value), min(value), "
+    f"max(value), max(t), (max(ARRAY[t::float8, value]))[2] FROM ins GROUP BY 1, 2, 3 {rollup_merge(table)})"
+    for name, table, step in (("r1m", "rollup_1m", 60_000), ("r1h", "rollup_1h", 3_600_000))
+)
 
 
-class PostgresStore(SharedQueries):
+class PostgresStore(Lifecycle):
     """The production store. Safe to share between threads (one lock, one connection)."""
 
     dialect = "postgresql"
+    ts_ms_expr = "(extract(epoch FROM ts) * 1000)::int8"
 
     def __init__(self, url: str, connect_timeout_s: int = 5) -> None:
         self.url = url
@@ -115,7 +116,9 @@ class PostgresStore(SharedQueries):
                 conn.rollback()
             except psycopg.Error:
                 self._drop()
-            raise StoreError(f"PostgreSQL {what}: {exc}") from exc
+            # a day partition compacted by maintenance since write() cached it: the retry re-creates it
+            stale = isinstance(exc, psycopg.errors.UndefinedTable) and "readings_d" in str(exc)
+            raise (StoreUnavailable if stale else StoreError)(f"PostgreSQL {what}: {exc}") from exc
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -200,11 +203,14 @@ class PostgresStore(SharedQueries):
                     for row in rows:
                         copy.write_row(row)
                 cur.execute(
-                    f"INSERT INTO {target} (device, metric, ts, value, quality) "
+                    f"WITH ins AS (INSERT INTO {target} (device, metric, ts, value, quality) "
                     "SELECT device, metric, timestamptz 'epoch' + ts_ms * interval '1 millisecond', value, quality "
-                    "FROM stage_readings ON CONFLICT DO NOTHING"
+                    "FROM stage_readings ON CONFLICT DO NOTHING "
+                    f"RETURNING device, metric, value, {self.ts_ms_expr} AS t), "
+                    f"{ROLLUP_CTE} SELECT count(*) FROM ins"
                 )
-                r_ins = max(cur.rowcount, 0)
+                counted = cur.fetchone()
+                r_ins = int(counted[0]) if counted else 0
                 cur.execute(
                     "INSERT INTO latest (device, metric, ts, value, quality) "
                     "SELECT DISTINCT ON (device, metric) device, metric, "
@@ -290,38 +296,18 @@ class PostgresStore(SharedQueries):
         rows = self._query(sql + " ORDER BY device, metric", params)
         return [Reading(d, m, round(t, 3), v, METRIC_UNITS.get(m, ""), Quality(q)) for d, m, t, v, q in rows]
 
-    def range(self, device: str, metric: str, start: float, end: float, bucket_s: float | None = None) -> list[Point]:
-        lo, hi = ts_ms(start), ts_ms(end)
-        if bucket_s is None:
-            rows = self._query(
-                f"SELECT extract(epoch FROM ts)::float8, value FROM readings WHERE device = %s AND metric = %s "
-                f"AND ts >= {TS} AND ts < {TS} ORDER BY ts",
-                (device, metric, lo, hi),
-            )
-            return [Point(round(t, 3), v, v, v, 1) for t, v in rows]
-        bucket = (
-            "time_bucket(%s * interval '1 millisecond', ts)"
-            if self.timescale
-            else ("date_bin(%s * interval '1 millisecond', ts, timestamptz 'epoch')")
-        )
+    def _raw_series(self, device: str, metric: str, lo: int, hi: int) -> list[tuple[int, float]]:
         rows = self._query(
-            f"SELECT extract(epoch FROM {bucket})::float8 AS b, avg(value), min(value), max(value), count(*) "
-            f"FROM readings WHERE device = %s AND metric = %s AND ts >= {TS} AND ts < {TS} GROUP BY b ORDER BY b",
-            (max(1, round(bucket_s * 1000)), device, metric, lo, hi),
+            f"SELECT {self.ts_ms_expr}, value FROM readings WHERE device = %s AND metric = %s "
+            f"AND ts >= {TS} AND ts < {TS} ORDER BY ts",
+            (device, metric, lo, hi),
         )
-        return [Point(round(t, 3), a, mn, mx, n) for t, a, mn, mx, n in rows]
+        return [(int(t), float(v)) for t, v in rows]
 
-    def iter_readings(
-        self, start: float, end: float, devices: Sequence[str] | None = None, chunk: int = 50_000
-    ) -> Iterator[ReadingChunk]:
-        sql = (
-            "SELECT device, metric, (extract(epoch FROM ts) * 1000)::int8, value, quality FROM readings "
-            f"WHERE ts >= {TS} AND ts < {TS}"
-        )
-        params: list[Any] = [ts_ms(start), ts_ms(end)]
+    def _raw_rows(self, lo: int, hi: int, devices: Sequence[str] | None, chunk: int) -> Iterator[list[Row]]:
+        sql = f"SELECT device, metric, {self.ts_ms_expr}, value, quality FROM readings WHERE ts >= {TS} AND ts < {TS}"
+        params: list[Any] = [lo, hi]
         if devices is not None:
-            if not devices:
-                return
             sql += " AND device = ANY(%s)"
             params.append(list(devices))
         sql += " ORDER BY ts, device, metric"
@@ -337,13 +323,47 @@ class PostgresStore(SharedQueries):
                     rows = cur.fetchmany(chunk)
                     if not rows:
                         break
-                    yield make_chunk([(d, m, t / 1000.0, v, q) for d, m, t, v, q in rows])
+                    yield rows
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL iter_readings: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL iter_readings: {exc}") from exc
         finally:
             conn.close()
+
+    def _table_names(self) -> list[str]:
+        rows = self._query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND (tablename LIKE 'readings\\_d%%' OR tablename LIKE 'packed\\_%%' "
+            "OR tablename LIKE 'rollup\\_1m\\_d%%')"
+        )
+        return [r[0] for r in rows]
+
+    def _create_packed(self, sql: Sql, cls: str, day: int) -> str:
+        """A partition of ``packed`` per class, sub-partitioned by day: readers need SELECT on ``packed`` only."""
+        parent = f"packed_{cls}"
+        if not sql.has_table(parent):
+            sql.execute(
+                f"CREATE TABLE {parent} PARTITION OF packed FOR VALUES IN ('{cls}') PARTITION BY RANGE (hour_ms)"
+            )
+        table = f"{parent}_d{day}"
+        if not sql.has_table(table):
+            sql.execute(
+                f"CREATE TABLE {table} PARTITION OF {parent} FOR VALUES FROM ({day * DAY_MS}) TO ({(day + 1) * DAY_MS})"
+            )
+        return table
+
+    def _packed_source(self, lo_day: int, hi_day: int) -> str | None:
+        return "packed"
+
+    def _rollup_source(self, table: str, lo_day: int, hi_day: int) -> str | None:
+        return table  # rollup_1m is partitioned by day: the planner prunes
+
+    def _tx(self, fn: Callable[[Sql], T]) -> T:
+        with self._lock:
+            self._days.clear()  # maintenance may drop day partitions
+            result: T = self._run(lambda conn: fn(Sql(conn)), "maintenance")
+            return result
 
     def events(
         self, start: float, end: float, device: str | None = None, kind: str | None = None, limit: int = 1000

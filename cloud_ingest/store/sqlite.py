@@ -4,7 +4,9 @@ WAL journal plus ``busy_timeout`` so several processes (ingest, rules, console) 
 file: one writer at a time, readers never blocked. ``synchronous=FULL``: the ingester
 acknowledges a message once its commit returns, so the commit must survive a power cut,
 not only a crash (in WAL, NORMAL may roll back the last commits on power loss). Readings
-are ``WITHOUT ROWID`` keyed by their identity, so ``INSERT OR IGNORE`` is the dedup.
+live in one ``WITHOUT ROWID`` table per day keyed by their identity, so ``INSERT OR IGNORE``
+is the dedup and each table's trigger rolls up exactly the rows inserted
+(:mod:`cloud_ingest.store.lifecycle`).
 """
 
 from __future__ import annotations
@@ -12,21 +14,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from cloud_ingest.errors import StoreError, StoreUnavailable
-from cloud_ingest.store.base import (
-    DeviceState,
-    Point,
-    ReadingChunk,
-    WriteBatch,
-    WriteResult,
-    make_chunk,
-)
+from cloud_ingest.store.base import DeviceState, WriteBatch, WriteResult
 from cloud_ingest.store.common import (
     device_info_from_json,
     device_info_json,
@@ -34,15 +29,18 @@ from cloud_ingest.store.common import (
     latest_rows,
     reading_rows,
 )
-from cloud_ingest.store.queries import SharedQueries, digest
-from cloud_ingest.store.schema import MIGRATIONS
+from cloud_ingest.store.lifecycle import DAY_MS, Lifecycle, Row
+from cloud_ingest.store.queries import digest
+from cloud_ingest.store.schema import MIGRATIONS, sqlite_day_ddl
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import ts_ms
 from contracts.reading import Event, Quality, Reading
-from sqlstore import SqlStoreError, migrate
+from sqlstore import Sql, SqlStoreError, migrate
+
+T = TypeVar("T")
 
 
-class SqliteStore(SharedQueries):
+class SqliteStore(Lifecycle):
     """One connection guarded by a lock; safe to share between threads of one process."""
 
     dialect = "sqlite"
@@ -91,9 +89,16 @@ class SqliteStore(SharedQueries):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    before = conn.total_changes
-                    conn.executemany("INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?)", rows)
-                    r_ins = conn.total_changes - before
+                    r_ins = 0
+                    by_day: dict[int, list[tuple[str, str, int, float, int]]] = {}
+                    for row in rows:
+                        by_day.setdefault(row[2] // DAY_MS, []).append(row)
+                    for day, part in by_day.items():
+                        for stmt in sqlite_day_ddl(day):  # IF NOT EXISTS: cheap, and safe if compaction dropped it
+                            conn.execute(stmt)
+                        # rowcount counts the rows inserted, not the trigger's rollup upserts
+                        ins = f"INSERT OR IGNORE INTO readings_d{day} VALUES (?,?,?,?,?)"
+                        r_ins += conn.executemany(ins, part).rowcount
                     conn.executemany(
                         "INSERT INTO latest VALUES (?,?,?,?,?) ON CONFLICT (device, metric) DO UPDATE SET "
                         "ts_ms=excluded.ts_ms, value=excluded.value, quality=excluded.quality "
@@ -167,34 +172,32 @@ class SqliteStore(SharedQueries):
         rows = self._query(sql + " ORDER BY device, metric", params)
         return [Reading(d, m, t / 1000.0, v, METRIC_UNITS.get(m, ""), Quality(q)) for d, m, t, v, q in rows]
 
-    def range(self, device: str, metric: str, start: float, end: float, bucket_s: float | None = None) -> list[Point]:
-        lo, hi = ts_ms(start), ts_ms(end)
-        if bucket_s is None:
-            rows = self._query(
-                "SELECT ts_ms, value FROM readings WHERE device=? AND metric=? AND ts_ms >= ? AND ts_ms < ? "
-                "ORDER BY ts_ms",
-                (device, metric, lo, hi),
-            )
-            return [Point(t / 1000.0, v, v, v, 1) for t, v in rows]
-        b = max(1, round(bucket_s * 1000))
-        rows = self._query(
-            "SELECT (ts_ms / ?) * ? AS b, avg(value), min(value), max(value), count(*) FROM readings "
-            "WHERE device=? AND metric=? AND ts_ms >= ? AND ts_ms < ? GROUP BY b ORDER BY b",
-            (b, b, device, metric, lo, hi),
-        )
-        return [Point(t / 1000.0, a, mn, mx, n) for t, a, mn, mx, n in rows]
+    def _day_tables(self, lo: int, hi: int) -> list[int]:
+        days = self.partitions().raw_days
+        return sorted(d for d in days if lo // DAY_MS <= d <= (hi - 1) // DAY_MS)
 
-    def iter_readings(
-        self, start: float, end: float, devices: Sequence[str] | None = None, chunk: int = 50_000
-    ) -> Iterator[ReadingChunk]:
-        sql = "SELECT device, metric, ts_ms / 1000.0, value, quality FROM readings WHERE ts_ms >= ? AND ts_ms < ?"
-        params: list[Any] = [ts_ms(start), ts_ms(end)]
-        if devices is not None:
-            if not devices:
-                return
-            sql += f" AND device IN ({in_placeholders(len(devices))})"
-            params.extend(devices)
-        sql += " ORDER BY ts_ms, device, metric"
+    def _raw_series(self, device: str, metric: str, lo: int, hi: int) -> list[tuple[int, float]]:
+        days = self._day_tables(lo, hi)
+        if not days:
+            return []
+        union = " UNION ALL ".join(
+            f"SELECT ts_ms, value FROM readings_d{d} WHERE device=? AND metric=? AND ts_ms >= ? AND ts_ms < ?"
+            for d in days
+        )
+        return self._query(union + " ORDER BY ts_ms", (device, metric, lo, hi) * len(days))
+
+    def _raw_rows(self, lo: int, hi: int, devices: Sequence[str] | None, chunk: int) -> Iterator[list[Row]]:
+        days = self._day_tables(lo, hi)
+        if not days:
+            return
+        cond = "" if devices is None else f" AND device IN ({in_placeholders(len(devices))})"
+        params: list[Any] = []
+        selects = []
+        for d in days:
+            selects.append(f"SELECT device, metric, ts_ms, value, quality FROM readings_d{d} "
+                           f"WHERE ts_ms >= ? AND ts_ms < ?{cond}")
+            params += [lo, hi, *(devices or ())]
+        sql = " UNION ALL ".join(selects) + " ORDER BY ts_ms, device, metric"
         # A separate read connection: the iterator may be consumed slowly, and WAL readers
         # never block the writer.
         try:
@@ -207,11 +210,54 @@ class SqliteStore(SharedQueries):
                 rows = cur.fetchmany(chunk)
                 if not rows:
                     break
-                yield make_chunk(rows)
+                yield rows
         except sqlite3.Error as exc:
             raise self._fail(exc, "iter_readings") from exc
         finally:
             conn.close()
+
+    def _table_names(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+    def _create_packed(self, sql: Sql, cls: str, day: int) -> str:
+        table = f"packed_{cls}_d{day}"
+        sql.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (cls TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, "
+            "hour_ms INTEGER NOT NULL, n INTEGER NOT NULL, block BLOB NOT NULL, "
+            "PRIMARY KEY (device, metric, hour_ms)) WITHOUT ROWID"
+        )
+        return table
+
+    def _packed_source(self, lo_day: int, hi_day: int) -> str | None:
+        tables = sorted(
+            f"packed_{cls}_d{day}" for cls, day in self.partitions().packed if lo_day <= day <= hi_day
+        )
+        if not tables:
+            return None
+        return "(" + " UNION ALL ".join(f"SELECT device, metric, hour_ms, n, block FROM {t}" for t in tables) + ")"
+
+    def _rollup_source(self, table: str, lo_day: int, hi_day: int) -> str | None:
+        if table != "rollup_1m":
+            return table
+        days = sorted(d for d in self.partitions().rollup_days if lo_day <= d <= hi_day)
+        if not days:
+            return None
+        return "(" + " UNION ALL ".join(f"SELECT * FROM rollup_1m_d{d}" for d in days) + ")"
+
+    def _tx(self, fn: Callable[[Sql], T]) -> T:
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(Sql(conn))
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "maintenance") from exc
 
     def events(
         self, start: float, end: float, device: str | None = None, kind: str | None = None, limit: int = 1000

@@ -9,7 +9,7 @@
 --   * time series and evidence are append-only: SELECT + INSERT on readings, events,
 --     dead_letters, batches (no UPDATE, DELETE or TRUNCATE; dedup is ON CONFLICT DO NOTHING);
 --   * derived state is upserted: INSERT + UPDATE on latest (newest value per series),
---     gateways and gaps; devices additionally DELETE (a birth message replaces the gateway's
+--     rollup_1m and rollup_1h (aggregates of the readings inserted), gateways and gaps; devices additionally DELETE (a birth message replaces the gateway's
 --     device list). These four hold nothing that cannot be rebuilt from the messages;
 --   * no DDL: new daily partitions of readings come from the SECURITY DEFINER function
 --     citywatch_ensure_partitions(), owned by the schema owner;
@@ -30,7 +30,8 @@ GRANT USAGE ON SCHEMA public TO cw_ingest;
 
 GRANT SELECT ON schema_version TO cw_ingest;  -- start-up check that the schema is current
 GRANT SELECT, INSERT ON readings, events, dead_letters, batches TO cw_ingest;
-GRANT SELECT, INSERT, UPDATE ON latest, gateways, gaps TO cw_ingest;
+GRANT SELECT, INSERT, UPDATE ON latest, rollup_1m, rollup_1h, gateways, gaps TO cw_ingest;
+GRANT SELECT ON packed TO cw_ingest;
 GRANT SELECT, INSERT, UPDATE, DELETE ON devices TO cw_ingest;
 GRANT USAGE ON SEQUENCE dead_letters_id_seq TO cw_ingest;
 
@@ -52,5 +53,5 @@ BEGIN
 END $$;
 SELECT format('GRANT CONNECT ON DATABASE %I TO cw_reader', current_database()) \gexec
 GRANT USAGE ON SCHEMA public TO cw_reader;
-GRANT SELECT ON readings, latest, events, dead_letters, batches, gaps, gateways, devices, schema_version
-  TO cw_reader;
+GRANT SELECT ON readings, latest, events, dead_letters, batches, gaps, gateways, devices, schema_version,
+  rollup_1m, rollup_1h, packed TO cw_reader;

@@ -31,7 +31,7 @@ GRANT SELECT ON schema_version TO cw_rules, cw_cases, cw_console;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rules_state, rules_device_state TO cw_rules;
 GRANT SELECT, INSERT, UPDATE ON rules_alarms TO cw_rules;
 GRANT SELECT, INSERT, UPDATE ON rules_transitions TO cw_rules;  -- UPDATE: the published mark
-GRANT SELECT ON readings, latest, events, devices, gateways TO cw_rules;
+GRANT SELECT ON readings, latest, events, devices, gateways, rollup_1m, rollup_1h, packed TO cw_rules;
 
 -- case bridge: cases and their bookkeeping; the audit trail and alarm log are append-only
 GRANT SELECT, INSERT, UPDATE ON cases, case_links, alarm_state, device_registry, escalations,
@@ -41,7 +41,8 @@ GRANT DELETE ON notify_outbox, escalations TO cw_cases;  -- delivered notices, s
 
 -- console: reads everything it shows; writes cases only through workflow transitions
 -- (case rows and their audit rows) and Open311 reports; alarms are acknowledged over MQTT
-GRANT SELECT ON readings, latest, events, devices, gateways, gaps, dead_letters TO cw_console;
+GRANT SELECT ON readings, latest, events, devices, gateways, gaps, dead_letters, rollup_1m, rollup_1h, packed
+  TO cw_console;
 GRANT SELECT ON rules_alarms, rules_transitions TO cw_console;
 GRANT SELECT, INSERT, UPDATE ON cases, case_links TO cw_console;
 GRANT SELECT, INSERT ON case_audit TO cw_console;

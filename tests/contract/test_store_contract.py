@@ -1,5 +1,6 @@
-"""One contract for every store backend: SQLite always, PostgreSQL when reachable, InfluxDB when
-``CITYWATCH_INFLUX_URL`` is set (skipped with the reason otherwise)."""
+"""One contract for every store backend: SQLite always, PostgreSQL when reachable, InfluxDB 1.x
+against a private ``influxd`` (Debian's ``influxdb``), InfluxDB 2 when ``CITYWATCH_INFLUX_URL`` is
+set (skipped with the reason otherwise)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from contracts.payloads import Status
 from contracts.reading import DeviceInfo, Event, Quality, Reading
 
 T0 = 1_764_057_600.0  # 2025-11-25T08:00Z, a day boundary is near but not crossed by small offsets
-BACKENDS = ["sqlite", "postgres", "influx"]
+BACKENDS = ["sqlite", "postgres", "influx1", "influx"]
 
 
 def _clean_pg(url: str) -> None:
@@ -31,7 +32,8 @@ def _clean_pg(url: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE readings, latest, events, dead_letters, batches, gaps, gateways, devices RESTART IDENTITY"
+            "TRUNCATE readings, latest, events, dead_letters, batches, gaps, gateways, devices, "
+            "rollup_1m, rollup_1h, packed RESTART IDENTITY"
         )
 
 
@@ -44,6 +46,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         dsn = request.getfixturevalue("pg_dsn")
         s = open_store(dsn)
         _clean_pg(dsn)
+    elif kind == "influx1":
+        base = request.getfixturevalue("influx1_http")
+        s = open_store(base.replace("http://", "influxdb1://") + "/citywatch")
+        getattr(s, "clear")()  # noqa: B009 - test-only helper of the Influx backends
     else:
         url = os.environ.get("CITYWATCH_INFLUX_URL")
         if not url:

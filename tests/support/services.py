@@ -161,3 +161,56 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def influxd_binary() -> str | None:
+    for cand in (shutil.which("influxd"), "/usr/bin/influxd"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+@contextmanager
+def influxdb1(tmp: Path) -> Iterator[str]:
+    """A private InfluxDB 1.x (Debian's ``influxdb``) on free ports with its own data dir; yields
+    its HTTP base URL once ``/ping`` answers. Continuous queries are checked every second."""
+    import urllib.request
+
+    binary = influxd_binary()
+    if binary is None:
+        missing("influxd not found (apt-get install influxdb)")
+    assert binary is not None
+    http, rpc = free_port(), free_port()
+    conf = tmp / "influxdb.conf"
+    conf.write_text(
+        f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
+        f'[meta]\n  dir = "{tmp}/meta"\n'
+        f'[data]\n  dir = "{tmp}/data"\n  wal-dir = "{tmp}/wal"\n  query-log-enabled = false\n'
+        "[monitor]\n  store-enabled = false\n"
+        f'[http]\n  bind-address = "127.0.0.1:{http}"\n  log-enabled = false\n'
+        "[continuous_queries]\n  run-interval = \"1s\"\n  log-enabled = false\n"
+    )
+    log = open(tmp / "influxd.log", "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen([binary, "-config", str(conf)], stdout=log, stderr=log)
+    log.close()
+    base = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=1) as resp:
+                    if resp.status == 204:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = (tmp / "influxd.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"influxd did not start: {err}") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -68,13 +68,15 @@ def load_legacy(url: str, dialect: str) -> None:
             conn.execute(text)
 
 
-def user_tables(conn: Any, dialect: str) -> list[str]:
+def user_tables(conn: Any, dialect: str, days: bool = False) -> list[str]:
+    """Tables; day tables of readings (PostgreSQL partitions, SQLite tables) only with ``days``:
+    they are data (one per day), not schema."""
     if dialect == "sqlite":
         sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-    else:  # partitions are data (one per day), not schema
-        sql = ("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'readings_d%' "
-               "ORDER BY tablename")
-    return [r[0] for r in conn.execute(sql).fetchall()]
+    else:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    return [r[0] for r in conn.execute(sql).fetchall()
+            if days or not r[0].startswith(("readings_d", "rollup_1m_d"))]
 
 
 def shape(url: str, dialect: str) -> dict[str, Any]:
@@ -107,13 +109,20 @@ def shape(url: str, dialect: str) -> dict[str, Any]:
         return out
 
 
+LIFECYCLE_TABLES = ("rollup_1m", "rollup_1h", "packed")  # ingest schema version 2: derived from readings
+
+
 def rows(url: str, dialect: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row by table; SQLite's day tables (schema version 2) count as ``readings``, as
+    PostgreSQL's partitions do (read through the parent there)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
     with connection(url) as conn:
-        return {
-            t: sorted(tuple(str(v) for v in r) for r in conn.execute(f"SELECT * FROM {t}").fetchall())
-            for t in user_tables(conn, dialect)
-            if t not in ("schema_version", "schema_migrations")
-        }
+        for t in user_tables(conn, dialect, days=dialect == "sqlite"):
+            if t in ("schema_version", "schema_migrations", *LIFECYCLE_TABLES) or t.startswith("rollup_1m_d"):
+                continue
+            key = "readings" if t.startswith("readings_d") else t
+            out.setdefault(key, []).extend(tuple(str(v) for v in r) for r in conn.execute(f"SELECT * FROM {t}"))
+    return {t: sorted(v) for t, v in out.items()}
 
 
 def versions(url: str) -> dict[str, list[tuple[int, float]]]:
@@ -142,6 +151,11 @@ def test_a_previous_release_database_upgrades_in_place(dialect: str, tmp_path: P
         open_all(url)
 
         assert rows(url, dialect) == before  # every row kept, byte for byte
+        with connection(url) as conn:  # the readings already stored are rolled up by the upgrade
+            minute = [t for t in user_tables(conn, dialect, days=True) if t.startswith("rollup_1m_d")]
+            assert minute, "1-minute rollups are kept by day"
+            for table in ("rollup_1h", *([] if dialect == "sqlite" else ["rollup_1m"]), *minute):
+                assert conn.execute(f"SELECT sum(n) FROM {table}").fetchone()[0] == 5
         applied = versions(url)
         assert {s: [v for v, _t in vs] for s, vs in applied.items()} == CURRENT
         open_all(fresh)
