@@ -98,6 +98,8 @@ class _Uvicorn:
     def __init__(self, app: Any, host: str, port: int) -> None:
         import uvicorn
 
+        from console.cli import server_config
+
         class Server(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(self) -> Any:  # the TaskGroup owns signals
@@ -106,7 +108,7 @@ class _Uvicorn:
             def install_signal_handlers(self) -> None:
                 return None
 
-        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.server = Server(server_config(app, host, port, log_level="warning", lifespan="on"))
 
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         async def stopper() -> None:

@@ -13,6 +13,7 @@ import getpass
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from console.config import ConsoleSettings, load_console_config
 from console.errors import ConsoleError
@@ -63,6 +64,18 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     return app, settings
 
 
+def server_config(app: Any, host: str, port: int, **kwargs: Any) -> Any:
+    """The uvicorn config every console server uses (``citywatch console`` and ``citywatch up``).
+
+    ``proxy_headers=False``: uvicorn's default believes ``X-Forwarded-For`` from 127.0.0.1,
+    so any local client could pick its address and slip past the login rate limit. Which
+    proxies to believe is the console's decision (``console.trusted_proxies``).
+    """
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=False, **kwargs)
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     if args.hash_password:
         from console.auth import hash_password
@@ -87,7 +100,6 @@ def cmd_console(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.listen_port
     log.info("console on http://%s:%d/ (users: %s)", host, port, ", ".join(u.username for u in settings.users))
     # open SSE streams never finish on their own: give them 5 s on shutdown, then close them
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",  # type: ignore[arg-type]
-                                           proxy_headers=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(server_config(app, host, port, log_level="info", timeout_graceful_shutdown=5))
     asyncio.run(server.serve())
     return 0

@@ -7,6 +7,7 @@ drawn as inline SVG. Labels are 中文 first, then English.
 
 from __future__ import annotations
 
+import hmac
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,8 +20,8 @@ from fastapi.templating import Jinja2Templates
 
 from console import serialize
 from console.api import case_actions, load_case, login, overview_data
-from console.auth import csrf_token
-from console.context import SESSION_COOKIE, Ctx, ctx_of, principal_of, session_token
+from console.auth import csrf_token, verify_token
+from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, principal_of, session_token
 from console.errors import AuthError, ConsoleError, Forbidden, NotFound
 from console.labels import ACTIONS, KINDS, ROLES, SEVERITIES, STATES, URGENCIES, zh_en
 from console.open311 import parse_form
@@ -101,8 +102,24 @@ async def login_submit(request: Request) -> Response:
     return resp
 
 
-@router.get("/logout")
-def logout() -> Response:
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """A POST carrying the session's CSRF value (form field or header), so no other site can log a user out.
+
+    Tokens are stateless: this drops the cookie; the token itself lapses at its expiry.
+    """
+    ctx = ctx_of(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        form = parse_form(await request.body())
+        sent = form.get("csrf_token") or request.headers.get("x-csrf-token", "")
+        if not hmac.compare_digest(sent, csrf_token(ctx.settings.secret_key, token)):
+            raise Forbidden("missing or wrong CSRF token for log out")
+        try:
+            who = verify_token(ctx.settings.secret_key, token, ctx.clock()).sub
+        except AuthError:
+            who = "?"
+        ctx.audit(who, "logout", f"user:{who}", 303, ip=client_ip(request))
     resp = RedirectResponse("/login", 303)
     resp.delete_cookie(SESSION_COOKIE)
     return resp
