@@ -83,7 +83,8 @@ class DeviceAdapter:
         views = [
             DeviceView(
                 id=s.info.id, kind=s.info.kind, profile=s.info.profile, gateway=s.gateway, lat=s.info.lat,
-                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, online=s.online, last_seen=s.last_seen,
+                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, circuit=s.info.circuit, online=s.online,
+                last_seen=s.last_seen,
                 latest=values.get(s.info.id, {}),
             )
             for s in states

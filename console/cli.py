@@ -38,6 +38,7 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     from console.app import create_app
     from console.audit import AuditLog
     from console.context import Stores
+    from console.lamps import LampControl
     from console.live import Hub, MqttFeed, case_open_refresher
     from rules.store import open_alarm_store
 
@@ -53,9 +54,12 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     hub = Hub(queue_max=settings.sse_queue_max)
 
     on_case_open = case_open_refresher(hub, cases.get, lambda view: serialize.case(view, time.time()))
-    feed = MqttFeed(cfg.mqtt, hub, on_case_open=on_case_open) if settings.live_feed else None
+    lamps = LampControl(timeout_s=settings.lamp_command_timeout_s)
+    feed = MqttFeed(cfg.mqtt, hub, on_case_open=on_case_open, on_cmd_result=lamps.on_result) \
+        if settings.live_feed else None
+    lamps.port = feed
     stores = Stores(devices=DeviceAdapter(ts_store), alarms=RulesAlarmAdapter(alarm_store), cases=cases,
-                    audit=AuditLog(settings.audit_store_url), acks=feed)
+                    audit=AuditLog(settings.audit_store_url), acks=feed, lamps=lamps if feed else None)
 
     def reload() -> ConsoleSettings:
         return load_console_config(config_path).console

@@ -94,6 +94,7 @@ class ConsoleSettings(StrictModel):
     open311_public_read: bool = True  # GeoReport GET methods need no key, as the spec says
     live_feed: bool = True  # subscribe to alarms/telemetry on MQTT for the SSE stream
     sse_queue_max: int = Field(default=1000, ge=10)
+    lamp_command_timeout_s: float = Field(default=10.0, gt=0, le=120)  # wait this long for each cmd/result
     overview_cache_s: float = Field(default=1.0, ge=0, le=60)  # one overview computation shared by all screens
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -18,6 +18,9 @@ from console.errors import AuthError, Forbidden, RateLimited
 from console.live import Hub
 from console.policy import Perm, Principal, has
 from console.views import AckPort, AlarmPort, CasePort, DevicePort
+
+if TYPE_CHECKING:
+    from console.lamps import LampControl
 
 SESSION_COOKIE = "cw_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -32,6 +35,7 @@ class Stores:
     cases: CasePort
     audit: AuditLog
     acks: AckPort | None = None
+    lamps: LampControl | None = None  # lamp commands over MQTT; None without a broker
 
 
 class TtlCache:

@@ -150,7 +150,8 @@ _refreshes: set[asyncio.Task[None]] = set()  # keep references: the loop holds t
 
 
 class MqttFeed:
-    """One paho client: subscribes to alarms, telemetry and case-open; publishes acknowledgements.
+    """One paho client: subscribes to alarms, telemetry, case-open and command results; publishes
+    acknowledgements and lamp commands.
 
     paho is driven from the asyncio loop through its socket callbacks (``add_reader`` /
     ``add_writer`` + ``loop_misc`` once a second) rather than ``loop_start``: paho's own loop
@@ -161,8 +162,10 @@ class MqttFeed:
     """
 
     def __init__(self, settings: MqttSettings, hub: Hub,
-                 on_case_open: Callable[[payloads.OpenCases], None] | None = None) -> None:
+                 on_case_open: Callable[[payloads.OpenCases], None] | None = None,
+                 on_cmd_result: Callable[[payloads.CommandResult], None] | None = None) -> None:
         self._hub = hub
+        self._on_cmd_result = on_cmd_result
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_case_open = on_case_open
         self._settings = settings
@@ -275,8 +278,10 @@ class MqttFeed:
         if not self._connected:
             log.info("console live feed: connected to %s", self._settings.url)
         self._connected = True
-        client.subscribe([(topics.ALARMS_FILTER, 1), (topics.gw_filter("telemetry"), 0),
-                          (topics.CASE_OPEN_FILTER, 1)])
+        subs = [(topics.ALARMS_FILTER, 1), (topics.gw_filter("telemetry"), 0), (topics.CASE_OPEN_FILTER, 1)]
+        if self._on_cmd_result is not None:
+            subs.append((topics.gw_filter("cmd/result"), 1))
+        client.subscribe(subs)
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if self._connected:
@@ -296,6 +301,10 @@ class MqttFeed:
                     oc = payloads.decode_open_cases(payload)
                     if self._on_case_open is not None:
                         self._on_case_open(oc)
+            elif topic.endswith("/cmd/result"):
+                topics.parse_gw_topic(topic)
+                if self._on_cmd_result is not None:
+                    self._on_cmd_result(payloads.decode_command_result(payload))
             else:
                 topics.parse_gw_topic(topic)
                 batch = payloads.decode_telemetry(payload, max_bytes=1 << 20)
@@ -313,3 +322,11 @@ class MqttFeed:
         )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise StoreUnavailable(f"acknowledgement not sent: {mqtt.error_string(info.rc)}")
+
+    def send_command(self, gateway: str, cmd: payloads.Command) -> None:
+        """Publish a command to a gateway's agent (QoS 1); its result comes back on ``.../cmd/result``."""
+        if not self._connected:
+            raise StoreUnavailable("not connected to the broker; command not sent")
+        info = self._client.publish(topics.cmd(gateway), payloads.encode_command(cmd), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise StoreUnavailable(f"command not sent: {mqtt.error_string(info.rc)}")

@@ -24,6 +24,7 @@ from console.auth import csrf_token, verify_token
 from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, principal_of, session_token
 from console.errors import AuthError, ConsoleError, Forbidden, NotFound
 from console.labels import ACTIONS, KINDS, ROLES, SEVERITIES, STATES, URGENCIES, zh_en
+from console.lamps import circuits
 from console.open311 import parse_form
 from console.policy import Perm, Principal, case_scope, case_visible, has
 from console.svg import layout_map, sparkline
@@ -217,6 +218,17 @@ def stats_page(request: Request, days: int = 30) -> HTMLResponse:
     cat_names = {c.code: c.name for c in ctx.stores.cases.categories()}
     return _page(request, "stats.html", p, st=st, by_hour=st.by_hour, cats=cats, peak=peak, days=days,
                  unit_names=unit_names, cat_names=cat_names)
+
+
+@router.get("/lamps", response_class=HTMLResponse)
+def lamps_page(request: Request) -> HTMLResponse:
+    """Lamps by circuit with their switching schedule; controls for roles that may switch them."""
+    p = _require(request, Perm.DEVICES_READ)
+    ctx = ctx_of(request)
+    by_circuit = circuits(ctx.stores.devices.devices())
+    groups = [{"circuit": c, "lamps": ds, "schedule": None} for c, ds in by_circuit.items()]
+    return _page(request, "lamps.html", p, groups=groups, n_lamps=sum(len(ds) for ds in by_circuit.values()),
+                 can_control=has(p, Perm.LAMPS_CONTROL))
 
 
 def render_docs(request: Request, spec: dict[str, Any]) -> HTMLResponse:

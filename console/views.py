@@ -30,6 +30,7 @@ class DeviceView:
     lon: float | None = None
     grid: str | None = None
     owner: str | None = None
+    circuit: str | None = None  # lamps: the supply circuit they are switched with
     online: bool = False
     last_seen: float | None = None
     latest: dict[str, MetricValue] = field(default_factory=dict)
