@@ -13,6 +13,7 @@ from typing import Any
 from case_bridge import CaseStore
 from case_bridge import store as cb_store
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
+from case_bridge.incidence import Incidence, incidence
 from case_bridge.workflow import Role as WfRole
 from cloud_ingest.errors import IngestError
 from cloud_ingest.store import Store
@@ -224,6 +225,12 @@ class CaseAdapter:
 
         return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
                           {(h, sc): n for h, sc, n in st.by_hour_category}, row(st.total))
+
+    def incidence(self, start: float, end: float) -> Incidence:
+        try:
+            return incidence(self.store, start, end)
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
 
 
 class RulesAlarmAdapter:

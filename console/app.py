@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import api, lamps, open311_api, pages
+from console import api, lamps, open311_api, pages, stats
 from console.config import ConsoleSettings
 from console.context import Ctx, Stores, principal_of
 from console.errors import AuthError, ConsoleError, RateLimited
@@ -197,6 +197,7 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(lamps.router)
+    app.include_router(stats.router)
     app.include_router(open311_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

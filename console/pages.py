@@ -12,13 +12,13 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from console import serialize
+from console import serialize, stats
 from console.api import case_actions, load_case, login, overview_data
 from console.auth import csrf_token, verify_token
 from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, principal_of, session_token
@@ -206,18 +206,22 @@ def case_page(case_id: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/stats", response_class=HTMLResponse)
-def stats_page(request: Request, days: int = 30) -> HTMLResponse:
+def stats_page(request: Request, days: int = 30, first: str = "", last: str = "") -> HTMLResponse:
+    """Period selector, trend lines, a heat overlay of places, every table with its CSV/XLSX export."""
     p = _require(request, Perm.STATS_READ)
     ctx = ctx_of(request)
-    now = ctx.clock()
-    days = min(max(days, 1), 366)
-    st = ctx.stores.cases.statistics(now - days * 86400, now, now)
-    cats = sorted({c for (_h, c) in st.by_hour})
+    days = min(max(days, 1), stats.MAX_PERIOD_DAYS)
+    per = stats.dates_period(ctx.clock(), ctx.tz, days, first[:10], last[:10])
+    st, inc, tables = stats.collect(ctx, per)
+    by_id = {t.id: t for t in tables}
+    day_counts = [int(str(r[1])) for r in by_id["by_day"].rows]
+    week_counts = [int(str(r[2])) for r in by_id["by_week"].rows]
     peak = max(st.by_hour.values(), default=0)
-    unit_names = {u.id: u.name for u in ctx.stores.cases.units()}
-    cat_names = {c.code: c.name for c in ctx.stores.cases.categories()}
-    return _page(request, "stats.html", p, st=st, by_hour=st.by_hour, cats=cats, peak=peak, days=days,
-                 unit_names=unit_names, cat_names=cat_names)
+    query = urlencode({"start": per.start, "end": per.end})
+    return _page(request, "stats.html", p, per=per, days=days, first=first, last=last, tables=tables, total=st.total,
+                 day_line=stats.trend_points(day_counts), week_line=stats.trend_points(week_counts),
+                 day_peak=max(day_counts, default=0), week_peak=max(week_counts, default=0),
+                 dots=stats.heat_dots(inc), peak=peak, query=query)
 
 
 @router.get("/lamps", response_class=HTMLResponse)

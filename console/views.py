@@ -9,7 +9,10 @@ the Open311 formatter only ever see these frozen values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from case_bridge.incidence import Incidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,7 @@ class CasePort(Protocol):
                    now: float) -> CaseView: ...
     def create_reported(self, report: NewReport, now: float) -> CaseView: ...
     def statistics(self, start: float, end: float, now: float) -> Statistics: ...
+    def incidence(self, start: float, end: float) -> Incidence: ...
 
 
 class AckPort(Protocol):
