@@ -30,6 +30,7 @@ from console.context import Ctx, Stores, principal_of
 from console.errors import AuthError, ConsoleError, RateLimited
 from console.live import Hub
 from console.policy import Perm, has
+from lighting.schedule import LightingSettings
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -130,10 +131,12 @@ def create_app(
     clock: Callable[[], float] = time.time,
     reload: Callable[[], ConsoleSettings] | None = None,
     background: Callable[[Hub], Coroutine[Any, Any, None]] | None = None,
+    lighting: LightingSettings | None = None,
 ) -> FastAPI:
     """Build the console. ``background`` (e.g. the MQTT feed) runs for the app's lifetime."""
     the_hub = hub or Hub(queue_max=settings.sse_queue_max)
-    ctx = Ctx(settings=settings, stores=stores, hub=the_hub, clock=clock, reload=reload)
+    ctx = Ctx(settings=settings, stores=stores, hub=the_hub, clock=clock, reload=reload,
+              lighting=lighting or LightingSettings())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -64,7 +64,8 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     def reload() -> ConsoleSettings:
         return load_console_config(config_path).console
 
-    app = create_app(settings, stores, hub=hub, reload=reload, background=feed.run if feed else None)
+    app = create_app(settings, stores, hub=hub, reload=reload, background=feed.run if feed else None,
+                     lighting=cfg.lighting)
     return app, settings
 
 

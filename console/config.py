@@ -10,6 +10,7 @@ from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from console.policy import Role
 from contracts.config import MqttSettings, StrictModel, parse_cloud_section
 from contracts.errors import ConfigError
+from lighting.schedule import LightingSettings
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -106,10 +107,11 @@ class ConsoleSettings(StrictModel):
 
 
 class CloudConsoleConfig(StrictModel):
-    """What ``citywatch console`` needs from the cloud config file."""
+    """What ``citywatch console`` needs from the cloud config file (``lighting``: to show lamp schedules)."""
 
     console: ConsoleSettings
     mqtt: MqttSettings
+    lighting: LightingSettings = LightingSettings()
 
 
 def load_console_config(path: str | Path) -> CloudConsoleConfig:
@@ -120,4 +122,5 @@ def load_console_config(path: str | Path) -> CloudConsoleConfig:
         raise ConfigError(source, "", str(path), f"cannot read: {exc.strerror}") from exc
     console = parse_cloud_section(text, "console", ConsoleSettings, source)
     mqtt = parse_cloud_section(text, "mqtt", MqttSettings, source)
-    return CloudConsoleConfig(console=console, mqtt=mqtt)
+    lighting = parse_cloud_section(text, "lighting", LightingSettings, source)
+    return CloudConsoleConfig(console=console, mqtt=mqtt, lighting=lighting)

@@ -18,6 +18,7 @@ from console.errors import AuthError, Forbidden, RateLimited
 from console.live import Hub
 from console.policy import Perm, Principal, has
 from console.views import AckPort, AlarmPort, CasePort, DevicePort
+from lighting.schedule import LightingSettings
 
 if TYPE_CHECKING:
     from console.lamps import LampControl
@@ -89,6 +90,7 @@ class Ctx:
     write_limiter: RateLimiter = field(init=False)
     tz: ZoneInfo = field(init=False)
     cache: TtlCache = field(default_factory=TtlCache)
+    lighting: LightingSettings = field(default_factory=LightingSettings)  # lamp schedules to show
 
     def __post_init__(self) -> None:
         self.apply(self.settings)

@@ -24,11 +24,11 @@ from console.policy import Perm, Principal
 from console.schemas import Body
 from console.views import DeviceView
 from contracts.payloads import Command, CommandResult
+from lighting.schedule import COMMAND_ACTIONS
 
 log = logging.getLogger(__name__)
 
 LAMP_KIND = "lamp"
-ACTIONS: dict[str, str] = {"on": "lamp_on", "off": "lamp_off", "dim": "dim"}
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
@@ -94,7 +94,7 @@ def plan(lamps: list[DeviceView], action: str, level_pct: float | None, request_
         if lamp.gateway is None:
             raise StoreUnavailable(f"lamp {lamp.id} has no known gateway (no birth message yet)")
         args: dict[str, Any] = {"level_pct": level_pct} if action == "dim" else {}
-        out.append((lamp.gateway, Command(f"{request_id}-{n}", ACTIONS[action], lamp.id, args)))
+        out.append((lamp.gateway, Command(f"{request_id}-{n}", COMMAND_ACTIONS[action], lamp.id, args)))
     return out
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -29,6 +30,7 @@ from console.open311 import parse_form
 from console.policy import Perm, Principal, case_scope, case_visible, has
 from console.svg import layout_map, sparkline
 from console.views import CaseFilter
+from lighting.schedule import position, upcoming
 
 router = APIRouter(include_in_schema=False)
 CHART_METRIC = {"water_gauge": "depth", "manhole": "tilt", "lamp": "power", "wim": "record_count"}
@@ -230,7 +232,17 @@ def lamps_page(request: Request) -> HTMLResponse:
     p = _require(request, Perm.DEVICES_READ)
     ctx = ctx_of(request)
     by_circuit = circuits(ctx.stores.devices.devices())
-    groups = [{"circuit": c, "lamps": ds, "schedule": None} for c, ds in by_circuit.items()]
+    now = ctx.clock()
+    groups = []
+    for c, ds in by_circuit.items():
+        cfg = ctx.lighting.circuits.get(c)
+        where = position((d.lat, d.lon) for d in ds)
+        steps = upcoming(c, cfg, where, now, ZoneInfo(ctx.lighting.timezone)) if cfg and where else []
+        note = "" if cfg is None else (
+            f"黄昏 dusk {cfg.on_after_dusk_min:+g} min, 黎明 dawn −{cfg.off_before_dawn_min:g} min, "
+            f"{len(cfg.night_steps)} 夜间调光 night steps; "
+            + ("云端下发 sent by the cloud" if ctx.lighting.enabled else "未启用 not enabled (lighting.enabled)"))
+        groups.append({"circuit": c, "lamps": ds, "schedule": steps, "schedule_note": note})
     return _page(request, "lamps.html", p, groups=groups, n_lamps=sum(len(ds) for ds in by_circuit.values()),
                  can_control=has(p, Perm.LAMPS_CONTROL))
 

@@ -39,6 +39,7 @@ from edge_agent.config import parse_agent_config
 from firmware_sim.config import SimConfig
 from firmware_sim.gwconfig import gateway_document
 from firmware_sim.server import SimServer
+from lighting.schedule import LightingSettings
 from rules.store import open_alarm_store
 from tests.support.services import Mosquitto, free_port
 
@@ -77,7 +78,8 @@ class LampDistrict:
 
 
 @contextlib.asynccontextmanager
-async def lamp_district(broker: Mosquitto, tmp: Path, *, command_timeout_s: float = 3.0) -> AsyncIterator[LampDistrict]:
+async def lamp_district(broker: Mosquitto, tmp: Path, *, command_timeout_s: float = 3.0,
+                        lighting: LightingSettings | None = None) -> AsyncIterator[LampDistrict]:
     mq = MqttSettings(url=broker.url)
     ts = open_store(f"sqlite:///{tmp}/ts.db")
     alarms = open_alarm_store(f"sqlite:///{tmp}/rules.db")
@@ -92,7 +94,7 @@ async def lamp_district(broker: Mosquitto, tmp: Path, *, command_timeout_s: floa
     lamps.port = feed
     app = create_app(settings, Stores(devices=DeviceAdapter(ts, cache_s=0), alarms=RulesAlarmAdapter(alarms),
                                       cases=CaseAdapter(cases), audit=audit, acks=feed, lamps=lamps),
-                     hub=hub, background=feed.run)
+                     hub=hub, background=feed.run, lighting=lighting)
     ingester = Ingester(mq, IngestSettings(store_url=ts.url, client_id=f"lamps-ingest-{broker.port}",
                                            share_group=None, metrics_port=None), ts)
     port = free_port()
