@@ -223,7 +223,7 @@ def stats_page(request: Request, days: int = 30, first: str = "", last: str = ""
     return _page(request, "stats.html", p, per=per, days=days, first=first, last=last, tables=tables, total=st.total,
                  day_line=stats.trend_points(day_counts), week_line=stats.trend_points(week_counts),
                  day_peak=max(day_counts, default=0), week_peak=max(week_counts, default=0),
-                 dots=stats.heat_dots(inc), peak=peak, query=query)
+                 dots=stats.heat_dots(inc), peak=peak, query=query, weeks=by_id["by_week"].rows)
 
 
 @router.get("/lamps", response_class=HTMLResponse)
