@@ -183,9 +183,9 @@ async def lamp_command(body: LampCommandBody, ctx: Annotated[Ctx, Depends(ctx_of
     target = f"device:{body.device}" if body.device else f"circuit:{body.circuit}"
     action = f"lamp.{body.action}"
     try:
-        control = _control(ctx)
         devices = await asyncio.to_thread(ctx.stores.devices.devices)
         lamps = lamps_of(devices, device=body.device, circuit=body.circuit)
+        control = _control(ctx)
         request_id = uuid.uuid4().hex[:16]
         outcomes = await control.run(plan(lamps, body.action, body.level_pct, request_id))
     except (NotFound, StoreUnavailable) as exc:
