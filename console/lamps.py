@@ -187,7 +187,11 @@ async def lamp_command(body: LampCommandBody, ctx: Annotated[Ctx, Depends(ctx_of
         lamps = lamps_of(devices, device=body.device, circuit=body.circuit)
         control = _control(ctx)
         request_id = uuid.uuid4().hex[:16]
-        outcomes = await control.run(plan(lamps, body.action, body.level_pct, request_id))
+        commands = plan(lamps, body.action, body.level_pct, request_id)
+        # the intent first (202): a street changes even if this process dies before the results come
+        ctx.audit(p.actor, action, target, 202, level_pct=body.level_pct, request_id=request_id,
+                  lamps=[lamp.id for lamp in lamps][:50])
+        outcomes = await control.run(commands)
     except (NotFound, StoreUnavailable) as exc:
         ctx.audit(p.actor, action, target, exc.status_code, level_pct=body.level_pct, error=str(exc)[:200])
         raise

@@ -52,7 +52,9 @@ async def test_dim_one_lamp_and_switch_a_circuit(broker: Mosquitto, tmp_path: Pa
 
         trail = d.audit.entries(f"circuit:{CIRCUIT}") + d.audit.entries(f"device:{LAMPS[1]}")
         assert {(e.actor, e.action, e.result, e.detail.get("success")) for e in trail} == {
-            ("duty", "lamp.off", 200, 3), ("duty", "lamp.dim", 200, 1)}
+            ("duty", "lamp.off", 202, None), ("duty", "lamp.off", 200, 3),  # intent, then outcome
+            ("duty", "lamp.dim", 202, None), ("duty", "lamp.dim", 200, 1)}
+        assert next(e for e in trail if e.result == 202 and e.action == "lamp.off").detail["lamps"] == list(LAMPS)
 
 
 async def test_refused_and_timed_out_results(broker: Mosquitto, tmp_path: Path) -> None:
