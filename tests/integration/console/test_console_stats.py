@@ -5,12 +5,21 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 
-from console.demo import DemoEnv
+from cloud_ingest.store import open_store
+from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
+from console.app import create_app
+from console.audit import AuditLog
+from console.context import Stores
+from console.demo import DemoEnv, demo_settings, make_devices, seed_cases, seed_timeseries
+from rules.store import open_alarm_store
+from tests.integration.console.conftest import bearer
+from tests.support.cases import pg_store, sqlite_store
 
 pytestmark = pytest.mark.integration
 Auth = Callable[[str], dict[str, str]]
@@ -86,3 +95,37 @@ def test_stats_page(env: DemoEnv, client: TestClient, as_user: Auth) -> None:
     page = client.get("/stats", params={"first": "2020-01-01", "last": "2020-01-31"}).text
     assert "2020-01-01 — 2020-01-31" in page and "No located cases" in page
     assert client.get("/stats", params={"first": "2020-13-01"}).status_code == 400
+
+
+def test_same_tables_over_sqlite_and_postgresql(tmp_path: Path, pg_dsn: str) -> None:
+    """The console's statistics over a PostgreSQL case store equal those over SQLite for the same cases."""
+    now = time.time()
+    devices = make_devices(16)
+    bodies = []
+    for backend in ("sqlite", "postgresql"):
+        work = tmp_path / backend
+        work.mkdir()
+        ts = open_store(f"sqlite:///{work}/ts.db")
+        alarms = open_alarm_store(f"sqlite:///{work}/rules.db")
+        stores = sqlite_store(work) if backend == "sqlite" else pg_store(pg_dsn)
+        with stores as cs:
+            seed_timeseries(ts, devices, now)
+            seed_cases(cs, devices, now, alarms=alarms)
+            for i in range(7):
+                cs.create_reported("S0111", f"下穿积水 {i}", 30.25101, 120.13201, "灵隐路下穿", grid="330106001001",
+                                   now=now - (i % 3) * 86400 - 60 - i)
+            stores_ = Stores(devices=DeviceAdapter(ts, cache_s=0), alarms=RulesAlarmAdapter(alarms),
+                             cases=CaseAdapter(cs), audit=AuditLog(f"sqlite:///{work}/c.db"))
+            app = create_app(demo_settings(), stores_, clock=lambda: now)
+            with TestClient(app) as c:
+                h = bearer(c, "sup")
+                body = c.get("/api/v1/statistics/tables", headers=h, params={"days": 7}).json()
+                xlsx = c.get("/api/v1/statistics/export", headers=h, params={"days": 7}).content
+            assert len(openpyxl.load_workbook(io.BytesIO(xlsx)).sheetnames) == 9
+            bodies.append(body)
+            app.state.ctx.stores.audit.close()
+        ts.close()
+        alarms.close()
+    assert bodies[0] == bodies[1]
+    places = {t["id"]: t for t in bodies[1]["tables"]}["places"]["rows"]
+    assert places[0][1:4] == ["灵隐路下穿", "330106001001", 7]
