@@ -36,12 +36,15 @@ def cmd_cases(args: argparse.Namespace) -> int:
     from case_bridge.notify import Notifier
     from case_bridge.store import open_case_store
     from contracts.config import MqttSettings, parse_cloud_section
+    from lighting.schedule import LightingSettings
+    from lighting.scheduler import LampScheduler
 
     cfg_path = Path(args.config)
     text = cfg_path.read_text(encoding="utf-8")
     settings = load_cases_settings(cfg_path)
     notify = load_notify_settings(cfg_path)
     mqtt_settings = settings.mqtt or parse_cloud_section(text, "mqtt", MqttSettings, source=str(cfg_path))
+    lighting = parse_cloud_section(text, "lighting", LightingSettings, source=str(cfg_path))
     updates: dict[str, object] = {}
     if args.store:
         updates["store_url"] = args.store
@@ -54,7 +57,8 @@ def cmd_cases(args: argparse.Namespace) -> int:
     catalog = load_catalog(resolve(settings.categories_file, cfg_path), resolve(settings.units_file, cfg_path))
     if args.check:
         print(f"ok: {len(catalog.table.categories)} categories, {len(catalog.table.rules)} rules, "
-              f"{len(catalog.units.units)} units, {len(notify.targets)} notify targets")
+              f"{len(catalog.units.units)} units, {len(notify.targets)} notify targets, "
+              f"{len(lighting.circuits) if lighting.enabled else 0} lamp circuits on astronomical switching")
         return 0
     store = open_case_store(settings.store_url, catalog, verify_hold_s=settings.verify_hold_s,
                             verify_grace_s=settings.verify_grace_s)
@@ -67,7 +71,10 @@ def cmd_cases(args: argparse.Namespace) -> int:
         notifier = Notifier(notify, store.notices) if notify.targets else None
         bridge = CaseBridge(store, mqtt_settings, settings, notifier)
         log.info("case bridge: alarms from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
-        await bridge.run(stop)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(bridge.run(stop), name="cases")
+            if lighting.enabled:  # this process runs once per district: the one place to switch lamps from
+                tg.create_task(LampScheduler(lighting.mqtt or mqtt_settings, lighting).run(stop), name="lighting")
 
     try:
         asyncio.run(main())

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from citywatch.embedded_broker import EmbeddedBroker
-from contracts.config import parse_mqtt_url
+from contracts.config import parse_cloud_section, parse_mqtt_url
 from contracts.errors import ConfigError
 
 log = logging.getLogger("citywatch.up")
@@ -98,6 +98,8 @@ class _Uvicorn:
     def __init__(self, app: Any, host: str, port: int) -> None:
         import uvicorn
 
+        from console.cli import server_config
+
         class Server(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(self) -> Any:  # the TaskGroup owns signals
@@ -106,7 +108,7 @@ class _Uvicorn:
             def install_signal_handlers(self) -> None:
                 return None
 
-        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.server = Server(server_config(app, host, port, log_level="warning", lifespan="on"))
 
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         async def stopper() -> None:
@@ -149,6 +151,8 @@ async def run_district(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from edge_agent.agent import Agent
     from edge_agent.config import load_agent_config
     from firmware_sim import SimServer, load_sim_config
+    from lighting.schedule import LightingSettings
+    from lighting.scheduler import LampScheduler
     from rules.config import load_settings as load_rules_settings
     from rules.runner import RuleRunner
     from rules.specs import load_rules
@@ -214,6 +218,11 @@ async def run_district(args: argparse.Namespace, stop: asyncio.Event) -> None:
                     tg.create_task(RuleRunner(mqtt_settings, rules_settings, rules, alarm_store).run(stop),
                                    name="rules")
                     tg.create_task(CaseBridge(case_store, cases_mqtt, cases_settings).run(stop), name="cases")
+                    lighting = parse_cloud_section(cloud_path.read_text(encoding="utf-8"), "lighting",
+                                                   LightingSettings, str(cloud_path))
+                    if lighting.enabled:  # beside the case bridge, as `citywatch cases` runs it
+                        tg.create_task(LampScheduler(lighting.mqtt or cases_mqtt, lighting).run(stop),
+                                       name="lighting")
                     n_cat = len(catalog.table.categories)
                     _step(f"cloud: ingest, {len(rules)} rules, case bridge ({n_cat} categories)")
                     for cfg in agent_cfgs:

@@ -13,6 +13,7 @@ from typing import Any
 
 from case_bridge import Case, CaseStore, RateRow
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
+from case_bridge.incidence import Incidence, incidence
 from case_bridge.workflow import TERMINAL, State, seat_actions, seat_role
 from cloud_ingest.errors import IngestError
 from cloud_ingest.store import Store
@@ -75,7 +76,8 @@ class DeviceAdapter:
         views = [
             DeviceView(
                 id=s.info.id, kind=s.info.kind, profile=s.info.profile, gateway=s.gateway, lat=s.info.lat,
-                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, online=s.online, last_seen=s.last_seen,
+                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, circuit=s.info.circuit, online=s.online,
+                last_seen=s.last_seen,
                 latest=values.get(s.info.id, {}),
             )
             for s in states
@@ -212,6 +214,12 @@ class CaseAdapter:
 
         return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
                           {(h, sc): n for h, sc, n in st.by_hour_category}, row(st.total))
+
+    def incidence(self, start: float, end: float) -> Incidence:
+        try:
+            return incidence(self.store, start, end)
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
 
 
 class RulesAlarmAdapter:

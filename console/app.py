@@ -24,12 +24,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import api, open311_api, pages
+from console import api, lamps, open311_api, pages, stats
 from console.config import ConsoleSettings
 from console.context import Ctx, Stores, principal_of
 from console.errors import AuthError, ConsoleError, RateLimited
 from console.live import Hub
 from console.policy import Perm, has
+from lighting.schedule import LightingSettings
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -130,10 +131,12 @@ def create_app(
     clock: Callable[[], float] = time.time,
     reload: Callable[[], ConsoleSettings] | None = None,
     background: Callable[[Hub], Coroutine[Any, Any, None]] | None = None,
+    lighting: LightingSettings | None = None,
 ) -> FastAPI:
     """Build the console. ``background`` (e.g. the MQTT feed) runs for the app's lifetime."""
     the_hub = hub or Hub(queue_max=settings.sse_queue_max)
-    ctx = Ctx(settings=settings, stores=stores, hub=the_hub, clock=clock, reload=reload)
+    ctx = Ctx(settings=settings, stores=stores, hub=the_hub, clock=clock, reload=reload,
+              lighting=lighting or LightingSettings())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -196,6 +199,8 @@ def create_app(
     app.add_middleware(SecurityHeaders)
 
     app.include_router(api.router)
+    app.include_router(lamps.router)
+    app.include_router(stats.router)
     app.include_router(open311_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

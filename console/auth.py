@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -152,3 +154,86 @@ class RateLimiter:
             self._buckets[key] = (tokens - 1.0, now)
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def _trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trusted: Sequence[IpNetwork]) -> bool:
+    return addr is not None and any(addr.version == net.version and addr in net for net in trusted)
+
+
+def resolve_client_ip(peer: str, forwarded_for: Iterable[str], trusted: Sequence[IpNetwork]) -> str:
+    """The address a rate limit should key on.
+
+    ``X-Forwarded-For`` is believed only when the TCP peer is one of ``trusted`` (the
+    configured reverse proxies); then the hops are walked from the right (each proxy
+    appends the address it saw) past every trusted proxy, and the first other hop is the
+    client. With no trusted proxy configured the header is ignored: a client could
+    otherwise pick a fresh address per request and never be limited.
+    """
+    if not _trusted(_ip(peer), trusted):
+        return peer
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    client = peer
+    for hop in reversed(hops):
+        addr = _ip(hop)
+        if addr is None:
+            return client  # a malformed hop: stop at the last address a trusted proxy vouched for
+        client = str(addr)
+        if not _trusted(addr, trusted):
+            return client
+    return client
+
+
+class LoginBackoff:
+    """Failed logins per (account, client address): exponential backoff with a cap, reset on success.
+
+    The first ``free_failures`` failures cost nothing; failure number ``free_failures + k``
+    makes the next attempt from that address for that account wait ``base_s * 2**(k-1)``
+    seconds, at most ``max_s``. A correct password resets the count. Because the key is the
+    pair, someone guessing from elsewhere never locks the owner out, and even the guesser
+    is never locked out for longer than ``max_s``. Pure (callers pass ``now``); memory is
+    bounded like :class:`RateLimiter` (a forgotten pair starts afresh).
+    """
+
+    def __init__(self, free_failures: int, base_s: float, max_s: float, max_keys: int = 10_000) -> None:
+        if free_failures < 0 or base_s <= 0 or max_s < base_s:
+            raise ValueError("login backoff needs free_failures >= 0 and 0 < base_s <= max_s")
+        self.free_failures = free_failures
+        self.base_s = base_s
+        self.max_s = max_s
+        self.max_keys = max_keys
+        self._fails: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()  # -> (failures, not_before)
+        self._lock = threading.Lock()
+
+    def check(self, account: str, ip: str, now: float) -> None:
+        """Raise :class:`RateLimited` if this pair must still wait."""
+        with self._lock:
+            entry = self._fails.get((account, ip))
+        if entry is not None and now < entry[1]:
+            raise RateLimited(entry[1] - now)
+
+    def delay_after(self, failures: int) -> float:
+        over = failures - self.free_failures
+        if over <= 0:
+            return 0.0
+        return min(self.max_s, self.base_s * 2.0 ** min(over - 1, 62))
+
+    def failed(self, account: str, ip: str, now: float) -> None:
+        with self._lock:
+            failures = self._fails.pop((account, ip), (0, now))[0] + 1
+            self._fails[(account, ip)] = (failures, now + self.delay_after(failures))
+            while len(self._fails) > self.max_keys:
+                self._fails.popitem(last=False)
+
+    def succeeded(self, account: str, ip: str) -> None:
+        with self._lock:
+            self._fails.pop((account, ip), None)

@@ -13,6 +13,7 @@ import getpass
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from console.config import ConsoleSettings, load_console_config
 from console.errors import ConsoleError
@@ -37,6 +38,7 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     from console.app import create_app
     from console.audit import AuditLog
     from console.context import Stores
+    from console.lamps import LampControl
     from console.live import Hub, MqttFeed, case_open_refresher
     from rules.store import open_alarm_store
 
@@ -52,15 +54,31 @@ def build(config_path: str) -> tuple[object, ConsoleSettings]:
     hub = Hub(queue_max=settings.sse_queue_max)
 
     on_case_open = case_open_refresher(hub, cases.get, lambda view: serialize.case(view, time.time()))
-    feed = MqttFeed(cfg.mqtt, hub, on_case_open=on_case_open) if settings.live_feed else None
+    lamps = LampControl(timeout_s=settings.lamp_command_timeout_s)
+    feed = MqttFeed(cfg.mqtt, hub, on_case_open=on_case_open, on_cmd_result=lamps.on_result) \
+        if settings.live_feed else None
+    lamps.port = feed
     stores = Stores(devices=DeviceAdapter(ts_store), alarms=RulesAlarmAdapter(alarm_store), cases=cases,
-                    audit=AuditLog(settings.audit_store_url), acks=feed)
+                    audit=AuditLog(settings.audit_store_url), acks=feed, lamps=lamps if feed else None)
 
     def reload() -> ConsoleSettings:
         return load_console_config(config_path).console
 
-    app = create_app(settings, stores, hub=hub, reload=reload, background=feed.run if feed else None)
+    app = create_app(settings, stores, hub=hub, reload=reload, background=feed.run if feed else None,
+                     lighting=cfg.lighting)
     return app, settings
+
+
+def server_config(app: Any, host: str, port: int, **kwargs: Any) -> Any:
+    """The uvicorn config every console server uses (``citywatch console`` and ``citywatch up``).
+
+    ``proxy_headers=False``: uvicorn's default believes ``X-Forwarded-For`` from 127.0.0.1,
+    so any local client could pick its address and slip past the login rate limit. Which
+    proxies to believe is the console's decision (``console.trusted_proxies``).
+    """
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=False, **kwargs)
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -87,7 +105,6 @@ def cmd_console(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.listen_port
     log.info("console on http://%s:%d/ (users: %s)", host, port, ", ".join(u.username for u in settings.users))
     # open SSE streams never finish on their own: give them 5 s on shutdown, then close them
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",  # type: ignore[arg-type]
-                                           proxy_headers=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(server_config(app, host, port, log_level="info", timeout_graceful_shutdown=5))
     asyncio.run(server.serve())
     return 0

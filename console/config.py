@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 
 from console.policy import Role
 from contracts.config import MqttSettings, StrictModel, parse_cloud_section
 from contracts.errors import ConfigError
+from lighting.schedule import LightingSettings
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -56,6 +57,20 @@ class RateSpec(StrictModel):
     burst: int = Field(ge=1)
 
 
+class BackoffSpec(StrictModel):
+    """Failed logins per (account, client address); see :class:`console.auth.LoginBackoff`."""
+
+    free_failures: int = Field(default=5, ge=0, le=100)
+    base_s: float = Field(default=1.0, gt=0)
+    max_s: float = Field(default=900.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> BackoffSpec:
+        if self.max_s < self.base_s:
+            raise ValueError("max_s must be >= base_s")
+        return self
+
+
 class ConsoleSettings(StrictModel):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=0, le=65535)
@@ -65,7 +80,10 @@ class ConsoleSettings(StrictModel):
     timezone: str = "Asia/Shanghai"  # Open311 datetimes and page times
     users: tuple[UserSpec, ...] = ()
     api_keys: tuple[ApiKeySpec, ...] = ()
-    login_rate: RateSpec = RateSpec(per_minute=10, burst=5)
+    login_rate: RateSpec = RateSpec(per_minute=10, burst=5)  # login attempts per client address
+    login_backoff: BackoffSpec = BackoffSpec()  # failed logins per (account, client address)
+    # reverse proxies whose X-Forwarded-For is believed (CIDRs); empty: the header is ignored
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     write_rate: RateSpec = RateSpec(per_minute=120, burst=30)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_page_size: int = Field(default=200, ge=1, le=10_000)
@@ -77,6 +95,7 @@ class ConsoleSettings(StrictModel):
     open311_public_read: bool = True  # GeoReport GET methods need no key, as the spec says
     live_feed: bool = True  # subscribe to alarms/telemetry on MQTT for the SSE stream
     sse_queue_max: int = Field(default=1000, ge=10)
+    lamp_command_timeout_s: float = Field(default=10.0, gt=0, le=120)  # wait this long for each cmd/result
     overview_cache_s: float = Field(default=1.0, ge=0, le=60)  # one overview computation shared by all screens
 
     @model_validator(mode="after")
@@ -88,10 +107,11 @@ class ConsoleSettings(StrictModel):
 
 
 class CloudConsoleConfig(StrictModel):
-    """What ``citywatch console`` needs from the cloud config file."""
+    """What ``citywatch console`` needs from the cloud config file (``lighting``: to show lamp schedules)."""
 
     console: ConsoleSettings
     mqtt: MqttSettings
+    lighting: LightingSettings = LightingSettings()
 
 
 def load_console_config(path: str | Path) -> CloudConsoleConfig:
@@ -102,4 +122,5 @@ def load_console_config(path: str | Path) -> CloudConsoleConfig:
         raise ConfigError(source, "", str(path), f"cannot read: {exc.strerror}") from exc
     console = parse_cloud_section(text, "console", ConsoleSettings, source)
     mqtt = parse_cloud_section(text, "mqtt", MqttSettings, source)
-    return CloudConsoleConfig(console=console, mqtt=mqtt)
+    lighting = parse_cloud_section(text, "lighting", LightingSettings, source)
+    return CloudConsoleConfig(console=console, mqtt=mqtt, lighting=lighting)

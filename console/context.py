@@ -6,18 +6,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
 
 from console.audit import AuditEntry, AuditLog
-from console.auth import RateLimiter, csrf_token, match_api_key, verify_token
+from console.auth import LoginBackoff, RateLimiter, csrf_token, match_api_key, resolve_client_ip, verify_token
 from console.config import ConsoleSettings, UserSpec
 from console.errors import AuthError, Forbidden, RateLimited
 from console.live import Hub
 from console.policy import Perm, Principal, has
 from console.views import AckPort, AlarmPort, CasePort, DevicePort
+from lighting.schedule import LightingSettings
+
+if TYPE_CHECKING:
+    from console.lamps import LampControl
 
 SESSION_COOKIE = "cw_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -32,6 +36,7 @@ class Stores:
     cases: CasePort
     audit: AuditLog
     acks: AckPort | None = None
+    lamps: LampControl | None = None  # lamp commands over MQTT; None without a broker
 
 
 class TtlCache:
@@ -81,9 +86,11 @@ class Ctx:
     users: dict[str, UserSpec] = field(default_factory=dict)
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256 digest -> client name
     login_limiter: RateLimiter = field(init=False)
+    login_backoff: LoginBackoff = field(init=False)
     write_limiter: RateLimiter = field(init=False)
     tz: ZoneInfo = field(init=False)
     cache: TtlCache = field(default_factory=TtlCache)
+    lighting: LightingSettings = field(default_factory=LightingSettings)  # lamp schedules to show
 
     def __post_init__(self) -> None:
         self.apply(self.settings)
@@ -94,6 +101,8 @@ class Ctx:
         self.users = {u.username: u for u in settings.users}
         self.api_keys = {k.key_sha256: k.name for k in settings.api_keys}
         self.login_limiter = RateLimiter(settings.login_rate.per_minute, settings.login_rate.burst)
+        b = settings.login_backoff
+        self.login_backoff = LoginBackoff(b.free_failures, b.base_s, b.max_s)
         self.write_limiter = RateLimiter(settings.write_rate.per_minute, settings.write_rate.burst)
         self.tz = ZoneInfo(settings.timezone)
 
@@ -108,7 +117,12 @@ def ctx_of(request: Request) -> Ctx:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address: the TCP peer, or what a configured trusted proxy says it forwarded."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = ctx_of(request).settings.trusted_proxies
+    if not trusted:
+        return peer
+    return resolve_client_ip(peer, request.headers.getlist("x-forwarded-for"), trusted)  # type: ignore[arg-type]
 
 
 def session_token(request: Request) -> tuple[str | None, bool]:

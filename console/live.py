@@ -151,7 +151,8 @@ _refreshes: set[asyncio.Task[None]] = set()  # keep references: the loop holds t
 
 
 class MqttFeed:
-    """The live feed's broker connection: subscribes to alarms, telemetry and case-open; publishes acks.
+    """The live feed's broker connection: subscribes to alarms, telemetry, case-open and command
+    results; publishes acks and lamp commands.
 
     It uses the asyncio adapter (:mod:`mqttlink.aio`), not paho's own thread: paho's loop uses
     ``select()``, which fails once a descriptor number passes 1024 — and a console holding a
@@ -160,10 +161,12 @@ class MqttFeed:
     what happened while it was away in the stores. Reconnects use the project's jittered backoff.
     """
 
-    def __init__(self, settings: MqttSettings, hub: Hub,
+    def __init__(self, settings: MqttSettings, hub: Hub, *,
                  on_case_open: Callable[[payloads.OpenCases], None] | None = None,
+                 on_cmd_result: Callable[[payloads.CommandResult], None] | None = None,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0) -> None:
         self._hub = hub
+        self._on_cmd_result = on_cmd_result
         self._on_case_open = on_case_open
         self._settings = settings
         self._client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
@@ -204,8 +207,10 @@ class MqttFeed:
                 self._link = link
                 log.info("console live feed: connected to %s (MQTT %s)", self._settings.url, link.protocol)
                 try:
-                    link.subscribe([(topics.ALARMS_FILTER, 1), (topics.gw_filter("telemetry"), 0),
-                                    (topics.CASE_OPEN_FILTER, 1)])
+                    subs = [(topics.ALARMS_FILTER, 1), (topics.gw_filter("telemetry"), 0), (topics.CASE_OPEN_FILTER, 1)]
+                    if self._on_cmd_result is not None:
+                        subs.append((topics.gw_filter("cmd/result"), 1))
+                    link.subscribe(subs)
                     await link.closed.wait()
                 except LinkError:
                     pass
@@ -235,6 +240,10 @@ class MqttFeed:
                     oc = payloads.decode_open_cases(payload)
                     if self._on_case_open is not None:
                         self._on_case_open(oc)
+            elif topic.endswith("/cmd/result"):
+                topics.parse_gw_topic(topic)
+                if self._on_cmd_result is not None:
+                    self._on_cmd_result(payloads.decode_command_result(payload))
             else:
                 topics.parse_gw_topic(topic)
                 batch = payloads.decode_telemetry(payload, max_bytes=1 << 20)
@@ -252,3 +261,13 @@ class MqttFeed:
                          payloads.encode_alarm_ack(payloads.AlarmAck(alarm_id, device, actor, t, note)), qos=1)
         except LinkError as exc:
             raise StoreUnavailable(f"acknowledgement not sent: {exc}") from exc
+
+    def send_command(self, gateway: str, cmd: payloads.Command) -> None:
+        """Publish a command to a gateway's agent (QoS 1); its result comes back on ``.../cmd/result``."""
+        link = self._link
+        if link is None or link.closed.is_set():
+            raise StoreUnavailable("not connected to the broker; command not sent")
+        try:
+            link.publish(topics.cmd(gateway), payloads.encode_command(cmd), qos=1)
+        except LinkError as exc:
+            raise StoreUnavailable(f"command not sent: {exc}") from exc

@@ -7,26 +7,30 @@ drawn as inline SVG. Labels are 中文 first, then English.
 
 from __future__ import annotations
 
+import hmac
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from console import serialize
+from console import serialize, stats
 from console.api import case_actions, load_case, login, overview_data
-from console.auth import csrf_token
-from console.context import SESSION_COOKIE, Ctx, ctx_of, principal_of, session_token
+from console.auth import csrf_token, verify_token
+from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, principal_of, session_token
 from console.errors import AuthError, ConsoleError, Forbidden, NotFound
 from console.labels import ACTIONS, KINDS, ROLES, SEVERITIES, STATES, URGENCIES, zh_en
+from console.lamps import circuits
 from console.open311 import parse_form
 from console.policy import Perm, Principal, case_scope, case_visible, has
 from console.svg import layout_map, sparkline
 from console.views import CaseFilter
+from lighting.schedule import position, upcoming
 
 router = APIRouter(include_in_schema=False)
 CHART_METRIC = {"water_gauge": "depth", "manhole": "tilt", "lamp": "power", "wim": "record_count"}
@@ -101,8 +105,24 @@ async def login_submit(request: Request) -> Response:
     return resp
 
 
-@router.get("/logout")
-def logout() -> Response:
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """A POST carrying the session's CSRF value (form field or header), so no other site can log a user out.
+
+    Tokens are stateless: this drops the cookie; the token itself lapses at its expiry.
+    """
+    ctx = ctx_of(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        form = parse_form(await request.body())
+        sent = form.get("csrf_token") or request.headers.get("x-csrf-token", "")
+        if not hmac.compare_digest(sent, csrf_token(ctx.settings.secret_key, token)):
+            raise Forbidden("missing or wrong CSRF token for log out")
+        try:
+            who = verify_token(ctx.settings.secret_key, token, ctx.clock()).sub
+        except AuthError:
+            who = "?"
+        ctx.audit(who, "logout", f"user:{who}", 303, ip=client_ip(request))
     resp = RedirectResponse("/login", 303)
     resp.delete_cookie(SESSION_COOKIE)
     return resp
@@ -188,18 +208,43 @@ def case_page(case_id: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/stats", response_class=HTMLResponse)
-def stats_page(request: Request, days: int = 30) -> HTMLResponse:
+def stats_page(request: Request, days: int = 30, first: str = "", last: str = "") -> HTMLResponse:
+    """Period selector, trend lines, a heat overlay of places, every table with its CSV/XLSX export."""
     p = _require(request, Perm.STATS_READ)
     ctx = ctx_of(request)
-    now = ctx.clock()
-    days = min(max(days, 1), 366)
-    st = ctx.stores.cases.statistics(now - days * 86400, now, now)
-    cats = sorted({c for (_h, c) in st.by_hour})
+    days = min(max(days, 1), stats.MAX_PERIOD_DAYS)
+    per = stats.dates_period(ctx.clock(), ctx.tz, days, first[:10], last[:10])
+    st, inc, tables = stats.collect(ctx, per)
+    by_id = {t.id: t for t in tables}
+    day_counts = [int(str(r[1])) for r in by_id["by_day"].rows]
+    week_counts = [int(str(r[2])) for r in by_id["by_week"].rows]
     peak = max(st.by_hour.values(), default=0)
-    unit_names = {u.id: u.name for u in ctx.stores.cases.units()}
-    cat_names = {c.code: c.name for c in ctx.stores.cases.categories()}
-    return _page(request, "stats.html", p, st=st, by_hour=st.by_hour, cats=cats, peak=peak, days=days,
-                 unit_names=unit_names, cat_names=cat_names)
+    query = urlencode({"start": per.start, "end": per.end})
+    return _page(request, "stats.html", p, per=per, days=days, first=first, last=last, tables=tables, total=st.total,
+                 day_line=stats.trend_points(day_counts), week_line=stats.trend_points(week_counts),
+                 day_peak=max(day_counts, default=0), week_peak=max(week_counts, default=0),
+                 dots=stats.heat_dots(inc), peak=peak, query=query, weeks=by_id["by_week"].rows)
+
+
+@router.get("/lamps", response_class=HTMLResponse)
+def lamps_page(request: Request) -> HTMLResponse:
+    """Lamps by circuit with their switching schedule; controls for roles that may switch them."""
+    p = _require(request, Perm.DEVICES_READ)
+    ctx = ctx_of(request)
+    by_circuit = circuits(ctx.stores.devices.devices())
+    now = ctx.clock()
+    groups = []
+    for c, ds in by_circuit.items():
+        cfg = ctx.lighting.circuits.get(c)
+        where = position((d.lat, d.lon) for d in ds)
+        steps = upcoming(c, cfg, where, now, ZoneInfo(ctx.lighting.timezone)) if cfg and where else []
+        note = "" if cfg is None else (
+            f"黄昏 dusk {cfg.on_after_dusk_min:+g} min, 黎明 dawn −{cfg.off_before_dawn_min:g} min, "
+            f"{len(cfg.night_steps)} 夜间调光 night steps; "
+            + ("云端下发 sent by the cloud" if ctx.lighting.enabled else "未启用 not enabled (lighting.enabled)"))
+        groups.append({"circuit": c, "lamps": ds, "schedule": steps, "schedule_note": note})
+    return _page(request, "lamps.html", p, groups=groups, n_lamps=sum(len(ds) for ds in by_circuit.values()),
+                 can_control=has(p, Perm.LAMPS_CONTROL))
 
 
 def render_docs(request: Request, spec: dict[str, Any]) -> HTMLResponse:

@@ -29,6 +29,7 @@ class Perm(StrEnum):
     CASES_ACT = "cases:act"
     CASES_APPROVE = "cases:approve"  # approve/deny an extension (延期审批)
     STATS_READ = "stats:read"
+    LAMPS_CONTROL = "lamps:control"  # switch / dim street lamps (the duty room and the supervisor)
     USERS_ADMIN = "users:admin"
     CONFIG_RELOAD = "config:reload"
     AUDIT_READ = "audit:read"
@@ -38,9 +39,10 @@ class Perm(StrEnum):
 _COMMON = frozenset({Perm.DEVICES_READ, Perm.ALARMS_READ, Perm.DOCS_READ})
 
 ROLE_PERMS: dict[Role, frozenset[Perm]] = {
-    Role.DUTY_OFFICER: _COMMON | {Perm.ALARMS_ACK, Perm.CASES_READ, Perm.STATS_READ},
+    Role.DUTY_OFFICER: _COMMON | {Perm.ALARMS_ACK, Perm.CASES_READ, Perm.STATS_READ, Perm.LAMPS_CONTROL},
     Role.CASE_HANDLER: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT},
-    Role.SUPERVISOR: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ, Perm.AUDIT_READ},
+    Role.SUPERVISOR: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ, Perm.AUDIT_READ,
+                                Perm.LAMPS_CONTROL},
     Role.ADMIN: _COMMON | {Perm.USERS_ADMIN, Perm.CONFIG_RELOAD, Perm.STATS_READ, Perm.AUDIT_READ},
 }
 

@@ -11,7 +11,10 @@ the Open311 formatter only ever see these frozen values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from case_bridge.incidence import Incidence
 
 from case_bridge import deadlines
 from case_bridge.workflow import State
@@ -35,6 +38,7 @@ class DeviceView:
     lon: float | None = None
     grid: str | None = None
     owner: str | None = None
+    circuit: str | None = None  # lamps: the supply circuit they are switched with
     online: bool = False
     last_seen: float | None = None
     latest: dict[str, MetricValue] = field(default_factory=dict)
@@ -201,6 +205,7 @@ class CasePort(Protocol):
                    now: float) -> CaseView: ...
     def create_reported(self, report: NewReport, now: float) -> CaseView: ...
     def statistics(self, start: float, end: float, now: float) -> Statistics: ...
+    def incidence(self, start: float, end: float) -> Incidence: ...
 
 
 class AckPort(Protocol):

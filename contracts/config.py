@@ -83,7 +83,7 @@ def parse_config(text: str, model: type[M], source: str) -> M:
 
 # The cloud config file (configs/cloud.example.yaml) has one section per process; each
 # process validates its own section strictly and refuses unknown top-level sections.
-CLOUD_SECTIONS = ("mqtt", "ingest", "rules", "cases", "console", "notify", "devices")
+CLOUD_SECTIONS = ("mqtt", "ingest", "rules", "cases", "console", "notify", "devices", "lighting")
 
 
 def parse_cloud_section(text: str, section: str, model: type[M], source: str) -> M:

@@ -44,8 +44,9 @@ def make_devices(n: int, seed: int = 7) -> list[DeviceInfo]:
         lat = LAT0 + 0.004 * (gi // 2) + rng.uniform(0, 0.003)
         lon = LON0 + 0.005 * (gi % 2) + rng.uniform(0, 0.004)
         component = f"330106{'0101' if kind == 'manhole' else '0118'}{i:06d}" if kind in ("manhole", "lamp") else None
+        circuit = f"c-xihu-{gi % 2 + 1:02d}" if kind == "lamp" else None
         out.append(DeviceInfo(id=f"{prefix}-{i:04d}", profile=profile, kind=kind, lat=round(lat, 6),
-                              lon=round(lon, 6), grid=grid, component_id=component, interval_s=60.0))
+                              lon=round(lon, 6), grid=grid, component_id=component, circuit=circuit, interval_s=60.0))
     return out
 
 
@@ -66,7 +67,10 @@ def seed_timeseries(store: Store, devices: list[DeviceInfo], now: float, *, hour
             elif d.kind == "manhole":
                 readings.append(Reading(d.id, "tilt", t, round(0.5 + 0.1 * math.sin(6 * phase), 3), "deg"))
             elif d.kind == "lamp":
-                readings.append(Reading(d.id, "power", t, 120.0 if (s % 144) > 72 else 0.0, "W"))
+                lit = (s % 144) > 72
+                readings += [Reading(d.id, "power", t, 120.0 if lit else 0.0, "W"),
+                             Reading(d.id, "relay", t, 1.0 if lit else 0.0, ""),
+                             Reading(d.id, "dim_level", t, 100.0, "%")]
             else:
                 readings.append(Reading(d.id, "record_count", t, float(s), ""))
         if len(readings) > 20_000:
@@ -175,7 +179,7 @@ class DemoEnv:
 
 
 def build_demo(directory: str, *, n_devices: int = 16, now: float, settings: Any = None, acks: Any = None,
-               clock: Any = None, background: Any = None, hub: Any = None) -> DemoEnv:
+               clock: Any = None, background: Any = None, hub: Any = None, lighting: Any = None) -> DemoEnv:
     """Real SQLite stores in ``directory``, seeded, and a console app over them."""
     from case_bridge import open_case_store
     from cloud_ingest.store import open_store
@@ -197,5 +201,6 @@ def build_demo(directory: str, *, n_devices: int = 16, now: float, settings: Any
     hub = hub if hub is not None else Hub()
     stores = Stores(devices=DeviceAdapter(ts, cache_s=0.0), alarms=RulesAlarmAdapter(al), cases=CaseAdapter(cs),
                     audit=AuditLog(f"sqlite:///{directory}/console.db"), acks=acks)
-    app = create_app(settings, stores, hub=hub, clock=clock or __import__("time").time, background=background)
+    app = create_app(settings, stores, hub=hub, clock=clock or __import__("time").time, background=background,
+                     lighting=lighting)
     return DemoEnv(app, ts, cs, al, demo, acks, hub, settings)

@@ -145,7 +145,8 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path, shots: Pa
             await row.locator("button.ack").click()
             await page.locator(f'tr[data-alarm="{alarm_id}"]', has_text="已确认 acknowledged").wait_for(timeout=10_000)
             assert rules.acks and rules.acks[0].actor == "duty"
-            await page.goto(f"{base}/logout")
+            await page.click("#logout-btn")  # a POST carrying the CSRF value
+            await page.wait_for_url(lambda url: "/login" in url)
             # ---- handler of the gauge's unit works the case
             case = next(c for c in env.case_store.worklist(unit=None, include_closed=True, limit=100).items
                         if c.device == gauge.id)
@@ -162,7 +163,8 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path, shots: Pa
                 await page.click(f'button.act[data-action="{action}"]')
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
                 await page.wait_for_load_state("load")
-            await page.goto(f"{base}/logout")
+            await page.click("#logout-btn")  # a POST carrying the CSRF value
+            await page.wait_for_url(lambda url: "/login" in url)
             # ---- supervisor verifies and closes (a handler may not close their own work)
             await _login(page, base, "sup")
             await page.goto(f"{base}/cases/{case.id}")

@@ -153,7 +153,8 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
             # the bridge's case-open message reached the console's live feed as a case event
             await _wait(lambda: any(e["id"] == str(case.id) for e in case_events), "case event on the live feed")
             assert case.unit == "lingyin-street" and case.service_code == "S0111"
-            await page.goto(f"{base}/logout")
+            await page.click("#logout-btn")  # a POST carrying the CSRF value
+            await page.wait_for_url(lambda url: "/login" in url)
             await _login(page, base, "handler-a")
             await page.goto(f"{base}/cases/{case.id}")
             for action, label in (("accept", "处置中"), ("report_fix", "已处置")):
@@ -163,7 +164,8 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
                 await page.wait_for_load_state("load")
             trail = [(e.actor, e.action, e.to_state, e.note) for e in cases.timeline(case.id)]
             assert cases.get(case.id).state == "handled", trail
-            await page.goto(f"{base}/logout")
+            await page.click("#logout-btn")  # a POST carrying the CSRF value
+            await page.wait_for_url(lambda url: "/login" in url)
             await _login(page, base, "sup")
             await page.goto(f"{base}/cases/{case.id}")
             for action, label in (("verify", "已核查"), ("close", "结案")):

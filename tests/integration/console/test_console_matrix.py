@@ -60,6 +60,19 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, dict[str, tuple[int, int]
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
     ("GET", "/devices/wl-0000", None,
      {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/lamps", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    # permitted roles get 503 here (this environment has no broker); test_console_lamps sends for real
+    ("POST", "/api/v1/lamps/commands", {"action": "on", "device": "lamp-0002", "confirm": True},
+     {"duty": (503, 503), "handler-a": (403, 403), "sup": (503, 503), "admin": (403, 403)}),
+    ("GET", "/lamps", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/statistics/tables", None,
+     {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/statistics/places", None,
+     {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/statistics/export?table=by_unit&format=csv", None,
+     {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
 ]
 
 
@@ -99,11 +112,11 @@ def test_matrix(role: str, tmp_path: Path) -> None:
 
 
 def test_every_api_route_is_in_the_matrix() -> None:
-    from console import api
+    from console import api, lamps, stats
 
     covered = {p.split("?")[0].replace("{alarm}", "{alarm_id}").replace("{case}", "{case_id}")
                .replace("wl-0000", "{device_id}") for _m, p, _b2, _e in ROUTES}
-    routes = {r.path for r in api.router.routes}  # type: ignore[attr-defined]
+    routes = {r.path for router in (api.router, lamps.router, stats.router) for r in router.routes}  # type: ignore[attr-defined]
     missing = routes - covered - {"/api/v1/auth/login", "/api/v1/live", "/api/v1/categories", "/api/v1/units",
                                   "/api/v1/alarms/{alarm_id}", "/api/v1/devices/{device_id}"}
     assert not missing, missing

@@ -44,7 +44,7 @@ def _make_tls(tmp: Path) -> None:
 def secured(tmp_path: Path) -> Iterator[tuple[Mosquitto, int, dict[str, str], Path]]:
     passwd = tmp_path / "passwd"
     creds: dict[str, str] = {}
-    for ident in ("gw-a", "gw-b", "cw-ingest"):
+    for ident in ("gw-a", "gw-b", "cw-ingest", "cw-cases", "cw-console"):
         out = subprocess.run([str(REPO / "scripts/add-gateway.sh"), str(passwd), ident], check=True,
                              capture_output=True, text=True).stdout.split()
         creds[out[0]] = out[1]
@@ -155,6 +155,23 @@ def test_gateway_cannot_write_or_read_another_gateways_topics(
     ingest.close()
     assert "citywatch/v1/gw/gw-b/telemetry" not in ingest.messages
     assert "citywatch/v1/gw/gw-a/telemetry" in ingest.messages
+
+
+def test_lamp_commands_only_from_the_console_and_the_lamp_scheduler(
+    secured: tuple[Mosquitto, int, dict[str, str], Path],
+) -> None:
+    """The console (lamp control) and the case bridge's lamp scheduler may command a gateway; ingest may not."""
+    broker, _, creds, _ = secured
+    for user in ("cw-console", "cw-cases"):
+        p = Probe(user, creds[user])
+        assert p.connect(broker.port) == 0
+        assert p.publish("citywatch/v1/gw/gw-a/cmd") < 0x80
+        assert p.subscribe("citywatch/v1/gw/+/cmd/result") == [1]
+        p.close()
+    ingest = Probe("cw-ingest", creds["cw-ingest"])
+    assert ingest.connect(broker.port) == 0
+    assert ingest.publish("citywatch/v1/gw/gw-a/cmd") == 0x87
+    ingest.close()
 
 
 def test_tls_listener_accepts_a_gateway_with_the_ca(secured: tuple[Mosquitto, int, dict[str, str], Path]) -> None:

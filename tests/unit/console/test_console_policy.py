@@ -19,6 +19,8 @@ KEY = Principal("hotline", None, api_key=True)
     (SUP, Perm.CASES_APPROVE, True), (HA, Perm.CASES_APPROVE, False), (ADMIN, Perm.CASES_READ, False),
     (ADMIN, Perm.CONFIG_RELOAD, True), (SUP, Perm.CONFIG_RELOAD, False), (HA, Perm.STATS_READ, False),
     (KEY, Perm.DEVICES_READ, False),
+    (DUTY, Perm.LAMPS_CONTROL, True), (SUP, Perm.LAMPS_CONTROL, True), (HA, Perm.LAMPS_CONTROL, False),
+    (ADMIN, Perm.LAMPS_CONTROL, False), (KEY, Perm.LAMPS_CONTROL, False),
 ])
 def test_route_permissions(who: Principal, perm: Perm, expected: bool) -> None:
     assert has(who, perm) is expected

@@ -1,0 +1,1 @@
+"""Astronomical switching of street-lamp circuits, computed from the lamps' coordinates, sent as commands."""
