@@ -126,9 +126,10 @@ class RecordingAcks:
     """An acknowledgement sink for runs without a broker: keeps what would have been published."""
 
     sent: list[tuple[str, str, str, float, str]] = field(default_factory=list)
+    cleared: list[tuple[str, str, str, float, str]] = field(default_factory=list)
 
-    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None:
-        self.sent.append((alarm_id, device, actor, t, note))
+    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str, *, action: str = "ack") -> None:
+        (self.cleared if action == "clear" else self.sent).append((alarm_id, device, actor, t, note))
 
 
 @functools.cache

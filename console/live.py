@@ -304,12 +304,10 @@ class MqttFeed:
         except (PayloadError, ContractError) as exc:
             log.debug("console live feed: ignoring %s: %s", topic, exc)
 
-    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None:
+    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str, *, action: str = "ack") -> None:
         if not self._connected:
             raise StoreUnavailable("not connected to the broker; acknowledgement not sent")
-        info = self._client.publish(
-            topics.alarm_ack(device), payloads.encode_alarm_ack(payloads.AlarmAck(alarm_id, device, actor, t, note)),
-            qos=1,
-        )
+        ack = payloads.AlarmAck(alarm_id, device, actor, t, note, action)
+        info = self._client.publish(topics.alarm_ack(device), payloads.encode_alarm_ack(ack), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise StoreUnavailable(f"acknowledgement not sent: {mqtt.error_string(info.rc)}")
