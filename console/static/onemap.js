@@ -72,7 +72,8 @@
   async function initMap() {
     if (!mapEl || !window.L) return;
     const cfg = await getJSON("/api/v1/map/config");
-    map = L.map(mapEl, { preferCanvas: true, zoomControl: true, attributionControl: true });
+    map = L.map(mapEl, { zoomControl: true, attributionControl: true, maxZoom: 19, minZoom: 3 });
+    map.attributionControl.setPrefix("Leaflet");
     const bases = {};
     for (const b of cfg.base_layers) {
       const group = L.layerGroup(b.urls.map((u) => L.tileLayer(u, { subdomains: b.subdomains || "abc", maxZoom: b.max_zoom, attribution: b.attribution })));
@@ -95,12 +96,12 @@
       const overlays = { "示例城区 district": district };
       if (names.length > 1 || cfg.district) L.control.layers(names.length > 1 ? bases : {}, overlays, { collapsed: true }).addTo(map);
     }
+    const first = await getJSON("/api/v1/map/devices");
+    map.setView(cfg.center || first.center || [30.25, 120.15], cfg.zoom);  // the clusters need a view first
     cluster = L.markerClusterGroup({ chunkedLoading: true, disableClusteringAtZoom: cfg.cluster_below_zoom, iconCreateFunction: clusterIcon,
       showCoverageOnHover: false, maxClusterRadius: 50 });
     map.addLayer(cluster);
-    const data = await refreshMarkers();
-    const center = cfg.center || data.center || [30.25, 120.15];
-    map.setView(center, cfg.zoom);
+    await refreshMarkers();
     const again = debounce(refreshMarkers, 2000);
     document.addEventListener("cw:alarm", again);
     document.addEventListener("cw:gap", again);
@@ -122,15 +123,15 @@
       const acts = el("td", { class: "acts" });
       if (canAck) {
         acts.append(el("input", { class: "ack-note", name: "note", maxlength: "500", placeholder: "备注 note", "aria-label": "备注 note" }));
-        if (a.state !== "acknowledged") acts.append(el("button", { class: "ack", "data-alarm": a.alarm_id }, "确认 Acknowledge"));
-        if (a.clearable) acts.append(el("button", { class: "clear", "data-alarm": a.alarm_id }, "人工消除 Clear"));
+        if (a.state !== "acknowledged") acts.append(el("button", { class: "ack", "data-alarm": a.alarm_id }, "确认 Ack"));
+        if (a.clearable) acts.append(el("button", { class: "clear", "data-alarm": a.alarm_id }, "消除 Clear"));
       }
       out.push(el("tr", { class: "sev-" + a.severity + (a.alarm_id === freshId ? " fresh" : ""), "data-alarm": a.alarm_id, "data-rule": a.rule, "data-kind": a.kind },
         el("td", {}, el("span", { class: "badge sev-" + a.severity }, a.severity_label)),
         el("td", {}, el("a", { href: "/devices/" + encodeURIComponent(a.device) }, a.device), el("br", {}), el("small", {}, a.kind_label)),
         el("td", {}, a.rule_label), el("td", { class: "num" }, a.value_text), el("td", { class: "num" }, a.repeats > 1 ? "×" + a.repeats : ""),
         el("td", {}, fmtTime(a.raised_at)),
-        el("td", {}, (a.state === "acknowledged" ? "已确认 acknowledged" : "未确认 unacknowledged") + (a.acked_by ? " (" + a.acked_by + ")" : "")), acts));
+        el("td", {}, (a.state === "acknowledged" ? "已确认 acknowledged" : "未确认 open") + (a.acked_by ? " (" + a.acked_by + ")" : "")), acts));
     }
     if (!out.length) out.push(el("tr", { class: "empty" }, el("td", { colspan: "8" }, "无活动告警 No active alarms")));
     // keep a note someone is typing across a live refresh
@@ -154,7 +155,7 @@
   const banner = document.getElementById("alert-banner");
   const mute = document.getElementById("mute");
   let muted = localStorage.getItem("cw-mute") === "1" || (mute && mute.dataset.sound === "0");
-  const showMute = () => { if (mute) { mute.setAttribute("aria-pressed", String(muted)); mute.textContent = muted ? "🔕 已静音 Muted" : "🔔 声音 Sound on"; } };
+  const showMute = () => { if (mute) { mute.setAttribute("aria-pressed", String(muted)); mute.textContent = muted ? "♪ 已静音 Muted" : "♪ 声音 Sound on"; } };
   if (mute) mute.addEventListener("click", () => { muted = !muted; localStorage.setItem("cw-mute", muted ? "1" : "0"); showMute(); });
   showMute();
   let audio = null;
@@ -211,7 +212,7 @@
     document.addEventListener("cw:gap", again);
     if (filters) filters.addEventListener("change", () => refreshBoard());
   }
-  if (page === "overview" || page === "cockpit") initMap().catch((e) => { if (mapEl) mapEl.textContent = "地图加载失败 map failed: " + e.message; });
+  if (page === "overview" || page === "cockpit") initMap().catch((e) => { if (mapEl) mapEl.textContent = "地图加载失败 map failed: " + (e && (e.stack || e.message || e)); });
   if (page === "cockpit") {
     const s = document.createElement("script");
     s.src = "/static/vendor/echarts/echarts.min.js";
