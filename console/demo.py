@@ -10,6 +10,7 @@ import functools
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from case_bridge import CaseStore
@@ -109,6 +110,9 @@ def seed_cases(cases: CaseStore, devices: list[DeviceInfo], now: float, alarms: 
     return demo
 
 
+REPO = Path(__file__).resolve().parents[1]
+DISTRICT = REPO / "configs/map/demo-district.geojson"
+RULES = REPO / "configs/rules/default.yaml"
 PASSWORD = "citywatch-demo"  # demo/test logins only; production users come from the config file
 
 DEMO_USERS = (
@@ -151,6 +155,9 @@ def demo_settings(**overrides: object) -> Any:
         "api_keys": [{"name": "hotline-12319", "key_sha256": hash_api_key(DEMO_API_KEY)}],
         "overview_cache_s": 0.0,  # tests look at the stores' state right after they change it
     }
+    if DISTRICT.exists():  # a source checkout: the demo district's map and the rule engine's own rules
+        base["map"] = {"district_geojson": str(DISTRICT)}
+        base["rules_files"] = [str(RULES)]
     base.update(overrides)
     return ConsoleSettings.model_validate(base)
 

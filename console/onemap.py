@@ -25,7 +25,7 @@ from console.config import MapSettings, MbtilesLayer, TiandituLayer, XyzLayer
 from console.context import Ctx, ctx_of, need, writer
 from console.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from console.geo import Street, street_address, wgs84_to_gcj02
-from console.labels import KINDS, METRICS, fmt_value, zh_en
+from console.labels import KINDS, METRICS, STATES, fmt_value, zh_en
 from console.live import LiveEvent
 from console.policy import Perm, Principal, case_scope, case_visible, has
 from console.schemas import AckBody
@@ -183,22 +183,34 @@ def _state(d: DeviceView, alarmed: dict[str, str]) -> str:
     return alarmed.get(d.id) or ("online" if d.online else "offline")
 
 
-def _markers(ctx: Ctx, now: float) -> dict[str, Any]:
-    data = overview_data(ctx, now)
-    alarmed: dict[str, str] = data["alarmed"]
-    shift = ctx.settings.map.gcj02
+@dataclass(frozen=True, slots=True)
+class Markers:
+    rows: list[list[Any]]  # [id, kind, lat, lon, state] in the display datum
+    unplaced: list[str]  # devices without coordinates (counted under the map, not drawn)
+    center: list[float] | None
+
+
+def marker_rows(devices: list[DeviceView], alarmed: dict[str, str], gcj02: bool) -> Markers:
+    """One compact row per placed device; state is its worst active alarm's severity, else online/offline."""
     rows = []
+    unplaced = []
     lat_sum = lon_sum = 0.0
-    for d in data["devices"]:
+    for d in devices:
         if d.lat is None or d.lon is None:
+            unplaced.append(d.id)
             continue
-        lat, lon = wgs84_to_gcj02(d.lat, d.lon) if shift else (d.lat, d.lon)
+        lat, lon = wgs84_to_gcj02(d.lat, d.lon) if gcj02 else (d.lat, d.lon)
         lat_sum += lat
         lon_sum += lon
         rows.append([d.id, d.kind, round(lat, 6), round(lon, 6), _state(d, alarmed)])
-    center = [lat_sum / len(rows), lon_sum / len(rows)] if rows else None
-    body = orjson.dumps({"fields": ["id", "kind", "lat", "lon", "state"], "rows": rows, "center": center,
-                         "unplaced": len(data["devices"]) - len(rows), "t": now})
+    return Markers(rows, unplaced, [lat_sum / len(rows), lon_sum / len(rows)] if rows else None)
+
+
+def _markers(ctx: Ctx, now: float) -> dict[str, Any]:
+    data = overview_data(ctx, now)
+    m = marker_rows(data["devices"], data["alarmed"], ctx.settings.map.gcj02)
+    body = orjson.dumps({"fields": ["id", "kind", "lat", "lon", "state"], "rows": m.rows, "center": m.center,
+                         "unplaced": len(m.unplaced), "t": now})
     return {"body": body}
 
 
@@ -365,6 +377,7 @@ def cockpit_data(ctx: Ctx, p: Principal, now: float) -> dict[str, Any]:
         recent = ctx.stores.cases.worklist(CaseFilter(unit=scope, created_from=now - 7 * 86400, limit=8), now)
         out["cases"] = {"open": open_page.total, "overdue": overdue.total,
                         "recent": [{"id": c.id, "category_name": c.category_name, "state": c.state,
+                                    "state_label": zh_en(STATES, c.state),
                                     "unit_name": c.unit_name, "created_at": c.created_at, "overdue": c.overdue(now)}
                                    for c in recent.items if case_visible(p, c.unit)]}
     if has(p, Perm.STATS_READ):

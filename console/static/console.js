@@ -78,7 +78,10 @@
           label: { formatter: t.value + " " + unit + " " + t.severity, position: "insideEndTop" } })).concat(box.dataset.mark ? [{ xAxis: Number(box.dataset.mark) * 1000, lineStyle: { color: "#b00020" }, label: { formatter: "告警 alarm" } }] : []) },
         markArea: { silent: true, data: bands.map((b) => [{ xAxis: Math.max(b[0], start) * 1000, itemStyle: { color: SEV_COLOR[b[2]], opacity: 0.08 }, name: b[3] }, { xAxis: Math.min(b[1], end) * 1000 }]) } },
     ];
+    // the axis reaches the highest threshold, so every alarm level is drawn even on a dry day
+    const thMax = Math.max(-Infinity, ...ths.filter((t) => t.kind === "level").map((t) => t.value));
     const yAxis = [{ type: "value", scale: true, name: unit, axisLabel: { formatter: (v) => +v.toFixed(3) } }];
+    if (thMax > Math.max(-Infinity, ...pts.map((p) => p[3]))) yAxis[0].max = +(thMax * 1.05).toFixed(3);
     if (box.dataset.rate === "1" && metric === "depth" && pts.length > 1) {
       const rate = [];
       for (let i = 1; i < pts.length; i++) rate.push([pts[i][0] * 1000, +(((pts[i][1] - pts[i - 1][1]) / (pts[i][0] - pts[i - 1][0])) * 3600 * 100).toFixed(1)]);

@@ -75,6 +75,7 @@
     map = L.map(mapEl, { zoomControl: true, attributionControl: true, maxZoom: 19, minZoom: 3 });
     map.attributionControl.setPrefix("Leaflet");
     const bases = {};
+    let districtLayer = null;
     for (const b of cfg.base_layers) {
       const group = L.layerGroup(b.urls.map((u) => L.tileLayer(u, { subdomains: b.subdomains || "abc", maxZoom: b.max_zoom, attribution: b.attribution })));
       bases[b.name] = group;
@@ -87,7 +88,7 @@
         river: { className: "river", color: "#4dabf7", weight: 14, opacity: 0.8 },
         street: { className: "street", color: names.length ? "#868e96" : "#fff", weight: names.length ? 2 : 7, opacity: names.length ? 0.5 : 1 } }[f.properties.layer]
         || { color: "#adb5bd", weight: 1 });
-      const district = L.geoJSON(doc, { style, interactive: false, onEachFeature: (f, layer) => {
+      const district = districtLayer = L.geoJSON(doc, { style, interactive: false, onEachFeature: (f, layer) => {
         const p = f.properties;
         if (p.layer === "grid") layer.bindTooltip(p.name + " " + p.grid, { permanent: true, direction: "center", className: "grid-label" });
         else if (p.name) layer.bindTooltip(p.name, { permanent: p.layer === "street", direction: "center", className: "street-label " + p.layer });
@@ -97,7 +98,11 @@
       if (names.length > 1 || cfg.district) L.control.layers(names.length > 1 ? bases : {}, overlays, { collapsed: true }).addTo(map);
     }
     const first = await getJSON("/api/v1/map/devices");
-    map.setView(cfg.center || first.center || [30.25, 120.15], cfg.zoom);  // the clusters need a view first
+    // the clusters need a view first: the configured one, else the district, else the devices
+    if (cfg.center) map.setView(cfg.center, cfg.zoom);
+    else if (districtLayer) map.fitBounds(districtLayer.getBounds());
+    else if (first.rows.length) map.fitBounds(L.latLngBounds(first.rows.map((r) => [r[2], r[3]])));
+    else map.setView([30.25, 120.15], cfg.zoom);
     cluster = L.markerClusterGroup({ chunkedLoading: true, disableClusteringAtZoom: cfg.cluster_below_zoom, iconCreateFunction: clusterIcon,
       showCoverageOnHover: false, maxClusterRadius: 50 });
     map.addLayer(cluster);
@@ -192,7 +197,7 @@
     const top = document.getElementById("cp-top");
     if (top) top.replaceChildren(...d.top.map((a) => el("li", { class: "sev-" + a.severity }, el("span", { class: "badge sev-" + a.severity }, a.severity_label), " " + a.device + " · " + a.rule_label + " " + a.value_text)));
     const cases = document.getElementById("cp-cases");
-    if (cases && d.cases) cases.replaceChildren(...d.cases.recent.map((c) => el("li", { class: c.overdue ? "hot" : "" }, fmtTime(c.created_at) + " " + c.category_name + " · " + c.unit_name + " · " + c.state)));
+    if (cases && d.cases) cases.replaceChildren(...d.cases.recent.map((c) => el("li", { class: c.overdue ? "hot" : "" }, fmtTime(c.created_at) + " " + c.category_name + " · " + c.unit_name + " · " + c.state_label)));
     const box = document.getElementById("cp-gauges");
     if (box && window.echarts) {
       gaugeChart = gaugeChart || window.echarts.init(box, null, { renderer: "canvas" });

@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 import uvicorn
 
-from console.demo import PASSWORD, build_demo, demo_settings, raise_alarm
+from console.demo import PASSWORD, build_demo, raise_alarm
 from contracts.alarms import Severity
 from tests.support.services import free_port, missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[3]
 N_DEVICES = 400
 
 
@@ -32,19 +31,20 @@ N_DEVICES = 400
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"{CHROMIUM} (apt-get install chromium)")
-    settings = demo_settings(map={"district_geojson": str(ROOT / "configs/map/demo-district.geojson")},
-                             rules_files=[str(ROOT / "configs/rules/default.yaml")])
-    env = build_demo(str(tmp_path / "stores"), now=time.time(), n_devices=N_DEVICES, settings=settings)
+    env = build_demo(str(tmp_path / "stores"), now=time.time(), n_devices=N_DEVICES)  # with the demo district
     now = time.time()
     wim = next(d for d in env.demo.devices if d.kind == "wim")
     cover = next(d for d in env.demo.devices if d.kind == "manhole")
-    raise_alarm(env.case_store, wim, "wim-overload", Severity.CRITICAL, t=now - 60, value=77_900.0, alarms=env.alarm_store)
-    raise_alarm(env.case_store, cover, "manhole-tilt", Severity.CRITICAL, t=now - 30, value=28.0, alarms=env.alarm_store)
+    al = env.alarm_store
+    raise_alarm(env.case_store, wim, "wim-overload", Severity.CRITICAL, t=now - 60, value=77_900.0, alarms=al)
+    raise_alarm(env.case_store, cover, "manhole-tilt", Severity.CRITICAL, t=now - 30, value=28.0, alarms=al)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 15
     while not server.started:
+        assert time.monotonic() < deadline, "console did not start"
         await asyncio.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}", env
@@ -75,8 +75,6 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
         browser = await _browser(pw)
         page = await (await browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")).new_page()
         external: list[str] = []
-        page.on("console", lambda m: print("console:", m.text))
-        page.on("response", lambda r: print("resp", r.status, r.url) if r.status >= 400 else None)
         page.on("request", lambda r: external.append(r.url) if not r.url.startswith(base) else None)
         await _login(page, base)
         assert page.url.endswith("/overview")
@@ -88,10 +86,11 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
         assert await page.locator(".grid-label", has_text="灵隐-1").count() == 1
         # ---- every device is on the map: single markers plus the counts on the clusters
         await page.wait_for_function(
-            "n => [...document.querySelectorAll('.leaflet-marker-pane .mk')].length"
-            " + [...document.querySelectorAll('.leaflet-marker-pane .cl span')].reduce((s, e) => s + Number(e.textContent), 0)"
-            " === n", arg=N_DEVICES, timeout=15_000)
-        assert await page.locator(".leaflet-marker-pane .cl.s-critical").count() >= 1  # the worst state shows on a cluster
+            "n => [...document.querySelectorAll('.leaflet-marker-pane .mk')].length + [...document.querySelectorAll("
+            "'.leaflet-marker-pane .cl span')].reduce((s, e) => s + Number(e.textContent), 0) === n",
+            arg=N_DEVICES, timeout=15_000)
+        # the worst state shows on a cluster
+        assert await page.locator(".leaflet-marker-pane .cl.s-critical, .leaflet-marker-pane .mk.s-critical").count()
         # ---- the board: flood first, then the other criticals; WIM in tonnes; grouped rows
         rules = await page.locator("#alarm-rows tr").evaluate_all("rs => rs.map(r => r.dataset.rule)")
         assert rules[:2] == ["road-water-depth", "road-water-depth"], rules
@@ -106,11 +105,22 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
             assert box is not None and box["y"] < 900, (sel, box)
         # filter by kind
         await page.select_option('#board-filters select[name="kind"]', "wim")
-        await page.wait_for_function("() => [...document.querySelectorAll('#alarm-rows tr')].every(r => r.dataset.kind === 'wim')")
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#alarm-rows tr')].every(r => r.dataset.kind === 'wim')")
         await page.screenshot(path=str(tmp_path / "overview.png"))
-        # ---- a marker's popup: values with units, address, a link to the device
-        await page.select_option('#board-filters select[name="kind"]', "")
-        gauge = next(d for d in env.demo.devices if d.kind == "water_gauge")
+        # ---- a marker's popup: values with units, address, a link to the device (click clusters open first)
+        for _ in range(8):
+            if await page.locator(".leaflet-marker-pane .mk").count():
+                break
+            await page.locator(".leaflet-marker-pane .cl").first.click()
+            await page.wait_for_timeout(700)
+        await page.locator(".leaflet-marker-pane .mk").first.click()
+        pop = page.locator(".leaflet-popup .pop")
+        await pop.locator("table").wait_for(timeout=10_000)
+        text = await pop.inner_text()
+        assert any(u in text for u in (" m", "°", " W")), text
+        assert await pop.locator('a[href^="/devices/"]').count() == 1
+        assert "近" in text or "路" in text  # a street address for people
         # ---- chart around the alarm on the critical gauge's page
         alarm = env.alarm_store.list(active_only=True, rule="road-water-depth", limit=10)[-1]
         await page.goto(f"{base}/devices/{alarm.device}")
@@ -122,9 +132,9 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
             ".chart .plot svg text", has_text="critical").count() >= 1  # threshold lines labelled
         await page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
         await page.click('button[data-span="86400"]')
-        await page.wait_for_function("() => { const [s, e] = document.querySelector('.chart').dataset.window.split(',');"
-                                     " return e - s > 86000; }")
-        assert gauge.id
+        await page.wait_for_function(
+            "() => { const [s, e] = document.querySelector('.chart').dataset.window.split(',');"
+            " return e - s > 86000; }")
         assert not external, external  # nothing fetched from outside the console
         await browser.close()
 
