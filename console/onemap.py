@@ -311,9 +311,18 @@ def alarm_board(  # noqa: PLR0917
     items = board_items(ctx, ctx.clock())
     flt = board.BoardFilter(kind or None, severity or None, grid or None, acknowledged)
     shown = [i for i in items if flt.keep(i)]
-    clearable = set(ctx.settings.board.manual_clear_rules)
     return {"total": len(shown), "all": len(items), "counts": board.counts_by_kind(items),
-            "items": [board.to_json(i, i.rule in clearable) for i in shown[:limit]]}
+            "items": board_rows(ctx, shown[:limit])}
+
+
+def board_rows(ctx: Ctx, items: list[board.Incident]) -> list[dict[str, Any]]:
+    """Board rows as JSON, with each device's street address (people find a flooded underpass by it)."""
+    clearable = set(ctx.settings.board.manual_clear_rules)
+    out = []
+    for i in items:
+        dev = ctx.stores.devices.device(i.device)
+        out.append({**board.to_json(i, i.rule in clearable), "address": address_of(ctx, dev) if dev else ""})
+    return out
 
 
 @router.post("/alarms/{alarm_id}/clear", status_code=202, tags=["alarms"],
@@ -368,7 +377,7 @@ def cockpit_data(ctx: Ctx, p: Principal, now: float) -> dict[str, Any]:
         "t": now, "alarms_by_kind": board.counts_by_kind(items), "alarms_total": len(items),
         "devices": {"online": online, "total": total, "by_kind": ov["counts"]},
         "gauges": [{**g, "trend": g["trend"][-36:]} for g in ov["gauges"][:6]],
-        "top": [board.to_json(i, False) for i in items[:8]],
+        "top": board_rows(ctx, items[:8]),
     }
     if has(p, Perm.CASES_READ):
         scope = case_scope(p)

@@ -133,9 +133,8 @@ def overview(request: Request) -> HTMLResponse:
         trend = g["trend"][-1] - g["trend"][0] if len(g["trend"]) >= 2 else 0.0
         gauges.append({**g, "spark": sparkline(g["trend"]), "delta": trend})
     items = onemap.board_items(ctx, now)
-    clearable = set(ctx.settings.board.manual_clear_rules)
-    board_rows = [board.to_json(i, i.rule in clearable) for i in items[:100]]
-    return _page(request, "overview.html", p, board=board_rows, board_counts=board.counts_by_kind(items),
+    return _page(request, "overview.html", p, board=onemap.board_rows(ctx, items[:100]),
+                 board_counts=board.counts_by_kind(items),
                  counts=data["counts"], kinds=sorted(data["counts"]), gauges=gauges, gauges_total=data["gauges_total"],
                  grids=onemap.map_data(ctx).grids, sound=ctx.settings.board.sound, now=now)
 

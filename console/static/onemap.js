@@ -133,7 +133,7 @@
       }
       out.push(el("tr", { class: "sev-" + a.severity + (a.alarm_id === freshId ? " fresh" : ""), "data-alarm": a.alarm_id, "data-rule": a.rule, "data-kind": a.kind },
         el("td", {}, el("span", { class: "badge sev-" + a.severity }, a.severity_label)),
-        el("td", {}, el("a", { href: "/devices/" + encodeURIComponent(a.device) }, a.device), el("br", {}), el("small", {}, a.kind_label)),
+        el("td", {}, el("a", { href: "/devices/" + encodeURIComponent(a.device) }, a.device), el("br", {}), el("small", {}, a.address || a.kind_label)),
         el("td", {}, a.rule_label), el("td", { class: "num" }, a.value_text), el("td", { class: "num" }, a.repeats > 1 ? "×" + a.repeats : ""),
         el("td", {}, fmtTime(a.raised_at)),
         el("td", {}, (a.state === "acknowledged" ? "已确认 acknowledged" : "未确认 open") + (a.acked_by ? " (" + a.acked_by + ")" : "")), acts));
@@ -195,7 +195,7 @@
     if (d.cases) { set("kpi-open", d.cases.open); set("kpi-overdue", d.cases.overdue); }
     if (d.on_time) { set("kpi-ontime-today", pct(d.on_time.today)); set("kpi-ontime-30", pct(d.on_time.days30)); }
     const top = document.getElementById("cp-top");
-    if (top) top.replaceChildren(...d.top.map((a) => el("li", { class: "sev-" + a.severity }, el("span", { class: "badge sev-" + a.severity }, a.severity_label), " " + a.device + " · " + a.rule_label + " " + a.value_text)));
+    if (top) top.replaceChildren(...d.top.map((a) => el("li", { class: "sev-" + a.severity }, el("span", { class: "badge sev-" + a.severity }, a.severity_label), " " + a.device + " · " + a.rule_label + " " + a.value_text + (a.address ? " · " + a.address : ""))));
     const cases = document.getElementById("cp-cases");
     if (cases && d.cases) cases.replaceChildren(...d.cases.recent.map((c) => el("li", { class: c.overdue ? "hot" : "" }, fmtTime(c.created_at) + " " + c.category_name + " · " + c.unit_name + " · " + c.state_label)));
     const box = document.getElementById("cp-gauges");

@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from console.demo import PASSWORD, build_demo, raise_alarm
+from console.live import LiveEvent
 from contracts.alarms import Severity
 from tests.support.services import free_port, missing
 
@@ -103,6 +104,15 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
         for sel in ("#map", "#kind-counts", "#alarm-rows tr:first-child"):
             box = await page.locator(sel).bounding_box()
             assert box is not None and box["y"] < 900, (sel, box)
+        # ---- a new critical alarm is announced: banner, and a sound the user can mute
+        await page.click("#mute")
+        assert await page.get_attribute("#mute", "aria-pressed") == "true"
+        env.hub.publish(LiveEvent("alarm", {"alarm_id": "al-new", "device": "wl-0008", "rule": "road-water-depth",
+                                            "kind": "raised", "severity": "critical", "t": time.time(), "value": 0.5}))
+        await page.locator("#alert-banner", has_text="wl-0008").wait_for(timeout=10_000)
+        await page.reload()
+        assert await page.get_attribute("#mute", "aria-pressed") == "true"  # muted stays muted
+        await page.wait_for_selector("#live-state.on", timeout=10_000)
         # filter by kind
         await page.select_option('#board-filters select[name="kind"]', "wim")
         await page.wait_for_function(

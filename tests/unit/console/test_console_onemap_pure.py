@@ -124,3 +124,19 @@ def test_chart_thresholds_come_from_the_rule_files() -> None:
     under = {(t.rule, t.severity): t.value for t in for_device(rules, DeviceView("wl-0002", "water_gauge"))}
     assert under[("road-water-depth", "critical")] == pytest.approx(0.28)
     assert {t.rule for t in for_device(rules, DeviceView("mh-1", "manhole"))} >= {"manhole-tilt"}
+
+
+def test_base_layer_urls_and_csp_origins() -> None:
+    from console.onemap import _layers_json, tile_sources
+
+    m = MapSettings.model_validate({"base_layers": [
+        {"kind": "tianditu", "key": "abcdef0123456789", "layer": "img"},
+        {"kind": "xyz", "name": "osm", "url": "https://{s}.tile.example.org/{z}/{x}/{y}.png", "attribution": "© OSM"},
+        {"kind": "mbtiles", "name": "离线", "path": "/srv/city.mbtiles"}]})
+    layers = _layers_json(m)
+    img, cia = layers[0]["urls"]
+    assert "LAYER=img" in img and "LAYER=cia" in cia and img.endswith("tk=abcdef0123456789")
+    assert "TILEMATRIX={z}&TILEROW={y}&TILECOL={x}" in img and layers[0]["subdomains"] == "01234567"
+    assert layers[1]["urls"] == ["https://{s}.tile.example.org/{z}/{x}/{y}.png"]
+    assert layers[2]["urls"] == ["/tiles/2/{z}/{x}/{y}"]
+    assert tile_sources(m) == ["https://*.tianditu.gov.cn", "https://*.tile.example.org"]
