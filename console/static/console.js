@@ -55,7 +55,9 @@
   }
   const fmtAxis = (v) => fmtTime(v / 1000);
   async function drawChart(box, chart) {
-    const metric = (box.querySelector("select.metric") || {}).value || box.dataset.metric || "depth";
+    const sel = box.querySelector("select.metric");
+    const metric = (sel && sel.value) || box.dataset.metric || "depth";
+    const label = sel && sel.selectedOptions.length ? sel.selectedOptions[0].textContent : metric;
     const now = Date.now() / 1000;
     const span = box.dataset.span || (box.dataset.start ? "event" : "21600");
     let start, end;
@@ -73,7 +75,7 @@
       { name: "范围 range", type: "line", data: pts.map((p) => [p[0] * 1000, p[2]]), lineStyle: { opacity: 0 }, stack: "band", symbol: "none", silent: true },
       { name: "范围 range", type: "line", data: pts.map((p) => [p[0] * 1000, p[3] - p[2]]), lineStyle: { opacity: 0 }, stack: "band", symbol: "none",
         areaStyle: { color: "rgba(11,92,173,.15)" }, silent: true },
-      { name: metric + (unit ? " (" + unit + ")" : ""), type: "line", data: pts.map((p) => [p[0] * 1000, p[1]]), showSymbol: false, lineStyle: { width: 2, color: "#0b5cad" },
+      { name: label + (unit ? " (" + unit + ")" : ""), type: "line", data: pts.map((p) => [p[0] * 1000, p[1]]), showSymbol: false, lineStyle: { width: 2, color: "#0b5cad" },
         markLine: { symbol: "none", data: ths.filter((t) => t.kind === "level").map((t) => ({ yAxis: t.value, name: t.label, lineStyle: { color: SEV_COLOR[t.severity], type: "dashed" },
           label: { formatter: t.value + " " + unit + " " + t.severity, position: "insideEndTop" } })).concat(box.dataset.mark ? [{ xAxis: Number(box.dataset.mark) * 1000, lineStyle: { color: "#b00020" }, label: { formatter: "告警 alarm" } }] : []) },
         markArea: { silent: true, data: bands.map((b) => [{ xAxis: Math.max(b[0], start) * 1000, itemStyle: { color: SEV_COLOR[b[2]], opacity: 0.08 }, name: b[3] }, { xAxis: Math.min(b[1], end) * 1000 }]) } },

@@ -124,13 +124,22 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
                 break
             await page.locator(".leaflet-marker-pane .cl").first.click()
             await page.wait_for_timeout(700)
-        await page.locator(".leaflet-marker-pane .mk").first.click()
+        marker = page.locator(".leaflet-marker-pane .mk:not(.s-critical)").first
+        device = await marker.get_attribute("title")
+        await marker.click()
         pop = page.locator(".leaflet-popup .pop")
         await pop.locator("table").wait_for(timeout=10_000)
         text = await pop.inner_text()
         assert any(u in text for u in (" m", "°", " W")), text
         assert await pop.locator('a[href^="/devices/"]').count() == 1
         assert "近" in text or "路" in text  # a street address for people
+        # ---- the map follows the live feed: an alarm on that device turns its marker red without a reload
+        dev = next(d for d in env.demo.devices if d.id == device)
+        tr = raise_alarm(env.case_store, dev, "manhole-cover-open", Severity.CRITICAL, t=time.time(), value=1.0,
+                         alarms=env.alarm_store)
+        env.hub.publish(LiveEvent("alarm", {"alarm_id": tr.alarm_id, "device": dev.id, "rule": tr.rule,
+                                            "kind": "raised", "severity": "critical", "t": tr.t, "value": 1.0}))
+        await page.locator(f'.leaflet-marker-pane .mk.s-critical[title="{device}"]').wait_for(timeout=10_000)
         # ---- chart around the alarm on the critical gauge's page
         alarm = env.alarm_store.list(active_only=True, rule="road-water-depth", limit=10)[-1]
         await page.goto(f"{base}/devices/{alarm.device}")
