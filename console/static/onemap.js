@@ -84,6 +84,7 @@
     if (names.length) bases[names[0]].addTo(map);
     if (cfg.district) {
       const doc = await getJSON("/api/v1/map/district");
+      const streetLabels = [];
       const style = (f) => ({ grid: { className: "grid", color: "#4a6d8c", weight: 2, dashArray: "6 4", fillColor: "#0b5cad", fillOpacity: 0.04 },
         river: { className: "river", color: "#4dabf7", weight: 14, opacity: 0.8 },
         street: { className: "street", color: names.length ? "#868e96" : "#fff", weight: names.length ? 2 : 7, opacity: names.length ? 0.5 : 1 } }[f.properties.layer]
@@ -91,8 +92,13 @@
       const district = districtLayer = L.geoJSON(doc, { style, interactive: false, onEachFeature: (f, layer) => {
         const p = f.properties;
         if (p.layer === "grid") layer.bindTooltip(p.name + " " + p.grid, { permanent: true, direction: "center", className: "grid-label" });
-        else if (p.name) layer.bindTooltip(p.name, { permanent: p.layer === "street", direction: "center", className: "street-label " + p.layer });
+        else if (p.layer === "street" && p.name) {  // a fifth along the street: clear of the grid labels in the middle
+          const [a, b] = f.geometry.coordinates;
+          streetLabels.push(L.tooltip({ permanent: true, direction: "center", className: "street-label" })
+            .setLatLng([a[1] + 0.2 * (b[1] - a[1]), a[0] + 0.2 * (b[0] - a[0])]).setContent(p.name));
+        } else if (p.name) layer.bindTooltip(p.name, { sticky: true, className: "street-label " + p.layer });
       } }).addTo(map);
+      L.layerGroup(streetLabels).addTo(map);
       if (!names.length) mapEl.classList.add("vector-base");
       const overlays = { "示例城区 district": district };
       if (names.length > 1 || cfg.district) L.control.layers(names.length > 1 ? bases : {}, overlays, { collapsed: true }).addTo(map);
@@ -132,13 +138,13 @@
         if (a.clearable) acts.append(el("button", { class: "clear", "data-alarm": a.alarm_id }, "消除 Clear"));
       }
       out.push(el("tr", { class: "sev-" + a.severity + (a.alarm_id === freshId ? " fresh" : ""), "data-alarm": a.alarm_id, "data-rule": a.rule, "data-kind": a.kind },
-        el("td", {}, el("span", { class: "badge sev-" + a.severity }, a.severity_label)),
+        el("td", {}, el("span", { class: "badge sev-" + a.severity }, a.severity_label), el("br", {}),
+          el("small", { class: "ackstate" }, (a.state === "acknowledged" ? "已确认 acknowledged" : "未确认 open") + (a.acked_by ? " (" + a.acked_by + ")" : ""))),
         el("td", {}, el("a", { href: "/devices/" + encodeURIComponent(a.device) }, a.device), el("br", {}), el("small", {}, a.address || a.kind_label)),
-        el("td", {}, a.rule_label), el("td", { class: "num" }, a.value_text), el("td", { class: "num" }, a.repeats > 1 ? "×" + a.repeats : ""),
-        el("td", {}, fmtTime(a.raised_at)),
-        el("td", {}, (a.state === "acknowledged" ? "已确认 acknowledged" : "未确认 open") + (a.acked_by ? " (" + a.acked_by + ")" : "")), acts));
+        el("td", {}, a.rule_label, a.repeats > 1 ? el("span", { class: "repeats", title: "重复次数 repeats" }, " ×" + a.repeats) : ""),
+        el("td", { class: "num" }, a.value_text), el("td", {}, fmtTime(a.raised_at)), acts));
     }
-    if (!out.length) out.push(el("tr", { class: "empty" }, el("td", { colspan: "8" }, "无活动告警 No active alarms")));
+    if (!out.length) out.push(el("tr", { class: "empty" }, el("td", { colspan: "6" }, "无活动告警 No active alarms")));
     // keep a note someone is typing across a live refresh
     const typing = document.activeElement && document.activeElement.classList.contains("ack-note") ? document.activeElement : null;
     if (typing && typing.value) return;
