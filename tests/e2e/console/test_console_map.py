@@ -176,3 +176,39 @@ async def test_cockpit(served: tuple[str, Any], tmp_path: Path) -> None:
         assert size >= 48  # readable from across the room
         await page.screenshot(path=str(tmp_path / "cockpit.png"))
         await browser.close()
+
+
+async def test_ten_thousand_devices_cluster(tmp_path: Path) -> None:
+    """10 000 markers: clustered, every one counted, the page responsive enough to zoom."""
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(f"{CHROMIUM} (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    n = 10_000
+    env = build_demo(str(tmp_path / "stores"), now=time.time(), n_devices=n)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert time.monotonic() < deadline, "console did not start"
+            await asyncio.sleep(0.05)
+        async with async_playwright() as pw:
+            browser = await _browser(pw)
+            page = await (await browser.new_context(viewport={"width": 1440, "height": 900})).new_page()
+            await _login(page, f"http://127.0.0.1:{port}")
+            counted = ("() => [...document.querySelectorAll('.leaflet-marker-pane .mk')].length + [...document"
+                       ".querySelectorAll('.leaflet-marker-pane .cl span')]"
+                       ".reduce((s, e) => s + Number(e.textContent), 0)")
+            await page.wait_for_function(f"n => ({counted})() === n", arg=n, timeout=60_000)
+            assert await page.locator(".leaflet-marker-pane .leaflet-marker-icon").count() < 200  # clustered
+            await page.locator(".leaflet-control-zoom-in").click()
+            await page.wait_for_timeout(1000)
+            assert await page.evaluate(counted) <= n  # zoomed in: part of the district, still consistent
+            await page.screenshot(path=str(tmp_path / "ten-thousand.png"))
+            await browser.close()
+    finally:
+        server.should_exit = True
+        await task
+        env.close()
