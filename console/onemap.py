@@ -54,6 +54,7 @@ class MapData:
     streets: list[Street] = field(default_factory=list)
     grids: list[GridShape] = field(default_factory=list)
     tile_formats: dict[int, str] = field(default_factory=dict)  # base layer index -> mbtiles format
+    addresses: dict[str, str] = field(default_factory=dict)  # device -> surveyed address (layer=device points)
 
 
 def _shift_coords(coords: Any) -> Any:
@@ -92,6 +93,10 @@ def load_map(settings: MapSettings, source: str = "console.map") -> MapData:
             out.grids.append(GridShape(str(props["grid"]), str(props.get("name", props["grid"])), geom["coordinates"]))
         elif props.get("layer") == "street" and geom.get("type") == "LineString" and props.get("name"):
             out.streets.append(Street(str(props["name"]), geom["coordinates"]))
+        elif props.get("layer") == "device":
+            if not props.get("device") or not props.get("address"):
+                raise ConfigError(source, f"{key}.features[{n}]", str(path), "a device point needs device and address")
+            out.addresses[str(props["device"])] = str(props["address"])
     if settings.gcj02:
         doc = {**doc, "features": [{**f, "geometry": {**f["geometry"], "coordinates": _shift_coords(
             f["geometry"]["coordinates"])}} for f in doc["features"]]}
@@ -231,10 +236,11 @@ def grid_at(ctx: Ctx, lat: float, lon: float) -> str | None:
 
 
 def address_of(ctx: Ctx, d: DeviceView) -> str:
-    """Nearest streets, then the grid's name: what a person needs to find the device."""
+    """The surveyed address (a ``layer: device`` point), else the nearest streets; then the grid's name."""
     if d.lat is None or d.lon is None:
-        return ""
-    street = street_address(d.lat, d.lon, map_data(ctx).streets, ctx.settings.map.address_max_m)
+        return map_data(ctx).addresses.get(d.id, "")
+    street = map_data(ctx).addresses.get(d.id) or street_address(d.lat, d.lon, map_data(ctx).streets,
+                                                                  ctx.settings.map.address_max_m)
     grid = grid_name(ctx, d.grid or grid_at(ctx, d.lat, d.lon))
     return " · ".join(x for x in (street, grid) if x)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -123,6 +124,25 @@ def test_mbtiles_layer_gcj02_and_csp(tmp_path: Path) -> None:
         with TestClient(env.app) as c:
             csp = c.get("/login").headers["content-security-policy"]
             assert "img-src 'self' data: https://*.tile.example.org;" in csp and "script-src" not in csp
+    finally:
+        env.close()
+
+
+def test_surveyed_device_address_wins(tmp_path: Path) -> None:
+    """A ``layer: device`` point in the district file gives a device its surveyed street address."""
+    doc = json.loads(DISTRICT.read_text(encoding="utf-8"))
+    doc["features"].append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [120.13, 30.25]},
+                            "properties": {"layer": "device", "device": "wl-0000", "address": "灵隐路 18 号下穿通道"}})
+    path = tmp_path / "district.geojson"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    env = build_demo(str(tmp_path / "s"), now=time.time(), settings=demo_settings(map={"district_geojson": str(path)}))
+    try:
+        with TestClient(env.app) as c:
+            tok = c.post("/api/v1/auth/login", json={"username": "duty", "password": "citywatch-demo"}).json()
+            h = {"Authorization": f"Bearer {tok['access_token']}"}
+            surveyed = c.get("/api/v1/map/devices/wl-0000", headers=h).json()["address"]
+            assert surveyed.startswith("灵隐路 18 号下穿通道 · ")
+            assert "近" in c.get("/api/v1/map/devices/wl-0004", headers=h).json()["address"]  # the others: streets
     finally:
         env.close()
 
