@@ -142,7 +142,7 @@ def test_surveyed_device_address_wins(tmp_path: Path) -> None:
             h = {"Authorization": f"Bearer {tok['access_token']}"}
             surveyed = c.get("/api/v1/map/devices/wl-0000", headers=h).json()["address"]
             assert surveyed.startswith("灵隐路 18 号下穿通道 · ")
-            assert "近" in c.get("/api/v1/map/devices/wl-0004", headers=h).json()["address"]  # the others: streets
+            assert c.get("/api/v1/map/devices/wl-0004", headers=h).json()["address"] == "灵隐路 · 灵隐-2"  # streets
     finally:
         env.close()
 
