@@ -89,7 +89,9 @@
         river: { className: "river", color: "#4dabf7", weight: 14, opacity: 0.8 },
         street: { className: "street", color: names.length ? "#868e96" : "#fff", weight: names.length ? 2 : 7, opacity: names.length ? 0.5 : 1 } }[f.properties.layer]
         || { color: "#adb5bd", weight: 1 });
-      const district = districtLayer = L.geoJSON(doc, { style, interactive: false, onEachFeature: (f, layer) => {
+      const district = districtLayer = L.geoJSON(doc, { style, interactive: false,
+        filter: (f) => f.properties.layer !== "device",  // surveyed addresses, not drawn: the markers are the devices
+        onEachFeature: (f, layer) => {
         const p = f.properties;
         if (p.layer === "grid") layer.bindTooltip(p.name + " " + p.grid, { permanent: true, direction: "center", className: "grid-label" });
         else if (p.layer === "street" && p.name) {  // a fifth along the street: clear of the grid labels in the middle
