@@ -227,7 +227,11 @@ def measure(cases_db: Path, devices: Path, clients: int, seconds: float, worklis
         return asyncio.run(client(f"http://127.0.0.1:{port}", clients, seconds, worklist))
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # busy in a request: our own child, by its pid
+            proc.kill()
+            proc.wait(10)
 
 
 # ------------------------------------------------------------------ browser heap over a compressed night

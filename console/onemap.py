@@ -295,14 +295,31 @@ def tile(layer: int, z: int, x: int, y: int, ctx: CtxDep,
 # ------------------------------------------------------------------ alarm board
 
 
-def board_items(ctx: Ctx, now: float) -> list[board.Incident]:
-    def compute() -> list[board.Incident]:
+@dataclass(frozen=True, slots=True)
+class BoardState:
+    items: list[board.Incident]
+    addresses: dict[str, str]  # device -> address, for the devices on the board
+
+
+def board_state(ctx: Ctx, now: float) -> BoardState:
+    """Incidents and their devices' addresses, computed once per ``overview_cache_s`` for every screen.
+
+    The addresses are looked up here, from the overview's device list, not per row from the
+    device store: at 100 000 devices one registry rebuild takes longer than its cache lives.
+    """
+    def compute() -> BoardState:
         devices = {d.id: d for d in overview_data(ctx, now)["devices"]}
         recent = ctx.stores.alarms.recent(now - ctx.settings.board.repeat_window_s, 5000)
-        return board.incidents(ctx.stores.alarms.active(), recent, devices, ctx.settings.board.priority)
+        items = board.incidents(ctx.stores.alarms.active(), recent, devices, ctx.settings.board.priority)
+        addresses = {i.device: address_of(ctx, devices[i.device]) for i in items if i.device in devices}
+        return BoardState(items, addresses)
 
-    items: list[board.Incident] = ctx.cache.get("board", ctx.settings.overview_cache_s, compute)
-    return items
+    state: BoardState = ctx.cache.get("board", ctx.settings.overview_cache_s, compute)
+    return state
+
+
+def board_items(ctx: Ctx, now: float) -> list[board.Incident]:
+    return board_state(ctx, now).items
 
 
 @router.get("/board", tags=["alarms"], summary="Alarm board: one row per device and condition, in priority order")
@@ -324,11 +341,8 @@ def alarm_board(  # noqa: PLR0917
 def board_rows(ctx: Ctx, items: list[board.Incident]) -> list[dict[str, Any]]:
     """Board rows as JSON, with each device's street address (people find a flooded underpass by it)."""
     clearable = set(ctx.settings.board.manual_clear_rules)
-    out = []
-    for i in items:
-        dev = ctx.stores.devices.device(i.device)
-        out.append({**board.to_json(i, i.rule in clearable), "address": address_of(ctx, dev) if dev else ""})
-    return out
+    addresses = board_state(ctx, ctx.clock()).addresses
+    return [{**board.to_json(i, i.rule in clearable), "address": addresses.get(i.device, "")} for i in items]
 
 
 @router.post("/alarms/{alarm_id}/clear", status_code=202, tags=["alarms"],
