@@ -1,5 +1,6 @@
-"""Console HTTP figures: requests/s and p95 latency of the worklist and overview endpoints
-with 1 000 000 cases and 10 000 devices, under concurrent clients on loopback.
+"""Console HTTP figures: requests/s and p95 latency of the worklist, overview, map and board
+endpoints with 1 000 000 cases and 10 000 / 100 000 devices, under concurrent clients on
+loopback; and the cockpit's browser heap over 8 h of live feed, time-compressed.
 
 * The case store (SQLite, the case bridge's own schema) is bulk-loaded with N cases made
   inside the database (a year of history, ~3 % open, 8 units), indexes built after the load
@@ -14,8 +15,17 @@ with 1 000 000 cases and 10 000 devices, under concurrent clients on loopback.
   active alarms), then worklist and overview again with a single client (latency without
   queueing). Baseline in the same run: ``GET /healthz`` (no store, no auth) — the cost of
   the HTTP stack itself; ratios are endpoint rps / baseline rps.
+* For each device count (``--devices 10000,100000``): overview, map markers
+  (``/api/v1/map/devices``: every device as a compact row) and the alarm board, with 16
+  clients and with 1, against ``/healthz`` with 16 and with 1 in the same server.
+* Heap (``--heap-minutes``): the cockpit (驾驶舱) in Debian Chromium fed 8 h of live feed
+  compressed into that many wall minutes (every device reports each simulated minute,
+  coalesced by the hub into one event a second as in production; storm alarms raised and
+  cleared in the real alarm store at the demo's rate, each refreshing board, map and KPIs).
+  JS heap after a forced GC at start and at the end (CDP ``Performance.getMetrics``).
 
-    .venv/bin/python bench/console.py [--cases 1000000] [--devices 10000] [--clients 16] [--seconds 6]
+    .venv/bin/python bench/console.py [--cases 1000000] [--devices 10000,100000] [--clients 16] [--seconds 6]
+                                      [--heap-minutes 4]
 
 Last line: one JSON object with the figures.
 """
@@ -112,7 +122,7 @@ def load_devices(data: Path, n: int, now: float) -> float:
     return time.perf_counter() - t0
 
 
-def serve(data: Path, port: int) -> None:
+def serve(cases_db: Path, devices: Path, port: int) -> None:
     """Server process: the console over the loaded stores (no MQTT; acks are not measured here)."""
     import uvicorn
 
@@ -126,10 +136,10 @@ def serve(data: Path, port: int) -> None:
     from tests.support.console_demo import RecordingAcks, demo_settings
 
     settings = demo_settings(max_page_size=200, login_rate={"per_minute": 1e6, "burst": 1000}, overview_cache_s=1.0)
-    stores = Stores(devices=DeviceAdapter(open_store(f"sqlite:///{data}/timeseries.db")),
-                    alarms=RulesAlarmAdapter(open_alarm_store(f"sqlite:///{data}/rules.db")),
-                    cases=CaseAdapter(open_case_store(f"sqlite:///{data}/cases.db", migrate_schema=False)),
-                    audit=AuditLog(f"sqlite:///{data}/console.db"), acks=RecordingAcks())
+    stores = Stores(devices=DeviceAdapter(open_store(f"sqlite:///{devices}/timeseries.db")),
+                    alarms=RulesAlarmAdapter(open_alarm_store(f"sqlite:///{devices}/rules.db")),
+                    cases=CaseAdapter(open_case_store(f"sqlite:///{cases_db}", migrate_schema=False)),
+                    audit=AuditLog(f"sqlite:///{devices}/console.db"), acks=RecordingAcks())
     app = create_app(settings, stores)
     print("READY", flush=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=60)
@@ -169,91 +179,228 @@ async def hammer(base: str, path: str, headers: dict[str, str], clients: int, se
             "p50_ms": round(statistics.median(lat) * 1000, 1), "p95_ms": round(p95(lat) * 1000, 1)}
 
 
-async def client(base: str, clients: int, seconds: float) -> dict[str, Any]:
+def _show(name: str, res: dict[str, Any]) -> None:
+    print(f"{name:24s} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:7.1f} ms  p95 {res['p95_ms']:7.1f} ms"
+          f"  ({res['requests']} requests, {res['errors']} errors)", flush=True)
+
+
+async def client(base: str, clients: int, seconds: float, worklist: bool) -> dict[str, Any]:
+    """Each endpoint with ``clients`` connections, then with one; /healthz first as the baseline."""
     import httpx
 
     from tests.support.console_demo import PASSWORD
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
         tokens = {}
-        for user in ("sup", "handler-a", "duty"):
-            r = await c.post("/api/v1/auth/login", json={"username": user, "password": PASSWORD})
-            tokens[user] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        for who in ("sup", "handler-a", "duty"):
+            r = await c.post("/api/v1/auth/login", json={"username": who, "password": PASSWORD})
+            tokens[who] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    plan: list[tuple[str, str, str | None]] = [("baseline_healthz", "/healthz", None)]
+    if worklist:
+        plan += [("worklist", "/api/v1/cases?open_only=true&limit=50", "sup"),
+                 ("worklist_one_unit", "/api/v1/cases?open_only=true&limit=50", "handler-a")]
+    plan += [("overview", "/api/v1/overview", "duty"), ("map_devices", "/api/v1/map/devices", "duty"),
+             ("board", "/api/v1/board", "duty")]
     out = {}
-    for name, path, user in (("baseline_healthz", "/healthz", None),
-                             ("worklist_all_units", "/api/v1/cases?open_only=true&limit=50", "sup"),
-                             ("worklist_one_unit", "/api/v1/cases?open_only=true&limit=50", "handler-a"),
-                             ("overview", "/api/v1/overview", "duty")):
-        res = await hammer(base, path, tokens[user] if user else {}, clients, seconds)
-        out[name] = res
-        print(f"{name:20s} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:7.1f} ms  p95 {res['p95_ms']:7.1f} ms"
-              f"  ({res['requests']} requests, {res['errors']} errors)", flush=True)
+    for name, path, user in plan:
+        out[name] = await hammer(base, path, tokens[user] if user else {}, clients, seconds)
+        _show(name, out[name])
     # the same endpoints with one client: latency without queueing behind the other clients
-    for name, path, user in (("worklist_1client", "/api/v1/cases?open_only=true&limit=50", "sup"),
-                             ("overview_1client", "/api/v1/overview", "duty")):
-        res = await hammer(base, path, tokens[user], 1, min(seconds, 3.0))
-        out[name] = res
-        print(f"{name:20s} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:7.1f} ms  p95 {res['p95_ms']:7.1f} ms"
-              f"  ({res['requests']} requests, {res['errors']} errors)", flush=True)
+    for name, path, user in plan:
+        if name != "worklist_one_unit":
+            out[f"{name}_1client"] = await hammer(base, path, tokens[user] if user else {}, 1, min(seconds, 3.0))
+            _show(f"{name}_1client", out[f"{name}_1client"])
     return out
+
+
+def measure(cases_db: Path, devices: Path, clients: int, seconds: float, worklist: bool) -> dict[str, Any]:
+    from tests.support.services import free_port, wait_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(devices), "--cases-db", str(cases_db),
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        wait_port("127.0.0.1", port, 60)
+        return asyncio.run(client(f"http://127.0.0.1:{port}", clients, seconds, worklist))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # busy in a request: our own child, by its pid
+            proc.kill()
+            proc.wait(10)
+
+
+# ------------------------------------------------------------------ browser heap over a compressed night
+
+FEED_METRIC = {"water_gauge": ("depth", "m"), "manhole": ("tilt", "deg"), "lamp": ("power", "W"),
+               "wim": ("record_count", "")}
+
+
+async def heap_run(minutes: float, sim_hours: float = 8.0) -> dict[str, Any]:
+    """The cockpit in Chromium under ``sim_hours`` of live feed played in ``minutes`` wall minutes."""
+    import random
+    import tempfile
+
+    import uvicorn
+    from console.demo import PASSWORD, build_demo
+    from playwright.async_api import async_playwright
+
+    from console.live import Hub, LiveEvent
+    from contracts.alarms import AlarmTransition, Severity, TransitionKind
+    from tests.support.services import free_port
+
+    speed = sim_hours * 3600 / (minutes * 60)
+    hub = Hub(flush_s=1.0)
+    env = build_demo(tempfile.mkdtemp(prefix="cw-heap-"), now=time.time(), n_devices=84, hub=hub)  # demo's size
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(env.app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "console did not start"
+        await asyncio.sleep(0.05)
+    rng = random.Random(7)
+    gauges = [d for d in env.demo.devices if d.kind == "water_gauge"]
+    active: dict[str, AlarmTransition] = {}
+    stats = {"feed_ticks": 0, "readings": 0, "alarm_events": 0}
+
+    def alarm(tr: AlarmTransition) -> None:
+        env.alarm_store.commit(None, [tr])
+        hub.publish(LiveEvent("alarm", {"alarm_id": tr.alarm_id, "device": tr.device, "rule": tr.rule,
+                                        "kind": tr.kind.value, "severity": tr.severity.value, "t": tr.t,
+                                        "value": tr.value, "actor": None}))
+        stats["alarm_events"] += 1
+
+    async def feed(stop: float) -> None:
+        sim_t = time.time()
+        # the demo storm: ~90 alarm transitions per 2 h cycle -> one every ~80 simulated seconds
+        alarm_every_s, next_alarm = 80.0, 0.0
+        while time.monotonic() < stop:
+            sim_t += speed
+            for d in env.demo.devices:  # every device reports each simulated minute: all of them each tick
+                metric, unit = FEED_METRIC[d.kind]
+                hub.reading(d.id, metric, ts=sim_t, value=round(rng.random(), 3), unit=unit, quality=0)
+                stats["readings"] += 1
+            next_alarm -= speed
+            while next_alarm <= 0:
+                next_alarm += alarm_every_s
+                g = rng.choice(gauges)
+                old = active.pop(g.id, None)
+                if old is not None:
+                    alarm(AlarmTransition(old.alarm_id, g.id, old.rule, TransitionKind.CLEARED, old.severity, sim_t,
+                                          0.05, {}))
+                else:
+                    sev = rng.choice([Severity.MINOR, Severity.MAJOR, Severity.CRITICAL])
+                    active[g.id] = AlarmTransition(f"al-heap-{g.id}-{int(sim_t)}", g.id, "road-water-depth",
+                                                   TransitionKind.RAISED, sev, sim_t, 0.3, {})
+                    alarm(active[g.id])
+            stats["feed_ticks"] += 1
+            await asyncio.sleep(1.0)
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = await (await browser.new_context(viewport={"width": 1920, "height": 1080})).new_page()
+        cdp = await page.context.new_cdp_session(page)
+        await cdp.send("Performance.enable")
+
+        async def heap_mb() -> tuple[float, int]:
+            await cdp.send("HeapProfiler.collectGarbage")
+            m = {x["name"]: x["value"] for x in (await cdp.send("Performance.getMetrics"))["metrics"]}
+            return round(m["JSHeapUsedSize"] / 1e6, 2), int(m["Nodes"])
+
+        base = f"http://127.0.0.1:{port}"
+        await page.goto(f"{base}/login")
+        await page.fill("#username", "sup")
+        await page.fill("#password", PASSWORD)
+        await page.click("#login-btn")
+        await page.wait_for_url(lambda url: "/login" not in url)
+        await page.goto(f"{base}/cockpit")
+        await page.wait_for_selector("#cp-gauges canvas", timeout=30_000)
+        await page.wait_for_selector("#live-state.on", timeout=30_000)
+        stop = time.monotonic() + minutes * 60
+        feeding = asyncio.create_task(feed(stop))
+        await asyncio.sleep(min(20.0, minutes * 6))  # warm: first refreshes, caches, JIT
+        start_mb, start_nodes = await heap_mb()
+        samples = [start_mb]
+        while time.monotonic() < stop:
+            await asyncio.sleep(min(30.0, max(1.0, stop - time.monotonic())))
+            samples.append((await heap_mb())[0])
+        await feeding
+        end_mb, end_nodes = await heap_mb()
+        await browser.close()
+    server.should_exit = True
+    await serving
+    env.close()
+    print(f"heap: {start_mb} MB -> {end_mb} MB after {sim_hours:g} h of feed in {minutes:g} min (x{speed:.0f}); "
+          f"DOM nodes {start_nodes} -> {end_nodes}; {stats}", flush=True)
+    return {"sim_hours": sim_hours, "wall_minutes": minutes, "speed": round(speed), "heap_start_mb": start_mb,
+            "heap_end_mb": end_mb, "heap_max_mb": max(samples), "heap_end_vs_start": round(end_mb / start_mb, 3),
+            "dom_nodes_start": start_nodes, "dom_nodes_end": end_nodes, **stats}
+
+
+def _load(kind: str, directory: Path, loader: Any, load_s: dict[str, float]) -> None:
+    """Load once into ``directory`` (kept under data/bench and reused by later runs)."""
+    if (directory / "loaded").exists():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in directory.glob("*.db*"):
+        f.unlink()
+    load_s[kind] = round(loader(), 1)
+    (directory / "loaded").write_text(json.dumps({kind: load_s[kind]}))
+    print(f"loaded {kind} in {load_s[kind]} s", flush=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--cases", type=int, default=1_000_000)
-    ap.add_argument("--devices", type=int, default=10_000)
+    ap.add_argument("--devices", default="10000,100000", help="device counts, comma-separated")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--heap-minutes", type=float, default=4.0, help="0: skip the browser heap run")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--cases-db", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(Path(args.serve), args.port)
+        serve(Path(args.cases_db), Path(args.serve), args.port)
         return 0
-    from tests.support.services import free_port, wait_port
-
-    data = ROOT / "data" / "bench" / f"console-{args.cases}-{args.devices}"
-    marker = data / "loaded"
     now = time.time()
-    load_s = None
-    if not marker.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        for f in data.glob("*.db*"):
-            f.unlink()
-        t_cases = load_cases(data / "cases.db", args.cases, now)
-        t_dev = load_devices(data, args.devices, now)
-        load_s = round(t_cases + t_dev, 1)
-        marker.write_text(json.dumps({"cases_load_s": round(t_cases, 1), "devices_load_s": round(t_dev, 1)}))
-        print(f"loaded {args.cases} cases in {t_cases:.1f} s, {args.devices} devices in {t_dev:.1f} s", flush=True)
-    else:
-        print(f"reusing {data}", flush=True)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
-        wait_port("127.0.0.1", port, 30)
-        res = asyncio.run(client(f"http://127.0.0.1:{port}", args.clients, args.seconds))
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    base = res["baseline_healthz"]["rps"] or 1.0
-    summary = {
-        "bench": "console", "cases": args.cases, "devices": args.devices, "clients": args.clients,
-        "seconds_per_endpoint": args.seconds, "load_s": load_s,
-        "baseline_healthz_rps": res["baseline_healthz"]["rps"],
-        "baseline_healthz_p95_ms": res["baseline_healthz"]["p95_ms"],
-        "worklist_rps": res["worklist_all_units"]["rps"], "worklist_p95_ms": res["worklist_all_units"]["p95_ms"],
-        "worklist_unit_rps": res["worklist_one_unit"]["rps"],
-        "worklist_unit_p95_ms": res["worklist_one_unit"]["p95_ms"],
-        "overview_rps": res["overview"]["rps"], "overview_p95_ms": res["overview"]["p95_ms"],
-        "worklist_p95_ms_1client": res["worklist_1client"]["p95_ms"],
-        "overview_p95_ms_1client": res["overview_1client"]["p95_ms"],
-        "worklist_vs_baseline": round(res["worklist_all_units"]["rps"] / base, 3),
-        "overview_vs_baseline": round(res["overview"]["rps"] / base, 3),
-        "errors": sum(r["errors"] for r in res.values()),
-    }
+    load_s: dict[str, float] = {}
+    cases_dir = ROOT / "data" / "bench" / f"console-cases-{args.cases}"
+    _load(f"cases_{args.cases}", cases_dir, lambda: load_cases(cases_dir / "cases.db", args.cases, now), load_s)
+    summary: dict[str, Any] = {"bench": "console", "cases": args.cases, "clients": args.clients,
+                               "seconds_per_endpoint": args.seconds}
+    errors = 0
+    for i, n in enumerate(int(x) for x in args.devices.split(",")):
+        dev_dir = ROOT / "data" / "bench" / f"console-devices-{n}"
+        _load(f"devices_{n}", dev_dir, lambda d=dev_dir, k=n: load_devices(d, k, now), load_s)
+        print(f"--- {n} devices", flush=True)
+        res = measure(cases_dir / "cases.db", dev_dir, args.clients, args.seconds, worklist=i == 0)
+        errors += sum(r["errors"] for r in res.values())
+        base, base1 = res["baseline_healthz"]["rps"] or 1.0, res["baseline_healthz_1client"]["rps"] or 1.0
+        if i == 0:
+            summary.update({
+                "worklist_rps": res["worklist"]["rps"], "worklist_p95_ms": res["worklist"]["p95_ms"],
+                "worklist_unit_rps": res["worklist_one_unit"]["rps"],
+                "worklist_unit_p95_ms": res["worklist_one_unit"]["p95_ms"],
+                "worklist_p95_ms_1client": res["worklist_1client"]["p95_ms"],
+                "worklist_vs_baseline": round(res["worklist"]["rps"] / base, 3)})
+        per: dict[str, Any] = {"healthz_p95_ms": res["baseline_healthz"]["p95_ms"],
+                               "healthz_p95_ms_1client": res["baseline_healthz_1client"]["p95_ms"]}
+        for ep in ("overview", "map_devices", "board"):
+            per.update({f"{ep}_p95_ms": res[ep]["p95_ms"], f"{ep}_p95_ms_1client": res[f"{ep}_1client"]["p95_ms"],
+                        f"{ep}_rps": res[ep]["rps"], f"{ep}_vs_baseline": round(res[ep]["rps"] / base, 3),
+                        f"{ep}_1client_vs_baseline": round(res[f"{ep}_1client"]["rps"] / base1, 3)})
+        summary[f"devices_{n}"] = per
+    summary["errors"] = errors
+    summary["load_s"] = load_s or None
+    if args.heap_minutes > 0:
+        summary["browser_heap"] = asyncio.run(heap_run(args.heap_minutes))
     print(json.dumps(summary))
     return 0
 

@@ -87,7 +87,9 @@ def cloud_document(
     doc["console"].update(
         listen_port=console_port, ingest_store_url=ts_url, alarm_store_url=alarm_url, case_store_url=case_url,
         audit_store_url=f"{sqlite}/console.db", production=False,
+        rules_files=[str(REPO / f) for f in doc["console"]["rules_files"]],
     )
+    doc["console"]["map"]["district_geojson"] = str(REPO / doc["console"]["map"]["district_geojson"])
     doc["notify"] = {"targets": []}  # no internet here; configure robots/e-mail in production
     return doc
 

@@ -248,6 +248,9 @@ class RulesAlarmAdapter:
     def for_device(self, device_id: str, limit: int) -> list[AlarmView]:
         return [self._view(r) for r in self._call(self.store.list, device=device_id, limit=limit)]
 
+    def recent(self, since: float, limit: int) -> list[AlarmView]:
+        return [self._view(r) for r in self._call(self.store.list, since=since, limit=limit)]
+
     def get(self, alarm_id: str) -> AlarmView | None:
         r = self._call(self.store.get, alarm_id)
         return None if r is None else self._view(r)
@@ -276,6 +279,12 @@ class BridgeAlarmAdapter:
     def active(self) -> list[AlarmView]:
         with self.store.db.read() as tx:
             rows = tx.execute(f"SELECT {self._COLS} FROM alarm_state WHERE active = 1 ORDER BY last_t DESC LIMIT 1000")
+        return [self._view(r) for r in rows]
+
+    def recent(self, since: float, limit: int) -> list[AlarmView]:
+        with self.store.db.read() as tx:
+            rows = tx.execute(f"SELECT {self._COLS} FROM alarm_state WHERE last_t >= ? ORDER BY last_t DESC LIMIT ?",
+                              (since, limit))
         return [self._view(r) for r in rows]
 
     def for_device(self, device_id: str, limit: int) -> list[AlarmView]:

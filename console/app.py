@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import api, lamps, open311_api, pages, stats
+from console import api, lamps, onemap, open311_api, pages, stats
 from console.config import ConsoleSettings
 from console.context import Ctx, Stores, principal_of
 from console.errors import AuthError, ConsoleError, RateLimited
@@ -76,15 +76,19 @@ class BodyLimit:
 
 _BASE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                  (b"x-frame-options", b"DENY")]
-_CSP = (b"content-security-policy",
-        b"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'")
+def content_security_policy(tile_sources: list[str]) -> tuple[bytes, bytes]:
+    """Own origin only, plus the configured tile servers for map images (no CDN, no inline script)."""
+    img = " ".join(["'self'", "data:", *tile_sources])
+    return (b"content-security-policy",
+            f"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src {img}; connect-src 'self'".encode())
 
 
 class SecurityHeaders:
     """nosniff/frame/referrer headers on every response, a CSP on HTML (pure ASGI: no per-request task)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tile_sources: list[str] | None = None) -> None:
         self.app = app
+        self.csp = content_security_policy(tile_sources or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,8 +101,8 @@ class SecurityHeaders:
                 present = {k.lower() for k, _v in headers}
                 headers += [h for h in _BASE_HEADERS if h[0] not in present]
                 ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-                if ctype.startswith(b"text/html") and _CSP[0] not in present:
-                    headers.append(_CSP)
+                if ctype.startswith(b"text/html") and self.csp[0] not in present:
+                    headers.append(self.csp)
                 msg = {**msg, "headers": headers}
             await send(msg)
 
@@ -196,11 +200,15 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=lambda: ctx.settings.max_body_bytes)
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, tile_sources=onemap.tile_sources(settings.map))
 
+    onemap.map_data(ctx)  # read the district layer, tile archives and rule files now: a bad file stops the start
+    pages.rules_of(ctx)
     app.include_router(api.router)
     app.include_router(lamps.router)
     app.include_router(stats.router)
+    app.include_router(onemap.router)
+    app.include_router(onemap.tiles_router)
     app.include_router(open311_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 
@@ -70,6 +72,102 @@ class BackoffSpec(StrictModel):
             raise ValueError("max_s must be >= base_s")
         return self
 
+class TiandituLayer(StrictModel):
+    """天地图 WMTS (CGCS2000 ≈ WGS-84: no offset). ``key`` is your 天地图 browser key (tk)."""
+
+    kind: Literal["tianditu"]
+    name: str = "天地图 Tianditu"
+    key: str = Field(min_length=8, pattern=r"^[0-9A-Za-z]+$")
+    layer: Literal["vec", "img", "ter"] = "vec"  # 矢量 / 影像 / 地形
+    labels: bool = True  # the matching annotation layer (cva / cia / cta) on top
+
+
+class XyzLayer(StrictModel):
+    """Any ``{z}/{x}/{y}`` tile server (OSM-style). ``gcj02``: its streets are drawn in GCJ-02."""
+
+    kind: Literal["xyz"]
+    name: str
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    attribution: str = ""
+    max_zoom: int = Field(default=19, ge=1, le=22)
+    gcj02: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _has_xyz(cls, value: str) -> str:
+        if not all(p in value for p in ("{z}", "{x}", "{y}")):
+            raise ValueError("url must contain {z}, {x} and {y}")
+        return value
+
+
+class MbtilesLayer(StrictModel):
+    """A local MBTiles (SQLite) raster archive, served by the console at ``/tiles/{z}/{x}/{y}``."""
+
+    kind: Literal["mbtiles"]
+    name: str
+    path: Path
+    max_zoom: int = Field(default=18, ge=1, le=22)
+    gcj02: bool = False
+
+
+BaseLayer = Annotated[TiandituLayer | XyzLayer | MbtilesLayer, Field(discriminator="kind")]
+
+
+class MapSettings(StrictModel):
+    """The one map (一张图): tile base layers, the district's own vector layer, the start view.
+
+    Data are WGS-84. If the base layers are GCJ-02 (``gcj02: true``) the console shifts every
+    point it sends to the browser, so all configured tile layers must agree on the datum.
+    With no tile layer (offline, the demo) the district GeoJSON alone is the base map.
+    """
+
+    base_layers: tuple[BaseLayer, ...] = ()
+    district_geojson: Path | None = None  # grids (layer=grid), streets (layer=street), river, ...
+    center: tuple[float, float] | None = None  # (lat, lon); default: the middle of the devices
+    zoom: int = Field(default=15, ge=1, le=20)
+    cluster_below_zoom: int = Field(default=17, ge=1, le=21)  # markers cluster up to this zoom
+    address_max_m: float = Field(default=400.0, gt=0)  # a device's address: streets this near
+
+    @model_validator(mode="after")
+    def _one_datum(self) -> MapSettings:
+        datums = {getattr(b, "gcj02", False) for b in self.base_layers}
+        if len(datums) > 1:
+            raise ValueError("base_layers mix GCJ-02 and WGS-84 tiles; use one datum")
+        return self
+
+    @property
+    def gcj02(self) -> bool:
+        return any(getattr(b, "gcj02", False) for b in self.base_layers)
+
+
+class PriorityEntry(StrictModel):
+    """One board priority step: alarms whose rule (a glob) and severity match rank here."""
+
+    rule: str = "*"
+    severity: Literal["minor", "major", "critical"] | None = None
+
+    def matches(self, rule: str, severity: str) -> bool:
+        return fnmatch.fnmatchcase(rule, self.rule) and (self.severity is None or self.severity == severity)
+
+
+DEFAULT_PRIORITY = (
+    PriorityEntry(rule="road-water-*", severity="critical"),
+    PriorityEntry(rule="road-water-*", severity="major"),
+    PriorityEntry(rule="road-water-*"),
+    PriorityEntry(severity="critical"),
+    PriorityEntry(rule="manhole-*"),
+    PriorityEntry(severity="major"),
+)
+
+
+class BoardSettings(StrictModel):
+    """The alarm board: what the duty officer sees first (flood first), and what a person may clear."""
+
+    priority: tuple[PriorityEntry, ...] = DEFAULT_PRIORITY  # first match wins; unmatched rank last
+    manual_clear_rules: tuple[str, ...] = ("wim-overload", "wim-axle-overload")  # event alarms: no sensor clears
+    sound: bool = True  # a new critical alarm beeps (each user can mute it)
+    repeat_window_s: float = Field(default=86400.0, gt=0)  # repeats of a device+rule counted over this
+
 
 class ConsoleSettings(StrictModel):
     listen_host: str = "127.0.0.1"
@@ -97,6 +195,9 @@ class ConsoleSettings(StrictModel):
     sse_queue_max: int = Field(default=1000, ge=10)
     lamp_command_timeout_s: float = Field(default=10.0, gt=0, le=120)  # wait this long for each cmd/result
     overview_cache_s: float = Field(default=1.0, ge=0, le=60)  # one overview computation shared by all screens
+    rules_files: tuple[Path, ...] = ()  # = rules.files: charts draw the thresholds the engine uses
+    map: MapSettings = MapSettings()
+    board: BoardSettings = BoardSettings()
 
     @model_validator(mode="after")
     def _unique(self) -> ConsoleSettings:

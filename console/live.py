@@ -252,13 +252,13 @@ class MqttFeed:
         except (PayloadError, ContractError) as exc:
             log.debug("console live feed: ignoring %s: %s", topic, exc)
 
-    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None:
+    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str, *, action: str = "ack") -> None:
         link = self._link
         if link is None or link.closed.is_set():
             raise StoreUnavailable("not connected to the broker; acknowledgement not sent")
         try:
             link.publish(topics.alarm_ack(device),
-                         payloads.encode_alarm_ack(payloads.AlarmAck(alarm_id, device, actor, t, note)), qos=1)
+                         payloads.encode_alarm_ack(payloads.AlarmAck(alarm_id, device, actor, t, note, action)), qos=1)
         except LinkError as exc:
             raise StoreUnavailable(f"acknowledgement not sent: {exc}") from exc
 

@@ -19,17 +19,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from console import serialize, stats
+from console import board, onemap, serialize, stats, thresholds
 from console.api import case_actions, load_case, login, overview_data
 from console.auth import csrf_token, verify_token
 from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, principal_of, session_token
 from console.errors import AuthError, ConsoleError, Forbidden, NotFound
-from console.labels import ACTIONS, KINDS, ROLES, SEVERITIES, STATES, URGENCIES, zh_en
+from console.labels import ACTIONS, KINDS, METRICS, ROLES, SEVERITIES, STATES, URGENCIES, rule_label, zh_en
 from console.lamps import circuits
 from console.open311 import parse_form
 from console.policy import Perm, Principal, case_scope, case_visible, has
-from console.svg import layout_map, sparkline
-from console.views import CaseFilter
+from console.svg import sparkline
+from console.views import AlarmView, CaseFilter, DeviceView
 from lighting.schedule import position, upcoming
 
 router = APIRouter(include_in_schema=False)
@@ -62,6 +62,7 @@ def _page(request: Request, name: str, p: Principal, **data: Any) -> HTMLRespons
         request=request, me=p, role_label=zh_en(ROLES, p.role.value if p.role else ""),
         csrf=csrf_token(ctx.settings.secret_key, token or ""), t=lambda ts: _fmt_time(ts, ctx),
         dur=_fmt_duration, zh_en=zh_en, STATES=STATES, KINDS=KINDS, SEVERITIES=SEVERITIES, ACTIONS=ACTIONS,
+        METRICS=METRICS, rule_label=rule_label,
         URGENCIES=URGENCIES, can=lambda perm: has(p, Perm(perm)),
         tz_offset_min=int((ctx.tz.utcoffset(datetime.now(ctx.tz)) or timedelta(0)).total_seconds() // 60),
     )
@@ -151,9 +152,19 @@ def overview(request: Request) -> HTMLResponse:
     for g in data["gauges"]:
         trend = g["trend"][-1] - g["trend"][0] if len(g["trend"]) >= 2 else 0.0
         gauges.append({**g, "spark": sparkline(g["trend"]), "delta": trend})
-    return _page(request, "overview.html", p, alarms=data["alarms"], alarmed=data["alarmed"], counts=data["counts"],
-                 kinds=sorted(data["counts"]), gauges=gauges, gauges_total=data["gauges_total"],
-                 map=layout_map(data["devices"]), now=now)
+    items = onemap.board_items(ctx, now)
+    return _page(request, "overview.html", p, board=onemap.board_rows(ctx, items[:100]),
+                 board_counts=board.counts_by_kind(items),
+                 counts=data["counts"], kinds=sorted(data["counts"]), gauges=gauges, gauges_total=data["gauges_total"],
+                 grids=onemap.map_data(ctx).grids, sound=ctx.settings.board.sound, now=now)
+
+
+@router.get("/cockpit", response_class=HTMLResponse)
+def cockpit_page(request: Request) -> HTMLResponse:
+    """The wall display (驾驶舱): full screen, large type, live; the first paint is server-side."""
+    p = _require(request, Perm.DEVICES_READ)
+    ctx = ctx_of(request)
+    return _page(request, "cockpit.html", p, data=onemap.cockpit_data(ctx, p, ctx.clock()))
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
@@ -168,8 +179,31 @@ def device_page(device_id: str, request: Request) -> HTMLResponse:
     if has(p, Perm.CASES_READ):
         page = ctx.stores.cases.worklist(CaseFilter(device=device_id, unit=case_scope(p), limit=50), ctx.clock())
         cases = [c for c in page.items if case_visible(p, c.unit)]
-    metric = "depth" if "depth" in d.latest else (sorted(d.latest)[0] if d.latest else "depth")
-    return _page(request, "device.html", p, d=d, alarms=alarms, cases=cases, metric=metric, now=ctx.clock())
+    metric = CHART_METRIC.get(d.kind, "depth")
+    if metric not in d.latest and d.latest:
+        metric = sorted(d.latest)[0]
+    now = ctx.clock()
+    return _page(request, "device.html", p, d=d, alarms=alarms, cases=cases, metric=metric, now=now,
+                 address=onemap.address_of(ctx, d), grid_name=onemap.grid_name(ctx, d.grid),
+                 latest=onemap.latest_json(d), chart=chart_context(ctx, d, alarms, now))
+
+
+def chart_context(ctx: Ctx, d: DeviceView, alarms: list[AlarmView], now: float) -> dict[str, Any]:
+    """Thresholds the rule engine applies to this device, its alarm bands, and a window around its last alarm."""
+    bands = [[a.raised_at, a.updated_at if a.state == "cleared" else now, a.severity, rule_label(a.rule)]
+             for a in alarms if a.raised_at >= now - 7 * 86400]
+    last = max((a.raised_at for a in alarms), default=None)
+    start, end = (last - 3 * 3600, min(now, last + 3 * 3600)) if last is not None and last > now - 7 * 86400 else (
+        now - 6 * 3600, now)
+    th = [{"rule": x.rule, "label": rule_label(x.rule), "metric": x.metric, "severity": x.severity, "value": x.value,
+           "kind": x.kind} for x in thresholds.for_device(rules_of(ctx), d)]
+    return {"thresholds": th, "bands": bands, "start": start, "end": end, "mark": last}
+
+
+def rules_of(ctx: Ctx) -> list[Any]:
+    """The rule engine's rule files, read once (the same files it evaluates)."""
+    rules: list[Any] = ctx.cache.get("rules", 1e12, lambda: thresholds.load(ctx.settings.rules_files))
+    return rules
 
 
 @router.get("/cases", response_class=HTMLResponse)

@@ -190,6 +190,7 @@ class DevicePort(Protocol):
 
 class AlarmPort(Protocol):
     def active(self) -> list[AlarmView]: ...
+    def recent(self, since: float, limit: int) -> list[AlarmView]: ...
     def for_device(self, device_id: str, limit: int) -> list[AlarmView]: ...
     def get(self, alarm_id: str) -> AlarmView | None: ...
 
@@ -209,9 +210,9 @@ class CasePort(Protocol):
 
 
 class AckPort(Protocol):
-    """Send an acknowledgement to the rule engine (MQTT ``alarm-ack``)."""
+    """Send an acknowledgement (``action="ack"``) or a manual clear to the rule engine (MQTT ``alarm-ack``)."""
 
-    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None: ...
+    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str, *, action: str = "ack") -> None: ...
 
 
 JSONDict = dict[str, Any]

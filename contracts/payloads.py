@@ -437,19 +437,27 @@ def decode_alarm(raw: bytes | str) -> AlarmTransition:
 # ---------------------------------------------------------------- alarm acks, open cases
 
 
+ACK_ACTIONS = ("ack", "clear")
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmAck:
+    """A person's decision on an alarm: acknowledge it, or clear one that no sensor can clear."""
+
     alarm_id: str
     device: str
     actor: str
     t: float
     note: str = ""
+    action: str = "ack"  # ack | clear
 
 
 def encode_alarm_ack(ack: AlarmAck) -> bytes:
-    return _dumps(
-        {"v": VERSION, "alarm_id": ack.alarm_id, "device": ack.device, "actor": ack.actor, "t": ack.t, "note": ack.note}
-    )
+    obj: dict[str, Any] = {"v": VERSION, "alarm_id": ack.alarm_id, "device": ack.device, "actor": ack.actor,
+                           "t": ack.t, "note": ack.note}
+    if ack.action != "ack":
+        obj["action"] = ack.action
+    return _dumps(obj)
 
 
 def decode_alarm_ack(raw: bytes | str) -> AlarmAck:
@@ -459,12 +467,16 @@ def decode_alarm_ack(raw: bytes | str) -> AlarmAck:
         raise PayloadError("bad_device_id", "ack.device")
     assert isinstance(device, str)
     note = obj.get("note", "")
+    action = obj.get("action", "ack")
+    if action not in ACK_ACTIONS:
+        raise PayloadError("bad_action", "ack.action")
     return AlarmAck(
         _str(obj, "alarm_id", "ack"),
         device,
         _str(obj, "actor", "ack"),
         _num(obj, "t", "ack"),
         note if isinstance(note, str) else "",
+        str(action),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from firmware_sim.district import grid_at
 from firmware_sim.physics import unit_uniform
 
 SEED = 20260701
@@ -37,10 +38,12 @@ COVER_MINORS = (
 
 
 def _where(key: str) -> tuple[float, float, str]:
-    lat = 30.240 + 0.030 * unit_uniform(SEED, key + "/lat")
-    lon = 120.130 + 0.040 * unit_uniform(SEED, key + "/lon")
-    grid = GRIDS[int(3 * unit_uniform(SEED, key + "/grid"))]
-    return round(lat, 5), round(lon, 5), grid
+    """A device's place and the demo grid polygon it stands in (firmware_sim.district)."""
+    lat = round(30.240 + 0.030 * unit_uniform(SEED, key + "/lat"), 5)
+    lon = round(120.130 + 0.040 * unit_uniform(SEED, key + "/lon"), 5)
+    grid = grid_at(lat, lon)
+    assert grid in GRIDS, f"{key} at {lat}, {lon} is outside the demo grids"
+    return lat, lon, grid
 
 
 def _component(major: str, minor: str, serial: int) -> str:

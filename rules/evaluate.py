@@ -766,6 +766,20 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
     _auto_clear(st, now, out)
 
 
+def _manual_clear(st: EngineState, al: Alarm, ack: AlarmAck, out: list[AlarmTransition]) -> None:
+    """A person clears an event alarm (WIM overload): no sensor reading can, only its timer.
+
+    A condition alarm (depth, tilt, voltage) is refused: its sensor still decides, and a
+    cleared-by-hand flood alarm would be raised again by the next reading anyway.
+    """
+    if al.auto_clear_t is None:
+        return  # refused: no transition, the alarm stays active on every screen
+    st.alarms.pop(al.alarm_id, None)
+    why: dict[str, Any] = {"reason": "manual", "note": ack.note}
+    out.append(AlarmTransition(al.alarm_id, al.device, al.rule, TransitionKind.CLEARED, al.severity, ack.t, al.value,
+                               why, ack.actor))
+
+
 def _auto_clear(st: EngineState, now: float, out: list[AlarmTransition]) -> None:
     # event alarms that clear themselves
     for aid in [a for a, al in st.alarms.items() if al.auto_clear_t is not None and al.auto_clear_t <= now]:
@@ -793,7 +807,10 @@ def evaluate(
             state.dirty.add(item.device)
             alarm = state.alarms.get(item.alarm_id)
             if alarm is not None and alarm.device == item.device:
-                acknowledge(alarm, item.actor, item.t, item.note, out)
+                if item.action == "clear":
+                    _manual_clear(state, alarm, item, out)
+                else:
+                    acknowledge(alarm, item.actor, item.t, item.note, out)
         elif isinstance(item, OpenCases):
             state.dirty.add(item.device)
             if item.cases:

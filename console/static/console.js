@@ -1,5 +1,5 @@
-// citywatch console: live updates over SSE, acknowledgements, workflow actions, SVG charts.
-// No framework, no build step, no CDN.
+// citywatch console: live updates over SSE, acknowledgements, workflow actions, charts (vendored ECharts).
+// No framework, no build step at run time, no CDN.
 "use strict";
 (function () {
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
@@ -18,34 +18,19 @@
     return data;
   }
 
-  // ---------------------------------------------------------------- alarms (overview)
-  const alarmRows = document.getElementById("alarm-rows");
-  async function refreshAlarms(freshId) {
-    if (!alarmRows) return;
-    const data = await api("GET", "/api/v1/alarms");
-    const canAck = alarmRows.dataset.canAck === "1";
-    alarmRows.replaceChildren();
-    document.getElementById("alarm-count").textContent = data.total;
-    if (!data.items.length) alarmRows.append(el("tr", { class: "empty" }, el("td", { colspan: "7" }, "无活动告警 No active alarms")));
-    for (const a of data.items) {
-      const btn = canAck && a.state !== "acknowledged" ? el("button", { class: "ack", "data-alarm": a.alarm_id }, "确认 Acknowledge") : "";
-      const tr = el("tr", { class: "sev-" + a.severity + (a.alarm_id === freshId ? " fresh" : ""), "data-alarm": a.alarm_id },
-        el("td", {}, el("span", { class: "badge sev-" + a.severity }, SEV[a.severity] || a.severity)),
-        el("td", {}, el("a", { href: "/devices/" + a.device }, a.device)), el("td", {}, a.rule),
-        el("td", {}, a.value === null ? "—" : Number(a.value).toPrecision(3)), el("td", {}, fmtTime(a.raised_at)),
-        el("td", {}, (a.state === "acknowledged" ? "已确认 acknowledged" : "未确认 unacknowledged") + (a.acked_by ? " (" + a.acked_by + ")" : "")),
-        el("td", {}, btn));
-      alarmRows.append(tr);
-      const dot = document.getElementById("dot-" + a.device);
-      if (dot) dot.setAttribute("class", dot.getAttribute("class").replace(/ (online|offline|sev-\w+)$/, "") + " sev-" + a.severity);
-    }
-  }
+  // ---------------------------------------------------------------- alarm acknowledgement and manual clear
   document.addEventListener("click", async (ev) => {
-    const b = ev.target.closest("button.ack");
+    const b = ev.target.closest("button.ack, button.clear");
     if (!b) return;
+    const clear = b.classList.contains("clear");
+    const input = b.closest("tr, form") && b.closest("tr, form").querySelector("input.ack-note");
+    const note = input ? input.value.trim() : "";
+    if (clear && !note) { if (input) { input.focus(); input.placeholder = "请填写消除原因 reason required"; } return; }
     b.disabled = true;
-    try { await api("POST", "/api/v1/alarms/" + encodeURIComponent(b.dataset.alarm) + "/ack", { note: "" }); b.textContent = "已发送 sent"; }
-    catch (e) { b.disabled = false; b.textContent = "重试 retry: " + e.message; }
+    try {
+      await api("POST", "/api/v1/alarms/" + encodeURIComponent(b.dataset.alarm) + (clear ? "/clear" : "/ack"), { note });
+      b.textContent = "已发送 sent";
+    } catch (e) { b.disabled = false; b.textContent = "重试 retry: " + e.message; }
   });
 
   // ---------------------------------------------------------------- case actions
@@ -63,45 +48,73 @@
     } catch (e) { err.hidden = false; err.textContent = e.message; form.querySelectorAll("button").forEach((x) => (x.disabled = false)); }
   });
 
-  // ---------------------------------------------------------------- charts
-  async function drawChart(box) {
-    const svg = box.querySelector("svg.plot");
-    const metric = (box.querySelector("select.metric") || {}).value || box.dataset.metric || "depth";
+  // ---------------------------------------------------------------- charts (ECharts, vendored)
+  const SEV_COLOR = { critical: "#b00020", major: "#d9480f", minor: "#b08800" };
+  function loadScript(src) {
+    return new Promise((ok, fail) => { const s = el("script", { src }); s.onload = ok; s.onerror = fail; document.head.append(s); });
+  }
+  const fmtAxis = (v) => fmtTime(v / 1000);
+  async function drawChart(box, chart) {
+    const sel = box.querySelector("select.metric");
+    const metric = (sel && sel.value) || box.dataset.metric || "depth";
+    const label = sel && sel.selectedOptions.length ? sel.selectedOptions[0].textContent : metric;
     const now = Date.now() / 1000;
-    const end = box.dataset.end ? Number(box.dataset.end) : now;
-    const start = box.dataset.start ? Number(box.dataset.start) : end - Number(box.dataset.span || 21600);
-    const q = new URLSearchParams({ metric, start: String(start), end: String(end), max_points: "400" });
+    const span = box.dataset.span || (box.dataset.start ? "event" : "21600");
+    let start, end;
+    if (span === "event" && box.dataset.start) { start = Number(box.dataset.start); end = Number(box.dataset.end); }
+    else { end = now; start = end - Number(span === "event" ? 21600 : span); }
+    const q = new URLSearchParams({ metric, start: String(start), end: String(end), max_points: "600" });
     let data;
     try { data = await api("GET", "/api/v1/devices/" + encodeURIComponent(box.dataset.device) + "/readings?" + q); }
-    catch (e) { svg.replaceChildren(); svg.append(svgEl("text", { x: 20, y: 30 }, "无数据 no data: " + e.message)); return; }
-    const W = 800, H = 260, L = 50, R = 10, T = 10, B = 30;
-    svg.replaceChildren();
+    catch (e) { chart.clear(); chart.setOption({ title: { text: "无数据 no data: " + e.message } }); return; }
     const pts = data.points;
-    if (!pts.length) { svg.append(svgEl("text", { x: 20, y: 30 }, "此范围无数据 no data in this range")); return; }
-    let lo = Math.min(...pts.map((p) => p[2])), hi = Math.max(...pts.map((p) => p[3]));
-    if (hi === lo) { hi += 1; lo -= 1; }
-    const x = (t) => L + ((t - start) / (end - start)) * (W - L - R);
-    const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
-    svg.append(svgEl("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }), svgEl("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
-    for (let i = 0; i <= 4; i++) { const v = lo + ((hi - lo) * i) / 4; svg.append(svgEl("text", { x: 4, y: y(v) + 4 }, v.toPrecision(3))); }
-    for (let i = 0; i <= 4; i++) { const t = start + ((end - start) * i) / 4; svg.append(svgEl("text", { x: x(t), y: H - 10, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, fmtTime(t))); }
-    const band = pts.map((p) => x(p[0]) + "," + y(p[3])).concat(pts.slice().reverse().map((p) => x(p[0]) + "," + y(p[2])));
-    svg.append(svgEl("polygon", { class: "band", points: band.join(" ") }));
-    svg.append(svgEl("polyline", { class: "line", points: pts.map((p) => x(p[0]) + "," + y(p[1])).join(" ") }));
-    if (box.dataset.mark) { const mx = x(Number(box.dataset.mark)); svg.append(svgEl("line", { class: "mark", x1: mx, y1: T, x2: mx, y2: H - B })); }
-    svg.setAttribute("aria-label", metric + " " + pts.length + " points");
+    const unit = (document.querySelector('td[data-metric="' + CSS.escape(metric) + '"]') || { dataset: {} }).dataset.unit || "";
+    const ths = JSON.parse(box.dataset.thresholds || "[]").filter((t) => t.metric === metric);
+    const bands = JSON.parse(box.dataset.bands || "[]").filter((b) => b[1] >= start && b[0] <= end);
+    const series = [
+      { name: "范围 range", type: "line", data: pts.map((p) => [p[0] * 1000, p[2]]), lineStyle: { opacity: 0 }, stack: "band", symbol: "none", silent: true },
+      { name: "范围 range", type: "line", data: pts.map((p) => [p[0] * 1000, p[3] - p[2]]), lineStyle: { opacity: 0 }, stack: "band", symbol: "none",
+        areaStyle: { color: "rgba(11,92,173,.15)" }, silent: true },
+      { name: label + (unit ? " (" + unit + ")" : ""), type: "line", data: pts.map((p) => [p[0] * 1000, p[1]]), showSymbol: false, lineStyle: { width: 2, color: "#0b5cad" },
+        markLine: { symbol: "none", data: ths.filter((t) => t.kind === "level").map((t) => ({ yAxis: t.value, name: t.label, lineStyle: { color: SEV_COLOR[t.severity], type: "dashed" },
+          label: { formatter: t.value + " " + unit + " " + t.severity, position: "insideEndTop" } })).concat(box.dataset.mark ? [{ xAxis: Number(box.dataset.mark) * 1000, lineStyle: { color: "#b00020" }, label: { formatter: "告警 alarm" } }] : []) },
+        markArea: { silent: true, data: bands.map((b) => [{ xAxis: Math.max(b[0], start) * 1000, itemStyle: { color: SEV_COLOR[b[2]], opacity: 0.08 }, name: b[3] }, { xAxis: Math.min(b[1], end) * 1000 }]) } },
+    ];
+    // the axis reaches the highest threshold, so every alarm level is drawn even on a dry day
+    const thMax = Math.max(-Infinity, ...ths.filter((t) => t.kind === "level").map((t) => t.value));
+    const yAxis = [{ type: "value", scale: true, name: unit, axisLabel: { formatter: (v) => +v.toFixed(3) } }];
+    if (thMax > Math.max(-Infinity, ...pts.map((p) => p[3]))) yAxis[0].max = +(thMax * 1.05).toFixed(3);
+    if (box.dataset.rate === "1" && metric === "depth" && pts.length > 1) {
+      const rate = [];
+      for (let i = 1; i < pts.length; i++) rate.push([pts[i][0] * 1000, +(((pts[i][1] - pts[i - 1][1]) / (pts[i][0] - pts[i - 1][0])) * 3600 * 100).toFixed(1)]);
+      const rth = ths.filter((t) => t.kind === "rate");
+      series.push({ name: "涨速 rate of rise (cm/h)", type: "bar", yAxisIndex: 1, data: rate, itemStyle: { color: "rgba(217,72,15,.45)" },
+        markLine: { symbol: "none", data: rth.map((t) => ({ yAxis: t.value * 100, lineStyle: { color: SEV_COLOR[t.severity], type: "dotted" }, label: { formatter: "预警 " + t.value * 100 + " cm/h" } })) } });
+      yAxis.push({ type: "value", name: "cm/h", splitLine: { show: false } });
+    }
+    chart.setOption({
+      animation: false, grid: { left: 60, right: 60, top: 40, bottom: 70 }, tooltip: { trigger: "axis" },
+      legend: { top: 0, data: series.filter((s) => s.name !== "范围 range").map((s) => s.name) },
+      toolbox: { right: 10, feature: { dataZoom: { yAxisIndex: "none", title: { zoom: "框选缩放 brush to zoom", back: "还原 back" } }, restore: { title: "还原 reset" } } },
+      dataZoom: [{ type: "inside" }, { type: "slider", bottom: 10, labelFormatter: fmtAxis }],
+      xAxis: { type: "time", min: start * 1000, max: end * 1000, axisLabel: { formatter: fmtAxis } }, yAxis, series,
+    }, true);
+    box.dataset.points = String(pts.length);
+    box.dataset.window = start + "," + end;
   }
-  function svgEl(tag, attrs, text) { const e = document.createElementNS("http://www.w3.org/2000/svg", tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); if (text !== undefined) e.textContent = text; return e; }
-  document.querySelectorAll(".chart").forEach((box) => {
-    drawChart(box);
+  const charts = document.querySelectorAll(".chart[data-device]");
+  if (charts.length) loadScript("/static/vendor/echarts/echarts.min.js").then(() => charts.forEach((box) => {
+    const chart = window.echarts.init(box.querySelector(".plot"), null, { renderer: "svg" });
+    window.addEventListener("resize", () => chart.resize());
+    drawChart(box, chart);
     box.querySelectorAll("button[data-span]").forEach((b) => b.addEventListener("click", () => {
       box.dataset.span = b.dataset.span;
       box.querySelectorAll("button[data-span]").forEach((o) => o.setAttribute("aria-pressed", String(o === b)));
-      drawChart(box);
+      drawChart(box, chart);
     }));
     const sel = box.querySelector("select.metric");
-    if (sel) sel.addEventListener("change", () => drawChart(box));
-  });
+    if (sel) sel.addEventListener("change", () => drawChart(box, chart));
+  }));
 
   // ---------------------------------------------------------------- live feed
   const state = document.getElementById("live-state");
@@ -109,14 +122,20 @@
     const es = new EventSource("/api/v1/live");
     es.onopen = () => { state.textContent = "● 实时 live"; state.classList.add("on"); };
     es.onerror = () => { state.textContent = "● 重连中 reconnecting"; state.classList.remove("on"); };
-    es.addEventListener("alarm", (ev) => { const a = JSON.parse(ev.data); if (page === "overview") refreshAlarms(a.alarm_id); });
-    es.addEventListener("gap", () => { if (page === "overview") refreshAlarms(); });
+    // the map, board and cockpit (onemap.js) listen to these as DOM events
+    const relay = (kind) => (ev) => document.dispatchEvent(new CustomEvent("cw:" + kind, { detail: ev.data ? JSON.parse(ev.data) : {} }));
+    es.addEventListener("alarm", relay("alarm"));
+    es.addEventListener("gap", relay("gap"));
+    const DEC = { m: 2, deg: 1, V: 1, A: 2, W: 0, kWh: 1, "%": 0, h: 0 };
     es.addEventListener("reading", (ev) => {
-      for (const r of JSON.parse(ev.data).readings) {
+      const data = JSON.parse(ev.data);
+      for (const r of data.readings) {
         document.querySelectorAll('tr[data-device="' + CSS.escape(r.device) + '"] td[data-metric="' + CSS.escape(r.metric) + '"]').forEach((td) => {
-          td.textContent = r.metric === "depth" ? Number(r.value).toFixed(2) : Number(r.value).toPrecision(3);
+          const unit = r.unit || "";
+          td.textContent = Number(r.value).toFixed(DEC[unit] === undefined ? 2 : DEC[unit]) + (unit === "deg" ? "°" : unit ? " " + unit : "");
         });
       }
+      document.dispatchEvent(new CustomEvent("cw:reading", { detail: data }));
     });
     es.addEventListener("case", (ev) => {
       const c = JSON.parse(ev.data);

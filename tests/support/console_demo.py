@@ -11,6 +11,7 @@ import functools
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from case_bridge import CaseStore
@@ -114,6 +115,9 @@ def seed_cases(cases: CaseStore, devices: list[DeviceInfo], now: float, alarms: 
     return demo
 
 
+REPO = Path(__file__).resolve().parents[1]
+DISTRICT = REPO / "configs/map/demo-district.geojson"
+RULES = REPO / "configs/rules/default.yaml"
 PASSWORD = "citywatch-demo"  # demo/test logins only; production users come from the config file
 
 DEMO_USERS = (
@@ -131,9 +135,10 @@ class RecordingAcks:
     """An acknowledgement sink for runs without a broker: keeps what would have been published."""
 
     sent: list[tuple[str, str, str, float, str]] = field(default_factory=list)
+    cleared: list[tuple[str, str, str, float, str]] = field(default_factory=list)
 
-    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str) -> None:
-        self.sent.append((alarm_id, device, actor, t, note))
+    def send_ack(self, alarm_id: str, device: str, actor: str, t: float, note: str, *, action: str = "ack") -> None:
+        (self.cleared if action == "clear" else self.sent).append((alarm_id, device, actor, t, note))
 
 
 @functools.cache
@@ -155,6 +160,9 @@ def demo_settings(**overrides: object) -> Any:
         "api_keys": [{"name": "hotline-12319", "key_sha256": hash_api_key(DEMO_API_KEY)}],
         "overview_cache_s": 0.0,  # tests look at the stores' state right after they change it
     }
+    if DISTRICT.exists():  # a source checkout: the demo district's map and the rule engine's own rules
+        base["map"] = {"district_geojson": str(DISTRICT)}
+        base["rules_files"] = [str(RULES)]
     base.update(overrides)
     return ConsoleSettings.model_validate(base)
 

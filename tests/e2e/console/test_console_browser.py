@@ -172,7 +172,8 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path, shots: Pa
                 await page.click(f'button.act[data-action="{action}"]')
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
                 await page.wait_for_load_state("load")
-            await page.wait_for_selector("svg.plot polyline.line", timeout=15_000)  # the chart is drawn
+            # the chart is drawn
+            await page.wait_for_selector(".chart[data-points] .plot svg path", state="attached", timeout=15_000)
             await page.screenshot(path=str(shots / "case.png"), full_page=True)
             await browser.close()
         final = env.case_store.get(case.id)

@@ -73,6 +73,22 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, dict[str, tuple[int, int]
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
     ("GET", "/api/v1/statistics/export?table=by_unit&format=csv", None,
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/map/config", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/map/district", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/map/devices", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/map/devices/wl-0000", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/board", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("POST", "/api/v1/alarms/{alarm}/clear", {"note": "sensor washed away"},  # a flood alarm: its sensor clears it
+     {"duty": (409, 409), "handler-a": (403, 403), "sup": (403, 403), "admin": (403, 403)}),
+    ("GET", "/api/v1/cockpit", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/cockpit", None,
+     {"duty": (200, 200), "handler-a": (200, 200), "sup": (200, 200), "admin": (200, 200)}),
 ]
 
 
@@ -112,11 +128,12 @@ def test_matrix(role: str, tmp_path: Path) -> None:
 
 
 def test_every_api_route_is_in_the_matrix() -> None:
-    from console import api, lamps, stats
+    from console import api, lamps, onemap, stats
 
     covered = {p.split("?")[0].replace("{alarm}", "{alarm_id}").replace("{case}", "{case_id}")
                .replace("wl-0000", "{device_id}") for _m, p, _b2, _e in ROUTES}
-    routes = {r.path for router in (api.router, lamps.router, stats.router) for r in router.routes}  # type: ignore[attr-defined]
+    routes = {r.path for router in (api.router, lamps.router, onemap.router, stats.router)
+              for r in router.routes}  # type: ignore[attr-defined]
     missing = routes - covered - {"/api/v1/auth/login", "/api/v1/live", "/api/v1/categories", "/api/v1/units",
                                   "/api/v1/alarms/{alarm_id}", "/api/v1/devices/{device_id}"}
     assert not missing, missing

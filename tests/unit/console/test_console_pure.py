@@ -7,11 +7,14 @@ import asyncio
 import pytest
 
 from console.config import ConsoleSettings
+from console.geo import wgs84_to_gcj02
 from console.live import Hub, LiveEvent, stream
-from console.svg import layout_map, sparkline
+from console.onemap import marker_rows
+from console.svg import sparkline
 from console.views import DeviceView
 from contracts.config import parse_cloud_section
 from contracts.errors import ConfigError
+from firmware_sim.district import grid_at
 
 
 def test_sparkline_points() -> None:
@@ -24,26 +27,27 @@ def test_sparkline_points() -> None:
 
 
 def test_map_places_devices_and_grids() -> None:
-    devs = [DeviceView("a", "water_gauge", lat=30.0, lon=120.0, grid="g1"),
-            DeviceView("b", "manhole", lat=30.01, lon=120.01, grid="g1"),
-            DeviceView("c", "lamp", lat=30.02, lon=120.0, grid="g2"),
+    """The map's marker rows (Leaflet draws them; grids are the district's polygons, not device boxes)."""
+    devs = [DeviceView("a", "water_gauge", lat=30.25, lon=120.135, grid="330106001001", online=True),
+            DeviceView("b", "manhole", lat=30.26, lon=120.145, grid="330106001001"),
+            DeviceView("c", "lamp", lat=30.27, lon=120.135, grid="330106002001", online=True),
             DeviceView("d", "wim")]
-    m = layout_map(devs, width=800, height=480, pad=20)
-    assert [p.device.id for p in m.devices] == ["a", "b", "c"]
-    assert [d.id for d in m.unplaced] == ["d"]
-    by_id = {p.device.id: p for p in m.devices}
-    assert by_id["c"].y < by_id["a"].y  # north is up
-    assert by_id["b"].x > by_id["a"].x  # east is right
-    for p in m.devices:
-        assert 0 <= p.x <= 800 and 0 <= p.y <= 480
-    assert [g.grid for g in m.grids] == ["g1", "g2"]
-    g1 = m.grids[0]
-    assert g1.x < by_id["a"].x < g1.x + g1.w
+    m = marker_rows(devs, {"c": "critical"}, gcj02=False)
+    assert [r[0] for r in m.rows] == ["a", "b", "c"]
+    assert m.unplaced == ["d"]
+    by_id = {r[0]: r for r in m.rows}
+    assert by_id["c"][2] > by_id["a"][2]  # north
+    assert by_id["b"][3] > by_id["a"][3]  # east
+    assert [by_id[x][4] for x in "abc"] == ["online", "offline", "critical"]
+    assert m.center is not None and 30.25 < m.center[0] < 30.27
+    assert [grid_at(r[2], r[3]) for r in m.rows] == ["330106001001", "330106001001", "330106002001"]
+    shifted = marker_rows(devs, {}, gcj02=True)
+    assert shifted.rows[0][2:4] == [round(x, 6) for x in wgs84_to_gcj02(30.25, 120.135)]
 
 
 def test_map_without_coordinates() -> None:
-    m = layout_map([DeviceView("x", "lamp")])
-    assert m.devices == [] and len(m.unplaced) == 1
+    m = marker_rows([DeviceView("x", "lamp")], {}, gcj02=False)
+    assert m.rows == [] and len(m.unplaced) == 1 and m.center is None
 
 
 async def test_hub_coalesces_readings_and_bounds_queues() -> None:

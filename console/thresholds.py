@@ -1,0 +1,57 @@
+"""Alarm thresholds per device and metric, from the rule engine's own rule files.
+
+Charts draw the levels the rule engine really uses for this device (per-device overrides and
+datum offsets included), by binding the same rule files with the engine's own compiler;
+there is no second copy of a threshold in the console's configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from console.views import DeviceView
+from contracts.errors import ConfigError
+from contracts.reading import DeviceInfo
+from rules.errors import RulesError
+from rules.evaluate import compile_rule
+from rules.specs import Rule, load_rules
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    rule: str
+    metric: str
+    severity: str
+    value: float  # where the alarm raises, in the reading's scale (datum offset removed)
+    kind: str  # level (value of the metric) | rate (per hour)
+
+
+def load(paths: Sequence[Path]) -> list[Rule]:
+    if not paths:
+        return []
+    try:
+        return load_rules([str(p) for p in paths])
+    except (OSError, RulesError) as exc:
+        raise ConfigError("console.rules_files", "", [str(p) for p in paths], str(exc)) from exc
+
+
+def for_device(rules: Sequence[Rule], d: DeviceView) -> list[Threshold]:
+    """The levels and rates that raise alarms on ``d``, lowest severity first."""
+    info = DeviceInfo(d.id, d.profile, d.kind, d.lat, d.lon, grid=d.grid, owner=d.owner)
+    out: list[Threshold] = []
+    for rule in rules:
+        if not rule.applies_to.matches(info):
+            continue
+        c = compile_rule(rule, info)
+        if c is None:
+            continue
+        metric = getattr(rule, "metric", None)
+        if c.kind == "threshold" and metric:
+            out += [Threshold(rule.name, metric, str(lv.severity), round(lv.raise_at - c.offset, 6), "level")
+                    for lv in c.levels]
+        elif c.kind == "rate" and metric:
+            out.append(Threshold(rule.name, metric, str(c.severities[0]), float(getattr(rule, "rate_per_h", 0.0)),
+                                 "rate"))
+    return out
