@@ -16,6 +16,7 @@ from contracts.errors import CitywatchError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("citywatch.allinone", "run the whole district in one process on embedded defaults"),
+    "cluster": ("citywatch.cluster", "run a local N-node NATS JetStream cluster with MQTT listeners"),
     "sim": ("firmware_sim.cli", "serve simulated devices over Modbus TCP and RTU (pty pairs)"),
     "probe": ("gateway.cli", "read one device: raw registers, decoded values, all word orders"),
     "scan": ("gateway.cli", "find responding unit ids on a bus"),

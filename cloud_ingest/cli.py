@@ -18,10 +18,12 @@ def args_ingest(parser: argparse.ArgumentParser) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from cloud_ingest.config import load_settings
+    from cloud_ingest.jetstream import JetStreamIngester, load_jetstream_settings
     from cloud_ingest.service import Ingester
     from cloud_ingest.store import open_store
 
     mqtt_settings, settings = load_settings(args.config)
+    js_settings = load_jetstream_settings(args.config)
     updates = {}
     if args.store:
         updates["store_url"] = args.store
@@ -37,8 +39,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        ingester = Ingester(mqtt_settings, settings, store, extra_writers=extra)
-        log.info("ingesting from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
+        ingester: Ingester
+        if js_settings is not None:  # a NATS cluster: bind to the shared JetStream durable
+            ingester = JetStreamIngester(mqtt_settings, settings, js_settings, store, extra_writers=extra)
+            source = f"JetStream {js_settings.stream}/{js_settings.durable} on {', '.join(js_settings.servers)}"
+        else:
+            ingester = Ingester(mqtt_settings, settings, store, extra_writers=extra)
+            source = mqtt_settings.url
+        log.info("ingesting from %s into %s", source, settings.store_url.split("@")[-1])
         await ingester.run(stop)
 
     try:
