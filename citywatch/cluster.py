@@ -355,6 +355,19 @@ class NatsCluster:
             time.sleep(0.2)
         raise ClusterError(f"no leader for stream {stream} after {timeout_s:.0f} s")
 
+    def holder_of(self, mqtt_client_id: str) -> str | None:
+        """The node that holds an MQTT client's connection (``/connz``), None if no live node does."""
+        for n in self.nodes:
+            if not n.alive:
+                continue
+            try:
+                data = _get_json(f"http://{n.spec.host}:{n.spec.http_port}/connz?limit=10000")
+            except (OSError, ValueError):
+                continue
+            if any(c.get("mqtt_client") == mqtt_client_id for c in data.get("connections") or []):
+                return n.spec.name
+        return None
+
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()

@@ -49,7 +49,6 @@ from cloud_ingest.service import Ingester, Item, add_to_batch
 from cloud_ingest.store.base import SeqMark, Store, WriteBatch
 from cloud_ingest.validate import Accepted, Rejected, classify
 from contracts.config import MqttSettings, StrictModel, parse_cloud_section, parse_yaml
-from contracts.failover import FailoverRotation
 from contracts.paho import new_client
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,6 @@ class JetStreamIngester(Ingester):
         self._held: dict[int, _Held] = {}
         self._next_mid = 0
         self._ack_tasks: set[asyncio.Task[None]] = set()
-        self._rotation = FailoverRotation(mqtt_settings)
         self.fetched = 0
         self.redelivered = 0
 
@@ -162,9 +160,8 @@ class JetStreamIngester(Ingester):
         self, client: mqtt.Client, _ud: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode, _p: Properties | None
     ) -> None:
         if self._connected:
-            log.warning("MQTT listener connection lost (%s); failing over", rc)
+            log.warning("MQTT listener connection lost (%s); reconnecting, to the next node if it fails", rc)
         self._connected = False
-        self._rotation.advance(client)
 
     def _republish_acks(self) -> None:
         """A new connection: the watermarks may not have reached the broker, so send every known one."""
@@ -173,13 +170,11 @@ class JetStreamIngester(Ingester):
             self._publish_ack(gw)
 
     def _make_client(self) -> mqtt.Client:
-        client, connect = new_client(self._rotation.current, self.cfg.client_id, persistent=False)
+        client, connect = new_client(self.mqtt, self.cfg.client_id, persistent=False)
         client.reconnect_delay_set(1, 5)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        self._rotation.remember(connect)
-        self._rotation.attach(client)
         client.connect_async(**connect)
         return client
 

@@ -2,8 +2,9 @@
 
 paho takes one host; when that node dies its own reconnect would knock on the dead node
 forever. :class:`FailoverRotation` re-points the client at the next URL of
-:attr:`contracts.config.MqttSettings.urls` whenever a connection is lost or an attempt fails;
-paho's reconnect delay (``reconnect_delay_set``) then spaces the attempts.
+:attr:`contracts.config.MqttSettings.urls` whenever a reconnect attempt fails (paho's
+``on_connect_fail``); paho's reconnect delay (``reconnect_delay_set``) spaces the attempts.
+:func:`contracts.paho.new_client` attaches one whenever ``failover_urls`` is set.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.config import MqttSettings
+from contracts.failover import FailoverRotation
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ def new_client(
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
         client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
+    if settings.failover_urls:  # a broker cluster: a failed reconnect moves on to the next node
+        rotation = FailoverRotation(settings)
+        rotation.remember(connect)
+        rotation.attach(client)
     return client, connect
 
 

@@ -91,6 +91,7 @@ class MqttLink:
         c.on_disconnect = self._cb_disconnect
         c.on_publish = self._cb_publish
         c.on_message = self._cb_message
+        c.on_subscribe = self._cb_subscribe
         c.on_socket_open = self._cb_socket_open
         c.on_socket_close = self._cb_socket_close
         c.on_socket_register_write = self._cb_register_write
@@ -156,6 +157,15 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties | None
     ) -> None:
         self._on_puback(mid, int(rc.value), str(rc))
+
+    def _cb_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Properties | None
+    ) -> None:
+        # a refused subscription (a NATS node without a JetStream leader answers 0x80 for a while)
+        # would leave the gateway deaf to its ack watermark: drop the link, reconnect with backoff
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            self._mark_closed(f"subscription refused: {', '.join(bad)}")
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload))
