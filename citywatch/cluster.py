@@ -146,7 +146,8 @@ _JS_CLIENT = {"publish": ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"], "subscribe": ["
 SERVICE_PERMISSIONS: dict[str, dict[str, list[str]]] = {
     "cw-ingest": {
         "publish": [*_JS_CLIENT["publish"], "citywatch.v1.gw.*.ack"],
-        "subscribe": [*_JS_CLIENT["subscribe"], "$MQTT.sub.>"],
+        "subscribe": [*_JS_CLIENT["subscribe"], "citywatch.v1.gw.*.telemetry", "citywatch.v1.gw.*.events",
+                      "citywatch.v1.gw.*.status", "citywatch.v1.gw.*.ack", "$MQTT.sub.>"],
     },
     "cw-rules": {
         "publish": ["citywatch.v1.alarms.*"],
@@ -287,6 +288,8 @@ class NatsCluster:
     def create(cls, specs: Sequence[NodeSpec], workdir: Path, include: str | None = None) -> NatsCluster:
         """Write one config file per node under ``workdir``."""
         workdir.mkdir(parents=True, exist_ok=True)
+        if include is not None:  # nats-server resolves an include relative to the including file
+            include = os.path.relpath(Path(include).resolve(), workdir.resolve())
         nodes = []
         for spec in specs:
             conf = workdir / f"{spec.name}.conf"
@@ -508,4 +511,35 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 if not stop and not n.alive:
                     log.warning("node %s died; restarting it", n.spec.name)
                     n.start()
+    return 0
+
+
+# ------------------------------------------------------------------ CLI: citywatch cluster-users
+
+
+def args_cluster_users(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("identities", nargs="+", help="gateway ids and service names (cw-ingest, cw-rules, ...)")
+    parser.add_argument("-o", "--output", required=True, help="accounts file to write (included by the node config)")
+
+
+def cmd_cluster_users(args: argparse.Namespace) -> int:
+    """Write the accounts file with a fresh random password per identity; print ``identity password`` lines.
+
+    The file holds the passwords in clear (mode 0600, like a Mosquitto password file before
+    hashing); nats-server also accepts bcrypt hashes (``$2a$...``) in their place.
+    """
+    import secrets
+
+    from contracts.ids import is_valid_id
+
+    bad = [i for i in args.identities if not is_valid_id(i)]
+    if bad:
+        raise ClusterError(f"identities must match [a-z0-9][a-z0-9-]{{0,62}}: {', '.join(bad)}")
+    passwords = {i: secrets.token_urlsafe(24) for i in args.identities}
+    out = Path(args.output)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(render_users(passwords, system_password=secrets.token_urlsafe(24)))
+    for ident, password in passwords.items():
+        print(f"{ident} {password}")
     return 0

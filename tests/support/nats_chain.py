@@ -12,7 +12,7 @@ database; ``citywatch cases`` as in the Mosquitto chain. Faults are node kills (
 from __future__ import annotations
 
 import contextlib
-import itertools
+import dataclasses
 import json
 import sys
 import time
@@ -31,6 +31,7 @@ from tests.support.chain import (
     Ledger,
     Proc,
     citywatch_argv,
+    outbox_boot,
     outbox_ledger,
     scrape_duplicates,
 )
@@ -201,55 +202,51 @@ class NatsChain(Chain):
         super().quiesce(timeout_s)
 
     def ledger(self) -> Ledger:
-        """:meth:`Chain.ledger` over the simulator's gateways and the load generator's."""
+        """:meth:`Chain.ledger` with the load generator's readings counted as stored too.
+
+        The base ledger already counts the load gateways' outboxes (``outboxes`` includes them)
+        but stores only the simulator's devices; add the load devices' rows here.
+        """
         base = super().ledger()
         if not self.load_gws:
             return base
-        boxes = {gw: outbox_ledger(self.outbox_path(gw)) for gw in self.load_gws if self.outbox_path(gw).exists()}
-        generated = sum(b[0] for b in boxes.values())
-        pending = sum(b[3] for b in boxes.values())
-        dropped = sum(b[2] for b in boxes.values())
         like = [f"{gw}-%" for gw in self.load_gws]
-        stored = self.ingest_query("SELECT count(*) FROM readings WHERE device LIKE ANY(%s)", (like,))[0][0]
-        dup = self.ingest_query("SELECT count(*) - count(DISTINCT (device, metric, ts)) FROM readings "
-                                "WHERE device LIKE ANY(%s)", (like,))[0][0]
-        dead = self.ingest_query("SELECT count(*) FROM dead_letters WHERE gw = ANY(%s)", (self.load_gws,))[0][0]
-        return Ledger(
-            generated=base.generated + generated,
-            stored=base.stored + int(stored),
-            lost=base.lost + generated - int(stored) - dropped - int(dead) - pending,
-            dup_before_dedup=base.dup_before_dedup,
-            dup_after_dedup=base.dup_after_dedup + int(dup),
-            dead_lettered=base.dead_lettered + int(dead),
-            dropped_by_policy=base.dropped_by_policy + dropped,
-            pending=base.pending + pending,
-            seq_gaps=base.seq_gaps,
-            faults=base.faults,
+        stored = int(self.ingest_query("SELECT count(*) FROM readings WHERE device LIKE ANY(%s)", (like,))[0][0])
+        dup = int(self.ingest_query("SELECT count(*) - count(DISTINCT (device, metric, ts)) FROM readings "
+                                    "WHERE device LIKE ANY(%s)", (like,))[0][0])
+        dead = int(self.ingest_query("SELECT count(*) FROM dead_letters WHERE gw = ANY(%s)", (self.load_gws,))[0][0])
+        gaps = 0
+        for gw in self.load_gws:
+            boot, last_seq = outbox_boot(self.outbox_path(gw))
+            committed = self.ingest_query(
+                "SELECT count(*) FROM batches WHERE gw = %s AND boot = %s AND seq BETWEEN 1 AND %s",
+                (gw, boot, last_seq),
+            )[0][0]
+            gaps += last_seq - int(committed)
+        return dataclasses.replace(
+            base, stored=base.stored + stored, lost=base.lost - stored - dead,
+            dup_after_dedup=base.dup_after_dedup + dup, dead_lettered=base.dead_lettered + dead,
+            seq_gaps=base.seq_gaps + gaps,
         )
 
     def alarm_audit(self) -> tuple[int, int]:
-        """(alarms raised twice, devices whose rule state lives in more than one shard).
+        """(alarms raised twice, devices whose reading state lives in more than one shard).
 
-        Raised twice: an alarm of a (device, rule) raised while an earlier alarm of the same
-        (device, rule) was still active, in any shard's database.
+        Alarm ids are deterministic (device, rule, raise time), so a replay that raised again
+        would repeat an id: count ``raised`` transitions per alarm id over every shard's database.
+        Devices appear in every shard through the open-case list, so ownership counts only
+        devices with readings state (``latest``).
         """
-        alarms: list[tuple[str, str, float, float | None]] = []
+        raised: dict[str, int] = {}
         owners: dict[str, int] = {}
         for shard in range(self.rules_shards):
             with psycopg.connect(self.dsns[f"rules{shard}" if shard else "rules"], connect_timeout=5) as conn:
-                alarms += conn.execute("SELECT device, rule, raised_t, cleared_t FROM rules_alarms").fetchall()
-                for (device,) in conn.execute("SELECT device FROM rules_device_state").fetchall():
-                    owners[device] = owners.get(device, 0) + 1
-        twice = 0
-        by_key: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
-        for device, rule, raised, cleared in alarms:
-            by_key.setdefault((device, rule), []).append((raised, cleared))
-        for spans in by_key.values():
-            spans.sort()
-            for (_r0, c0), (r1, _c1) in itertools.pairwise(spans):
-                if c0 is None or c0 > r1:
-                    twice += 1
-        return twice, sum(1 for n in owners.values() if n > 1)
+                for (aid,) in conn.execute("SELECT alarm_id FROM rules_transitions WHERE kind = 'raised'").fetchall():
+                    raised[aid] = raised.get(aid, 0) + 1
+                for device, state in conn.execute("SELECT device, state FROM rules_device_state").fetchall():
+                    if json.loads(state).get("latest"):
+                        owners[device] = owners.get(device, 0) + 1
+        return sum(n - 1 for n in raised.values()), sum(1 for n in owners.values() if n > 1)
 
 
 @contextlib.contextmanager

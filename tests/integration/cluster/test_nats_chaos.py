@@ -82,7 +82,8 @@ def test_cluster_chaos_loses_nothing_raises_no_alarm_twice_and_opens_one_case_pe
         ledger = c.ledger()
         twice, multi_owner = c.alarm_audit()
         print(ledger.line(f"nats chaos ({plan.__name__})"))
-        print(f"alarms raised twice {twice}, devices in more than one shard {multi_owner}, cases per condition {per_key}")
+        print(f"alarms raised twice {twice}, devices in more than one shard {multi_owner}, "
+              f"cases per condition {per_key}")
         assert ledger.lost == 0 and ledger.pending == 0, ledger.line()
         assert ledger.dup_after_dedup == 0
         assert ledger.seq_gaps == 0
