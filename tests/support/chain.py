@@ -391,6 +391,9 @@ class Chain:
             },
         )
 
+    def cases_argv(self) -> list[str]:
+        return citywatch_argv("cases", "-c", str(self.cases_config()))
+
     def agent_config(self, gw: str, generated: Path) -> Path:
         doc = yaml.safe_load(generated.read_text(encoding="utf-8"))
         fields = {"buses": doc.pop("buses"), "devices": doc.pop("devices")}
@@ -435,7 +438,7 @@ class Chain:
                                     self.logs / "ingest.log")
         self.procs["rules"] = Proc("rules", citywatch_argv("rules", "-c", str(self.rules_config())),
                                    self.logs / "rules.log")
-        self.procs["cases"] = Proc("cases", citywatch_argv("cases", "-c", str(self.cases_config())),
+        self.procs["cases"] = Proc("cases", self.cases_argv(),
                                    self.logs / "cases.log")
         for name in ("ingest", "rules", "cases"):
             self.procs[name].start()

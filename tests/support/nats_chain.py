@@ -5,8 +5,9 @@ Gateways (``citywatch agent`` on the simulator, plus :mod:`tests.support.nats_lo
 MQTT 3.1.1 to the cluster's MQTT listeners, each starting on a different node and failing over
 through the others; ``citywatch ingest`` runs N times, every instance bound to the same JetStream
 durable; ``citywatch rules`` runs one process per hash shard (``rules.shard``), each with its own
-database; ``citywatch cases`` as in the Mosquitto chain. Faults are node kills (``node:n2``,
-``stream-leader``, ``follower``, ``holder:<gw>``) and the process kills of :class:`Chain`.
+database; ``citywatch cases --standby`` twice, the holder of the PostgreSQL lock active.
+Faults are node kills (``node:n2``, ``stream-leader``, ``follower``, ``holder:<gw>``) and the
+process kills of :class:`Chain`.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ class NatsChain(Chain):
                              client_id=f"e2e-rules-{shard}", shard=f"{shard}/{self.rules_shards}",
                              store_url=self.dsns[f"rules{shard}" if shard else "rules"])
 
+    def cases_argv(self) -> list[str]:
+        """Active/standby pair: both wait for the PostgreSQL lock, the holder consumes."""
+        return [*super().cases_argv(), "--standby"]
+
     # ---- lifecycle
 
     def _ingest_name(self, i: int) -> str:
@@ -135,6 +140,8 @@ class NatsChain(Chain):
                                     self.logs / f"{name}.log")
             self.procs[name].start()
         super().start()
+        self.procs["cases-standby"] = Proc("cases-standby", self.cases_argv(), self.logs / "cases-standby.log")
+        self.procs["cases-standby"].start()
         if self.load_gws:
             cfg = {"gateways": self.load_gws, "outbox_dir": str(self.tmp / "outbox"),
                    "mqtt": self._mqtt(self.load_gws[0]), "readings_per_s": self.load_rate,
@@ -145,7 +152,7 @@ class NatsChain(Chain):
             self._load_until = time.monotonic() + self.load_duration_s
 
     def close(self) -> None:
-        extra = [n for n in self.procs if n == "loadgen" or n.startswith(("ingest-", "rules-"))]
+        extra = [n for n in self.procs if n in ("loadgen", "cases-standby") or n.startswith(("ingest-", "rules-"))]
         for name in extra:
             self.procs[name].stop(5)
         super().close()

@@ -38,6 +38,7 @@ def scaled(c: NatsChain) -> Plan:
         (38.0, "follower kill -9 #2", lambda: c.kill_node("follower")),
         (42.0, "ingest-2 kill -9", lambda: c.bounce("ingest-2", 0.3)),
         (45.0, "rules shard 1 kill -9", lambda: c.bounce("rules-1", 0.3)),
+        (48.0, "active case bridge kill -9 (the standby takes over)", lambda: c.bounce("cases", 0.3)),
     ]
 
 
