@@ -14,6 +14,8 @@ def args_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default="configs/cloud.example.yaml", help="cloud config (mqtt + ingest)")
     parser.add_argument("--store", default=None, help="store URL, overrides ingest.store_url")
     parser.add_argument("--client-id", default=None, help="MQTT client id, overrides ingest.client_id")
+    parser.add_argument("--retire", metavar="OLD_CLIENT_ID", default=None,
+                        help="discard a renamed/removed ingester's persistent session on the broker, then exit")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -23,6 +25,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from cloud_ingest.store import open_store
 
     mqtt_settings, settings = load_settings(args.config)
+    if args.retire:
+        from cloud_ingest.retire import retire_session
+
+        retire_session(mqtt_settings, args.retire)
+        log.info("session %s retired on %s", args.retire, mqtt_settings.url)
+        return 0
     js_settings = load_jetstream_settings(args.config)
     updates = {}
     if args.store:
