@@ -9,6 +9,7 @@ exist and the ingesters' durable consumer holds interest on them.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +22,22 @@ from citywatch.cluster import (
     running_cluster,
     touch_mqtt,
 )
-from tests.support.services import free_port, missing
+from tests.support.services import missing
 
 
 def free_ports(n: int) -> list[tuple[int, int, int, int]]:
-    return [(free_port(), free_port(), free_port(), free_port()) for _ in range(n)]
+    """4 distinct free ports per node: every socket stays bound until all are chosen (no repeats)."""
+    socks = []
+    try:
+        for _ in range(4 * n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        ports = [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    return [(ports[4 * i], ports[4 * i + 1], ports[4 * i + 2], ports[4 * i + 3]) for i in range(n)]
 
 
 @contextmanager
