@@ -394,30 +394,39 @@ def ingest_filter_subjects(kinds: Sequence[str] = INGEST_KINDS) -> list[str]:
 
 
 def touch_mqtt(mqtt_url: str, username: str | None = None, password: str | None = None,
-               timeout_s: float = 10.0) -> None:
-    """One MQTT connect/disconnect: the server creates its ``$MQTT_*`` streams on the first MQTT client."""
+               timeout_s: float = 60.0) -> None:
+    """One MQTT connect/disconnect: the server creates its ``$MQTT_*`` streams on the first MQTT client.
+
+    Right after a cluster start that first CONNECT can go unanswered while the streams get their
+    leaders; it is retried on a fresh connection until ``timeout_s``.
+    """
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
     from contracts.config import parse_mqtt_url
 
     host, port, _tls = parse_mqtt_url(mqtt_url)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"cw-provision-{os.getpid()}",
-                         protocol=paho.MQTTv311)
-    if username is not None:
-        client.username_pw_set(username, password)
-    try:
-        client.connect(host, port, keepalive=10)
-        deadline = time.monotonic() + timeout_s
-        while not client.is_connected() and time.monotonic() < deadline:
-            client.loop(0.1)
-        if not client.is_connected():
-            raise ClusterError(f"no CONNACK from {mqtt_url} within {timeout_s:.0f} s")
-    except OSError as exc:
-        raise ClusterError(f"cannot reach MQTT listener {mqtt_url}: {exc}") from exc
-    finally:
-        with contextlib.suppress(Exception):
-            client.disconnect()
+    deadline = time.monotonic() + timeout_s
+    last = "no CONNACK"
+    while time.monotonic() < deadline:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"cw-provision-{os.getpid()}",
+                             protocol=paho.MQTTv311)
+        if username is not None:
+            client.username_pw_set(username, password)
+        try:
+            client.connect(host, port, keepalive=10)
+            attempt_end = min(deadline, time.monotonic() + 5.0)
+            while not client.is_connected() and time.monotonic() < attempt_end:
+                client.loop(0.1)
+            if client.is_connected():
+                return
+        except OSError as exc:
+            last = str(exc)
+            time.sleep(0.2)
+        finally:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+    raise ClusterError(f"{mqtt_url}: {last} within {timeout_s:.0f} s")
 
 
 async def provision_ingest_consumer(
