@@ -116,23 +116,22 @@ def generate_sql(dialect: str, n: int) -> list[str]:
 
 
 def create_schema_without_indexes(db: SqliteDb | PostgresDb) -> list[str]:
-    """Apply migration 1's tables, defer its indexes (bulk load first, index after: the usual way)."""
-    from case_bridge.db import _TOKENS
+    """Apply the case migrations' tables, defer their indexes (bulk load first, index after: the usual way)."""
+    from sqlstore import CREATE_VERSION_TABLE, Sql, mark_applied, render, resolve
 
-    tokens = _TOKENS[db.dialect]
     deferred: list[str] = []
     with db.tx() as tx:
-        tx.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        for number, name, statements in MIGRATIONS:
-            for template in statements:
-                stmt = template
-                for token, repl in tokens.items():
-                    stmt = stmt.replace(token, repl)
+        sql = Sql(db.conn)
+        tx.execute(render(CREATE_VERSION_TABLE, db.dialect))
+        for migration in MIGRATIONS:
+            for step in migration.steps:
+                stmt = resolve(step, db.dialect)
+                assert isinstance(stmt, str), "the case migrations are SQL only"
                 if stmt.lstrip().upper().startswith("CREATE") and " INDEX " in stmt.upper():
                     deferred.append(stmt)
                 else:
                     tx.execute(stmt)
-            tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (number, name))
+            mark_applied(sql, "cases", migration, time.time())
     return deferred
 
 

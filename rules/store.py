@@ -31,24 +31,30 @@ import orjson
 
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from rules.errors import AlarmStoreError
+from sqlstore import Migration, SqlStoreError, migrate, pg_placeholders
 
 DEFAULT_URL = "sqlite:///data/rules.db"
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rules_state (id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_t DOUBLE PRECISION)",
-    "CREATE TABLE IF NOT EXISTS rules_device_state (device TEXT PRIMARY KEY, state TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rules_alarms ("
-    " alarm_id TEXT PRIMARY KEY, device TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
-    " max_severity TEXT NOT NULL, active INTEGER NOT NULL, raised_t DOUBLE PRECISION NOT NULL,"
-    " cleared_t DOUBLE PRECISION, acked_by TEXT, acked_t DOUBLE PRECISION, value DOUBLE PRECISION,"
-    " evidence TEXT NOT NULL, updated_t DOUBLE PRECISION NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS rules_alarms_device ON rules_alarms (device, raised_t)",
-    "CREATE INDEX IF NOT EXISTS rules_alarms_active ON rules_alarms (active, raised_t)",
-    "CREATE TABLE IF NOT EXISTS rules_transitions ("
-    " seq {autoinc}, alarm_id TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,"
-    " severity TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION, evidence TEXT NOT NULL,"
-    " actor TEXT, published INTEGER NOT NULL DEFAULT 0, UNIQUE (alarm_id, kind, t))",
-    "CREATE INDEX IF NOT EXISTS rules_transitions_unpub ON rules_transitions (published, seq)",
+# Never edit a released migration; add a new one. Version 1 is the schema release d572fb5
+# created with CREATE ... IF NOT EXISTS, so it also adopts a database from that release.
+MIGRATIONS = (
+    Migration(1, "rule state, alarms and transitions", (
+        "CREATE TABLE IF NOT EXISTS rules_state ("
+        " id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_t DOUBLE PRECISION)",
+        "CREATE TABLE IF NOT EXISTS rules_device_state (device TEXT PRIMARY KEY, state TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS rules_alarms ("
+        " alarm_id TEXT PRIMARY KEY, device TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
+        " max_severity TEXT NOT NULL, active INTEGER NOT NULL, raised_t DOUBLE PRECISION NOT NULL,"
+        " cleared_t DOUBLE PRECISION, acked_by TEXT, acked_t DOUBLE PRECISION, value DOUBLE PRECISION,"
+        " evidence TEXT NOT NULL, updated_t DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rules_alarms_device ON rules_alarms (device, raised_t)",
+        "CREATE INDEX IF NOT EXISTS rules_alarms_active ON rules_alarms (active, raised_t)",
+        "CREATE TABLE IF NOT EXISTS rules_transitions ("
+        " seq {SERIAL}, alarm_id TEXT NOT NULL, device TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,"
+        " severity TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION, evidence TEXT NOT NULL,"
+        " actor TEXT, published INTEGER NOT NULL DEFAULT 0, UNIQUE (alarm_id, kind, t))",
+        "CREATE INDEX IF NOT EXISTS rules_transitions_unpub ON rules_transitions (published, seq)",
+    )),
 )
 
 
@@ -139,9 +145,7 @@ class _SqlStore:
     _pg: bool = False
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self._pg:
-            sql = sql.replace("?", "%s")
-        return cur.execute(sql, params)
+        return cur.execute(pg_placeholders(sql) if self._pg else sql, params)
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Any]:
@@ -176,7 +180,7 @@ class _SqlStore:
                         "INSERT INTO rules_device_state (device, state) VALUES (?, ?) "
                         "ON CONFLICT (device) DO UPDATE SET state = excluded.state"
                     )
-                    cur.executemany(sql.replace("?", "%s") if self._pg else sql, rows)
+                    cur.executemany(pg_placeholders(sql) if self._pg else sql, rows)
             for tr in transitions:
                 self._apply(cur, tr)
 
@@ -285,9 +289,8 @@ class SqliteAlarmStore(_SqlStore):
             self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            for stmt in _SCHEMA:
-                self._conn.execute(stmt.replace("{autoinc}", "INTEGER PRIMARY KEY AUTOINCREMENT"))
-        except (sqlite3.Error, OSError) as exc:
+            migrate(self._conn, "rules", MIGRATIONS)
+        except (sqlite3.Error, OSError, SqlStoreError) as exc:
             raise AlarmStoreError(f"cannot open alarm store {self.url}: {exc}") from exc
 
     @contextmanager
@@ -324,16 +327,10 @@ class PostgresAlarmStore(_SqlStore):
         self._lock = threading.Lock()
         try:
             self._conn = psycopg.connect(url, autocommit=False)
-            with self._conn.cursor() as cur:
-                # a least-privilege role (configs/postgres/service_roles.sql) has no CREATE on the
-                # schema: the owner created the tables, so only create them when they are missing
-                cur.execute("SELECT to_regclass('rules_transitions') IS NOT NULL")
-                row = cur.fetchone()
-                if not (row and row[0]):
-                    for stmt in _SCHEMA:
-                        cur.execute(stmt.replace("{autoinc}", "BIGSERIAL PRIMARY KEY"))
-            self._conn.commit()
-        except psycopg.Error as exc:
+            # an up-to-date schema is opened without DDL: a least-privilege role
+            # (configs/postgres/service_roles.sql) has no CREATE on the schema
+            migrate(self._conn, "rules", MIGRATIONS)
+        except (psycopg.Error, SqlStoreError) as exc:
             raise AlarmStoreError(f"cannot open alarm store {_redact(url)}: {exc}") from exc
 
     @contextmanager

@@ -16,22 +16,17 @@ the call wait: the kernel still acknowledges TCP, and there is nothing to do but
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud_ingest.errors import StoreError, StoreUnavailable
 from cloud_ingest.store.base import (
-    DeadLetter,
     DeviceState,
-    Gap,
-    GatewayState,
     Point,
     ReadingChunk,
     WriteBatch,
@@ -39,64 +34,15 @@ from cloud_ingest.store.base import (
     make_chunk,
 )
 from cloud_ingest.store.common import device_info_from_json
-from cloud_ingest.store.sqlite import digest
+from cloud_ingest.store.queries import SharedQueries, digest
+from cloud_ingest.store.schema import MIGRATIONS
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import Status, ts_ms
 from contracts.reading import Event, Quality, Reading
-
-log = logging.getLogger(__name__)
+from sqlstore import SqlStoreError, migrate
 
 DAY_MS = 86_400_000
 TS = "(timestamptz 'epoch' + %s * interval '1 millisecond')"
-COMPRESS_AFTER = "30 days"  # beyond the ingest late limit, so late data rarely lands in a compressed chunk
-
-SCHEMA_COMMON = """
-CREATE TABLE IF NOT EXISTS latest (
-    device text NOT NULL, metric text NOT NULL, ts timestamptz NOT NULL,
-    value float8 NOT NULL, quality int2 NOT NULL DEFAULT 0, PRIMARY KEY (device, metric));
-CREATE TABLE IF NOT EXISTS events (
-    device text NOT NULL, kind text NOT NULL, id text NOT NULL, ts timestamptz NOT NULL,
-    gw text NOT NULL, body jsonb NOT NULL, PRIMARY KEY (device, kind, id));
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id bigserial PRIMARY KEY, received_at float8 NOT NULL, topic text NOT NULL, gw text,
-    reason text NOT NULL, detail text NOT NULL, raw bytea NOT NULL, digest bytea NOT NULL,
-    UNIQUE (topic, digest));
-CREATE TABLE IF NOT EXISTS batches (
-    gw text NOT NULL, boot text NOT NULL, seq int8 NOT NULL, kind text NOT NULL, n int4 NOT NULL,
-    committed_at float8 NOT NULL, PRIMARY KEY (gw, boot, seq));
-CREATE TABLE IF NOT EXISTS gaps (
-    gw text NOT NULL, boot text NOT NULL, first_seq int8 NOT NULL, last_seq int8 NOT NULL,
-    detected_at float8 NOT NULL, filled_at float8, PRIMARY KEY (gw, boot, first_seq));
-CREATE TABLE IF NOT EXISTS gateways (
-    gw text PRIMARY KEY, state text NOT NULL, boot text NOT NULL, agent text,
-    health jsonb NOT NULL DEFAULT '{}', updated_at float8 NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    id text PRIMARY KEY, gw text NOT NULL, info jsonb NOT NULL, updated_at float8 NOT NULL);
-"""
-
-READINGS_COLUMNS = """
-    device text NOT NULL, metric text NOT NULL, ts timestamptz NOT NULL,
-    value float8 NOT NULL, quality int2 NOT NULL DEFAULT 0, PRIMARY KEY (device, metric, ts)"""
-
-ENSURE_PARTITIONS_FN = """
-CREATE OR REPLACE FUNCTION citywatch_ensure_partitions(first_day int8, last_day int8) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
-DECLARE d int8;
-BEGIN
-  FOR d IN first_day..last_day LOOP
-    IF to_regclass(format('readings_d%s', d)) IS NULL THEN
-      BEGIN
-        EXECUTE format(
-          'CREATE TABLE readings_d%s PARTITION OF readings FOR VALUES FROM (%L) TO (%L)', d,
-          timestamptz 'epoch' + d * interval '1 day', timestamptz 'epoch' + (d + 1) * interval '1 day');
-      EXCEPTION WHEN duplicate_table THEN NULL;  -- another ingester created it first
-      END;
-    END IF;
-  END LOOP;
-END $$;
-"""
-
-_timescale_logged = False
 _TRANSIENT = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
@@ -105,8 +51,10 @@ _TRANSIENT = (
 )
 
 
-class PostgresStore:
+class PostgresStore(SharedQueries):
     """The production store. Safe to share between threads (one lock, one connection)."""
+
+    dialect = "postgresql"
 
     def __init__(self, url: str, connect_timeout_s: int = 5) -> None:
         self.url = url
@@ -184,40 +132,14 @@ class PostgresStore:
     # ------------------------------------------------------------ schema
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
-        global _timescale_logged
-        exists = conn.execute("SELECT to_regclass('readings') IS NOT NULL").fetchone()
+        """Migrate (no DDL when the schema is current), then see how readings are stored."""
+        conn.commit()  # the migration runner starts from an idle connection
+        try:
+            migrate(conn, "ingest", MIGRATIONS)
+        except SqlStoreError as exc:
+            raise StoreError(f"PostgreSQL schema: {exc}") from exc
         has_ts = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-        if exists and exists[0]:
-            self.timescale = bool(has_ts and has_ts[0]) and self._is_hypertable(conn)
-            return  # created by an earlier run or by an admin; the ingester role needs no DDL
-        avail = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-        if avail and avail[0]:
-            try:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                self.timescale = True
-            except psycopg.Error as exc:
-                conn.rollback()
-                log.warning("timescaledb is available but could not be enabled (%s); using native partitions", exc)
-        elif not _timescale_logged:
-            _timescale_logged = True
-            log.info("timescaledb extension not available: readings use native daily range partitions")
-        conn.execute(SCHEMA_COMMON)
-        if self.timescale:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS readings ({READINGS_COLUMNS})")
-            conn.execute(
-                "SELECT create_hypertable('readings', 'ts', chunk_time_interval => interval '1 day', "
-                "if_not_exists => true)"
-            )
-            conn.execute(
-                "ALTER TABLE readings SET (timescaledb.compress, "
-                "timescaledb.compress_segmentby = 'device, metric', timescaledb.compress_orderby = 'ts')"
-            )
-            conn.execute(
-                f"SELECT add_compression_policy('readings', interval '{COMPRESS_AFTER}', if_not_exists => true)"
-            )
-        else:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS readings ({READINGS_COLUMNS}) PARTITION BY RANGE (ts)")
-            conn.execute(ENSURE_PARTITIONS_FN)
+        self.timescale = bool(has_ts and has_ts[0]) and self._is_hypertable(conn)
 
     @staticmethod
     def _is_hypertable(conn: psycopg.Connection[Any]) -> bool:
@@ -449,61 +371,3 @@ class PostgresStore:
             DeviceState(device_info_from_json(info), gw, bool(on), None if seen is None else round(seen, 3), upd)
             for info, gw, on, seen, upd in rows
         ]
-
-    def gateways(self) -> list[GatewayState]:
-        rows = self._query(
-            "SELECT g.gw, g.state, g.boot, g.agent, g.health, g.updated_at, "
-            "(SELECT count(*) FROM devices d WHERE d.gw = g.gw) FROM gateways g ORDER BY g.gw"
-        )
-        return [
-            GatewayState(
-                gw,
-                st == "online",
-                boot,
-                agent,
-                health if isinstance(health, dict) else orjson.loads(health),
-                upd,
-                int(n),
-            )
-            for gw, st, boot, agent, health, upd, n in rows
-        ]
-
-    def dead_letters(self, limit: int = 100, since: float | None = None) -> list[DeadLetter]:
-        rows = self._query(
-            "SELECT id, received_at, topic, gw, reason, detail, raw FROM dead_letters "
-            "WHERE received_at >= %s ORDER BY id DESC LIMIT %s",
-            (since if since is not None else float("-inf"), limit),
-        )
-        return [DeadLetter(int(i), t, tp, gw, r, d, bytes(raw)) for i, t, tp, gw, r, d, raw in rows]
-
-    def dead_letter_count(self) -> int:
-        return int(self._query("SELECT count(*) FROM dead_letters")[0][0])
-
-    def gaps(self, gw: str | None = None, open_only: bool = False) -> list[Gap]:
-        sql = "SELECT gw, boot, first_seq, last_seq, detected_at, filled_at FROM gaps WHERE true"
-        params: list[Any] = []
-        if gw is not None:
-            sql += " AND gw = %s"
-            params.append(gw)
-        if open_only:
-            sql += " AND filled_at IS NULL"
-        return [Gap(*row) for row in self._query(sql + " ORDER BY gw, boot, first_seq", params)]
-
-    def record_gap(self, gap: Gap) -> None:
-        self._exec(
-            "INSERT INTO gaps VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (gw, boot, first_seq) DO UPDATE SET "
-            "last_seq = greatest(gaps.last_seq, excluded.last_seq)",
-            (gap.gw, gap.boot, gap.first_seq, gap.last_seq, gap.detected_at, gap.filled_at),
-        )
-
-    def close_gaps(self, gw: str, boot: str, upto_seq: int, now: float) -> None:
-        self._exec(
-            "UPDATE gaps SET filled_at = %s WHERE gw = %s AND boot = %s AND last_seq <= %s AND filled_at IS NULL",
-            (now, gw, boot, upto_seq),
-        )
-
-    def committed_seqs(self, gw: str, boot: str, after_seq: int) -> list[int]:
-        rows = self._query(
-            "SELECT seq FROM batches WHERE gw = %s AND boot = %s AND seq > %s ORDER BY seq", (gw, boot, after_seq)
-        )
-        return [int(r[0]) for r in rows]

@@ -9,7 +9,6 @@ are ``WITHOUT ROWID`` keyed by their identity, so ``INSERT OR IGNORE`` is the de
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
@@ -21,10 +20,7 @@ import orjson
 
 from cloud_ingest.errors import StoreError, StoreUnavailable
 from cloud_ingest.store.base import (
-    DeadLetter,
     DeviceState,
-    Gap,
-    GatewayState,
     Point,
     ReadingChunk,
     WriteBatch,
@@ -38,50 +34,18 @@ from cloud_ingest.store.common import (
     latest_rows,
     reading_rows,
 )
+from cloud_ingest.store.queries import SharedQueries, digest
+from cloud_ingest.store.schema import MIGRATIONS
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import ts_ms
 from contracts.reading import Event, Quality, Reading
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    device TEXT NOT NULL, metric TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (device, metric, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest (
-    device TEXT NOT NULL, metric TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    value REAL NOT NULL, quality INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (device, metric)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    device TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    gw TEXT NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (device, kind, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT NOT NULL,
-    gw TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, raw BLOB NOT NULL, digest BLOB NOT NULL,
-    UNIQUE (topic, digest));
-CREATE TABLE IF NOT EXISTS batches (
-    gw TEXT NOT NULL, boot TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    n INTEGER NOT NULL, committed_at REAL NOT NULL,
-    PRIMARY KEY (gw, boot, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gaps (
-    gw TEXT NOT NULL, boot TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    detected_at REAL NOT NULL, filled_at REAL,
-    PRIMARY KEY (gw, boot, first_seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gateways (
-    gw TEXT PRIMARY KEY, state TEXT NOT NULL, boot TEXT NOT NULL, agent TEXT,
-    health TEXT NOT NULL DEFAULT '{}', updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, gw TEXT NOT NULL, info TEXT NOT NULL, updated_at REAL NOT NULL);
-"""
+from sqlstore import SqlStoreError, migrate
 
 
-def digest(raw: bytes) -> bytes:
-    """Dead-letter identity with the topic: a redelivered bad payload is stored once."""
-    return hashlib.sha256(raw).digest()
-
-
-class SqliteStore:
+class SqliteStore(SharedQueries):
     """One connection guarded by a lock; safe to share between threads of one process."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: str, url: str | None = None) -> None:
         self.url = url or f"sqlite:///{path}"
@@ -94,8 +58,8 @@ class SqliteStore:
             self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+            migrate(self._conn, "ingest", MIGRATIONS)
+        except (sqlite3.Error, SqlStoreError) as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
 
     # ------------------------------------------------------------ plumbing
@@ -274,58 +238,7 @@ class SqliteStore:
             for info, gw, on, seen, upd in rows
         ]
 
-    def gateways(self) -> list[GatewayState]:
-        rows = self._query(
-            "SELECT g.gw, g.state, g.boot, g.agent, g.health, g.updated_at, "
-            "(SELECT count(*) FROM devices d WHERE d.gw = g.gw) FROM gateways g ORDER BY g.gw"
-        )
-        return [
-            GatewayState(gw, st == "online", boot, agent, orjson.loads(health), upd, n)
-            for gw, st, boot, agent, health, upd, n in rows
-        ]
-
-    def dead_letters(self, limit: int = 100, since: float | None = None) -> list[DeadLetter]:
-        rows = self._query(
-            "SELECT id, received_at, topic, gw, reason, detail, raw FROM dead_letters "
-            "WHERE received_at >= ? ORDER BY id DESC LIMIT ?",
-            (since if since is not None else float("-inf"), limit),
-        )
-        return [DeadLetter(i, t, tp, gw, r, d, bytes(raw)) for i, t, tp, gw, r, d, raw in rows]
-
-    def dead_letter_count(self) -> int:
-        return int(self._query("SELECT count(*) FROM dead_letters")[0][0])
-
-    def gaps(self, gw: str | None = None, open_only: bool = False) -> list[Gap]:
-        sql = "SELECT gw, boot, first_seq, last_seq, detected_at, filled_at FROM gaps WHERE 1=1"
-        params: list[Any] = []
-        if gw is not None:
-            sql += " AND gw = ?"
-            params.append(gw)
-        if open_only:
-            sql += " AND filled_at IS NULL"
-        rows = self._query(sql + " ORDER BY gw, boot, first_seq", params)
-        return [Gap(*row) for row in rows]
-
-    def record_gap(self, gap: Gap) -> None:
-        self._exec(
-            "INSERT INTO gaps VALUES (?,?,?,?,?,?) ON CONFLICT (gw, boot, first_seq) DO UPDATE SET "
-            "last_seq = max(gaps.last_seq, excluded.last_seq)",
-            (gap.gw, gap.boot, gap.first_seq, gap.last_seq, gap.detected_at, gap.filled_at),
-        )
-
-    def close_gaps(self, gw: str, boot: str, upto_seq: int, now: float) -> None:
-        self._exec(
-            "UPDATE gaps SET filled_at = ? WHERE gw = ? AND boot = ? AND last_seq <= ? AND filled_at IS NULL",
-            (now, gw, boot, upto_seq),
-        )
-
-    def committed_seqs(self, gw: str, boot: str, after_seq: int) -> list[int]:
-        rows = self._query(
-            "SELECT seq FROM batches WHERE gw = ? AND boot = ? AND seq > ? ORDER BY seq", (gw, boot, after_seq)
-        )
-        return [int(r[0]) for r in rows]
-
-    def _exec(self, sql: str, params: Sequence[Any]) -> None:
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self._lock:
             try:
                 self._conn.execute(sql, params)

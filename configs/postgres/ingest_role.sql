@@ -1,7 +1,7 @@
 -- Least-privilege PostgreSQL role for `citywatch ingest`.
 --
 -- Run as the database owner (psql -v ingest_password="'...'" -d citywatch -f ingest_role.sql)
--- AFTER the schema exists: start `citywatch ingest` once as the owner (it creates the tables,
+-- AFTER the schema exists: start `citywatch ingest` once as the owner (it creates or upgrades the tables,
 -- the daily-partition function and, when available, the TimescaleDB hypertable), or create it
 -- with `python -c "from cloud_ingest.store import open_store; open_store('postgresql://owner@.../citywatch')"`.
 --
@@ -28,6 +28,7 @@ END $$;
 SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO cw_ingest', current_database()) \gexec
 GRANT USAGE ON SCHEMA public TO cw_ingest;
 
+GRANT SELECT ON schema_version TO cw_ingest;  -- start-up check that the schema is current
 GRANT SELECT, INSERT ON readings, events, dead_letters, batches TO cw_ingest;
 GRANT SELECT, INSERT, UPDATE ON latest, gateways, gaps TO cw_ingest;
 GRANT SELECT, INSERT, UPDATE, DELETE ON devices TO cw_ingest;
@@ -51,4 +52,5 @@ BEGIN
 END $$;
 SELECT format('GRANT CONNECT ON DATABASE %I TO cw_reader', current_database()) \gexec
 GRANT USAGE ON SCHEMA public TO cw_reader;
-GRANT SELECT ON readings, latest, events, dead_letters, batches, gaps, gateways, devices TO cw_reader;
+GRANT SELECT ON readings, latest, events, dead_letters, batches, gaps, gateways, devices, schema_version
+  TO cw_reader;

@@ -168,6 +168,13 @@ def test_committed_seqs_and_gaps(store: Store) -> None:
     assert store.committed_seqs("gw-1", "b2", 0) == []
     store.record_gap(Gap("gw-1", "b1", 4, 4, T0))
     assert [g.first_seq for g in store.gaps(open_only=True)] == [4]
+    # a gap seen again only ever widens
+    store.record_gap(Gap("gw-1", "b1", 4, 3, T0 + 1))
+    assert [g.last_seq for g in store.gaps("gw-1")] == [4]
+    store.record_gap(Gap("gw-1", "b1", 4, 5, T0 + 1))
+    assert [g.last_seq for g in store.gaps("gw-1")] == [5]
+    store.record_gap(Gap("gw-1", "b1", 4, 4, T0 + 2))
+    assert [g.last_seq for g in store.gaps("gw-1")] == [5]
     store.close_gaps("gw-1", "b1", 6, T0 + 5)
     assert store.gaps(open_only=True) == []
     [g] = store.gaps("gw-1")
