@@ -18,8 +18,8 @@ from ``/proc/<pid>/stat`` (user + system) of the broker node(s), the ingesters a
 
 Failover: 6 gateways (``tests.support.nats_loadgen``: real outbox + uplink, spread over the nodes)
 publish continuously; the node holding most of them is killed with -9 (three times, restarted in
-between); the figure is the time until each of its gateways is connected to another node
-(``/connz``), the last one counted.
+between); the figure is the time until each of its gateways is connected to another node and has
+published there (``/connz``: the new connection's ``in_msgs`` > 0), the last one counted.
 
     .venv/bin/python bench/cluster.py [--batches 1500]
 
@@ -246,8 +246,10 @@ def failover(kills: int) -> dict[str, Any]:
                 t_kill = time.monotonic()
                 pending = set(moved)
                 while pending and time.monotonic() - t_kill < 120:
-                    pending = {gw for gw in pending if cluster.holder_of(f"citywatch-{gw}") in (None, victim)}
-                    time.sleep(0.05)
+                    # publishing again: connected to a surviving node, which has received a message from it
+                    found = {gw: cluster.connection_of(f"citywatch-{gw}") for gw in pending}
+                    pending = {gw for gw, f in found.items() if f is None or f[0] == victim or f[1] == 0}
+                    time.sleep(0.02)
                 times.append(round(time.monotonic() - t_kill, 2))
                 cluster.node(victim).start()
                 cluster.wait_ready(60)
@@ -267,7 +269,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=1500, help="batches per gateway (4 gateways x 50 readings)")
     ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--failover-only", action="store_true", help="skip the throughput runs")
     args = ap.parse_args()
+    if args.failover_only:
+        print(json.dumps(failover(args.kills)))
+        return 0
     runs = [run_once("mosquitto", 1, args.batches)]
     print(json.dumps(runs[-1]), flush=True)
     for n in (1, 2, 3):
@@ -281,8 +287,8 @@ def main() -> int:
         **{f"nats_{r['ingesters']}_ingesters_readings_per_s": r["readings_per_s"] for r in runs[1:]},
         "best_nats_vs_mosquitto": round(max(r["readings_per_s"] for r in runs[1:]) / base, 2),
         "cpu_us_per_reading": {f"{r['kind']}_{r['ingesters']}": r["cpu_us_per_reading"] for r in runs},
-        "node_kill_to_last_gateway_reconnected_s_max": fo["reconnect_s_max"],
-        "node_kill_to_last_gateway_reconnected_s_median": fo["reconnect_s_median"],
+        "node_kill_to_last_gateway_publishing_s_max": fo["reconnect_s_max"],
+        "node_kill_to_last_gateway_publishing_s_median": fo["reconnect_s_median"],
     }
     print(json.dumps(summary))
     return 0

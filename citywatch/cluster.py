@@ -360,6 +360,11 @@ class NatsCluster:
 
     def holder_of(self, mqtt_client_id: str) -> str | None:
         """The node that holds an MQTT client's connection (``/connz``), None if no live node does."""
+        found = self.connection_of(mqtt_client_id)
+        return found[0] if found is not None else None
+
+    def connection_of(self, mqtt_client_id: str) -> tuple[str, int] | None:
+        """(node, messages received on the connection) of an MQTT client, from ``/connz``."""
         for n in self.nodes:
             if not n.alive:
                 continue
@@ -367,8 +372,9 @@ class NatsCluster:
                 data = _get_json(f"http://{n.spec.host}:{n.spec.http_port}/connz?limit=10000")
             except (OSError, ValueError):
                 continue
-            if any(c.get("mqtt_client") == mqtt_client_id for c in data.get("connections") or []):
-                return n.spec.name
+            for c in data.get("connections") or []:
+                if c.get("mqtt_client") == mqtt_client_id:
+                    return n.spec.name, int(c.get("in_msgs") or 0)
         return None
 
     def stop(self) -> None:
