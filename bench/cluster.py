@@ -260,7 +260,7 @@ def failover(kills: int) -> dict[str, Any]:
             for p in loadgens:
                 p.wait(20)
             cluster.stop()
-    return {"reconnect_s": times, "reconnect_s_max": max(times), "reconnect_s_median": statistics.median(times)}
+    return {"publishing_again_s": times, "max_s": max(times), "median_s": statistics.median(times)}
 
 
 def main() -> int:
@@ -287,8 +287,8 @@ def main() -> int:
         **{f"nats_{r['ingesters']}_ingesters_readings_per_s": r["readings_per_s"] for r in runs[1:]},
         "best_nats_vs_mosquitto": round(max(r["readings_per_s"] for r in runs[1:]) / base, 2),
         "cpu_us_per_reading": {f"{r['kind']}_{r['ingesters']}": r["cpu_us_per_reading"] for r in runs},
-        "node_kill_to_last_gateway_publishing_s_max": fo["reconnect_s_max"],
-        "node_kill_to_last_gateway_publishing_s_median": fo["reconnect_s_median"],
+        "node_kill_to_last_gateway_publishing_s_max": fo["max_s"],
+        "node_kill_to_last_gateway_publishing_s_median": fo["median_s"],
     }
     print(json.dumps(summary))
     return 0
