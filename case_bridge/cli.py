@@ -17,6 +17,8 @@ def args_cases(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-url", default=None, help="broker URL, overrides the mqtt section")
     parser.add_argument("--client-id", default=None, help="MQTT client id, overrides cases.client_id")
     parser.add_argument("--check", action="store_true", help="validate the config and tables, then exit")
+    parser.add_argument("--standby", action="store_true",
+                        help="run as active/standby pair (PostgreSQL lock): consume only while holding it")
 
 
 def resolve(path: str, config_path: Path) -> Path:
@@ -28,6 +30,17 @@ def resolve(path: str, config_path: Path) -> Path:
         if (base / p).exists():
             return base / p
     return p
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event, out: asyncio.Event) -> None:
+    """Set ``out`` once ``a`` or ``b`` is set."""
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    out.set()
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
@@ -70,11 +83,29 @@ def cmd_cases(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         notifier = Notifier(notify, store.notices) if notify.targets else None
         bridge = CaseBridge(store, mqtt_settings, settings, notifier)
-        log.info("case bridge: alarms from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(bridge.run(stop), name="cases")
-            if lighting.enabled:  # this process runs once per district: the one place to switch lamps from
-                tg.create_task(LampScheduler(lighting.mqtt or mqtt_settings, lighting).run(stop), name="lighting")
+        lamps = LampScheduler(lighting.mqtt or mqtt_settings, lighting) if lighting.enabled else None
+
+        async def serve(run_stop: asyncio.Event) -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(bridge.run(run_stop), name="cases")
+                if lamps is not None:  # this process runs once per district: the one place to switch lamps from
+                    tg.create_task(lamps.run(run_stop), name="lighting")
+
+        if not args.standby:
+            log.info("case bridge: alarms from %s into %s", mqtt_settings.url, settings.store_url.split("@")[-1])
+            await serve(stop)
+            return
+        from case_bridge.standby import LeadershipLost, active_lock
+
+        async with active_lock(settings.store_url, stop) as lost:
+            if stop.is_set():
+                return
+            run_stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(_either(stop, lost, run_stop))
+                await serve(run_stop)
+            if lost.is_set() and not stop.is_set():
+                raise LeadershipLost("the active lock's database connection failed")
 
     try:
         asyncio.run(main())

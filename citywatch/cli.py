@@ -16,6 +16,8 @@ from contracts.errors import CitywatchError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("citywatch.allinone", "run the whole district in one process on embedded defaults"),
+    "cluster": ("citywatch.cluster", "run a local N-node NATS JetStream cluster with MQTT listeners"),
+    "cluster-users": ("citywatch.cluster", "write a NATS accounts file: one user per gateway/service"),
     "sim": ("firmware_sim.cli", "serve simulated devices over Modbus TCP and RTU (pty pairs)"),
     "probe": ("gateway.cli", "read one device: raw registers, decoded values, all word orders"),
     "scan": ("gateway.cli", "find responding unit ids on a bus"),
@@ -53,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"citywatch {name}", description=COMMANDS[name][1])
-    getattr(module, f"args_{name}")(parser)
+    getattr(module, f"args_{name.replace('-', '_')}")(parser)
     args = parser.parse_args(rest)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(getattr(module, f"cmd_{name}")(args))
+        return int(getattr(module, f"cmd_{name.replace('-', '_')}")(args))
     except CitywatchError as exc:
         print(f"citywatch {name}: error: {exc}", file=sys.stderr)
         return 1

@@ -158,6 +158,9 @@ class Ingester:
         if self._wake is not None:
             self._wake.set()
 
+    def _on_source_connected(self) -> None:
+        """A (re)connection of the source; a subclass that must re-send state on it overrides this."""
+
     def _mqtt_source(self, ready: asyncio.Event) -> ThreadedSource:
         share = self.cfg.share_group
         filters = [topics.gw_filter("telemetry", share), topics.gw_filter("events", share), topics.gw_filter("status")]
@@ -185,7 +188,7 @@ class Ingester:
         else:
             self.ready_event = self._source.ready
         source = self._source
-        source.start(self._on_delivery)
+        source.start(self._on_delivery, on_connected=self._on_source_connected)
         ready: asyncio.Queue[Pending | None] = asyncio.Queue(maxsize=1)
         self._stop = stop
         try:

@@ -33,6 +33,7 @@ from console.views import (
     TimelineEntry,
     UnitView,
 )
+from contracts.liveness import liveness
 from rules.errors import AlarmStoreError
 from rules.store import AlarmRecord, AlarmStore
 
@@ -73,15 +74,16 @@ class DeviceAdapter:
         values: dict[str, dict[str, MetricValue]] = {}
         for r in latest:
             values.setdefault(r.device, {})[r.metric] = MetricValue(r.ts, r.value, r.unit, int(r.quality))
-        views = [
-            DeviceView(
+        wall = time.time()
+        views = []
+        for s in states:
+            online, why = liveness(s.online, s.last_seen, s.updated_at, s.info.interval_s, wall)
+            views.append(DeviceView(
                 id=s.info.id, kind=s.info.kind, profile=s.info.profile, gateway=s.gateway, lat=s.info.lat,
-                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, circuit=s.info.circuit, online=s.online,
+                lon=s.info.lon, grid=s.info.grid, owner=s.info.owner, circuit=s.info.circuit, online=online,
                 last_seen=s.last_seen,
-                latest=values.get(s.info.id, {}),
-            )
-            for s in states
-        ]
+                latest=values.get(s.info.id, {}), offline_reason=why,
+            ))
         index = {v.id: v for v in views}
         self._cached = (now, views, index)
         return views, index

@@ -15,6 +15,7 @@ def device(d: DeviceView) -> dict[str, Any]:
     return {
         "id": d.id, "kind": d.kind, "kind_label": zh_en(KINDS, d.kind), "profile": d.profile, "gateway": d.gateway,
         "lat": d.lat, "lon": d.lon, "grid": d.grid, "owner": d.owner, "online": d.online, "last_seen": d.last_seen,
+        "offline_reason": d.offline_reason,
         "latest": {m: {"ts": v.ts, "value": v.value, "unit": v.unit, "q": v.quality}
                    for m, v in sorted(d.latest.items())},
     }

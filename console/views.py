@@ -42,6 +42,8 @@ class DeviceView:
     online: bool = False
     last_seen: float | None = None
     latest: dict[str, MetricValue] = field(default_factory=dict)
+    #: why offline: "will" (the gateway's status says so) or "stale" (silent too long); None if online
+    offline_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,7 @@ def parse_config(text: str, model: type[M], source: str) -> M:
 
 # The cloud config file (configs/cloud.example.yaml) has one section per process; each
 # process validates its own section strictly and refuses unknown top-level sections.
-CLOUD_SECTIONS = ("mqtt", "ingest", "rules", "cases", "console", "notify", "devices", "lighting")
+CLOUD_SECTIONS = ("mqtt", "ingest", "rules", "cases", "console", "notify", "devices", "lighting", "jetstream")
 
 
 def parse_cloud_section(text: str, section: str, model: type[M], source: str) -> M:
@@ -101,6 +101,8 @@ class MqttSettings(StrictModel):
     """How a process reaches the broker. ``url`` is mqtt://host[:1883] or mqtts://host[:8883]."""
 
     url: str = "mqtt://127.0.0.1:1883"
+    #: more nodes of the same broker cluster: clients rotate through ``url`` + these on connection loss
+    failover_urls: tuple[str, ...] = ()
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None
@@ -116,6 +118,22 @@ class MqttSettings(StrictModel):
     def _url_ok(cls, value: str) -> str:
         parse_mqtt_url(value)
         return value
+
+    @field_validator("failover_urls")
+    @classmethod
+    def _urls_ok(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            parse_mqtt_url(url)
+        return value
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every node to try, in rotation order."""
+        return (self.url, *self.failover_urls)
+
+    def for_url(self, url: str) -> MqttSettings:
+        """The same settings pointed at one node (for code that connects to a single URL)."""
+        return self.model_copy(update={"url": url, "failover_urls": ()})
 
     @property
     def host(self) -> str:

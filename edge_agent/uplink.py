@@ -6,7 +6,9 @@ in order with its original (boot, seq) and contents, then form and send new batc
 window. Deletion happens only when the retained ack says a batch is committed; a PUBACK only
 means the broker has it. A PUBACK reason code >= 0x80 keeps the rows and raises a fault in the
 status message. Batches not acked within ``ack_timeout_s`` (doubling while nothing progresses)
-are resent in order. Reconnects use jittered exponential backoff.
+are resent in order. Reconnects use jittered exponential backoff and rotate through
+``mqtt.url`` + ``mqtt.failover_urls`` (the nodes of a broker cluster); a refused SUBACK drops
+the connection so the subscription is retried, and the birth is re-published on every connect.
 """
 
 from __future__ import annotations
@@ -179,10 +181,13 @@ class Uplink:
     async def run(self) -> None:
         """Connect, serve, reconnect with jittered backoff: forever (cancel to stop)."""
         attempt = 0
+        urls = self.mqtt.urls
+        index = 0
         while True:
+            node = self.mqtt.for_url(urls[index % len(urls)])
             try:
                 link = await open_link(
-                    self.mqtt,
+                    node,
                     self.mqtt.client_id or f"citywatch-{self.gw}",
                     will=(topics.status(self.gw), payloads.encode_status(payloads.Status("offline", self.boot))),
                     on_message=self._on_message,
@@ -197,6 +202,7 @@ class Uplink:
                 else:
                     log.debug("reconnect attempt %d failed: %s; next in %.1f s", attempt, exc, delay)
                 attempt += 1
+                index += 1  # a failed attempt or a lost link moves on to the next node
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
@@ -206,7 +212,7 @@ class Uplink:
             self.protocol = link.protocol
             if self._protocol_choice == "auto" and link.protocol == "3.1.1":
                 self._protocol_choice = "3.1.1"  # this broker does not speak 5: do not ask again
-            log.info("uplink connected to %s (MQTT %s)", self.mqtt.url, link.protocol)
+            log.info("uplink connected to %s (MQTT %s)", node.url, link.protocol)
             try:
                 await self._session(link)
             except asyncio.CancelledError:
@@ -224,6 +230,7 @@ class Uplink:
                 await link.close()
             if link.close_reason:
                 log.warning("uplink lost: %s", link.close_reason)
+            index += 1
             await asyncio.sleep(backoff_delay(0, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng))
 
     async def _goodbye(self, link: MqttLink) -> None:

@@ -160,6 +160,12 @@ class MqttLink:
     ) -> None:
         if suback_ok(rcs, self._sub_filters):
             self.subscribed.set()
+            return
+        # a refused subscription (a NATS node without a JetStream leader answers 0x80 for a while)
+        # would leave the gateway deaf to its ack watermark: drop the link, reconnect with backoff
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            self._mark_closed(f"subscription refused: {', '.join(bad)}")
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload))

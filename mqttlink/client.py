@@ -23,6 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.config import MqttSettings
 from mqttlink.errors import LinkError
+from mqttlink.failover import FailoverRotation
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ def new_client(
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise LinkError(f"TLS setup failed (ca/cert/key files): {exc}") from exc
+    if settings.failover_urls:  # a broker cluster: a failed reconnect moves on to the next node
+        rotation = FailoverRotation(settings)
+        rotation.remember(connect)
+        rotation.attach(client)
     return client, connect
 
 

@@ -111,7 +111,10 @@ class ThreadedSource:
             log.error("%s: broker refused the connection: %s", self.name, rc)
             return
         self._gen += 1
-        client.subscribe(subscriptions(self.settings, self.filters))
+        if self.filters:
+            client.subscribe(subscriptions(self.settings, self.filters))
+        else:  # publish-only (e.g. the JetStream ingester's ack watermarks): ready once connected
+            self._loop.call_soon_threadsafe(self.ready.set)
         if not self._connected:
             log.info("%s: connected to %s (session present: %s)", self.name, self.settings.url, flags.session_present)
         self._connected = True

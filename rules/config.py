@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from contracts.config import MqttSettings, StrictModel, parse_cloud_section
 from contracts.ids import is_valid_id
 from rules.errors import RulesError
+from rules.sharding import parse_shard
 
 
 class RulesSettings(StrictModel):
@@ -25,6 +26,9 @@ class RulesSettings(StrictModel):
     share_group: str | None = "rules"
     #: shard: evaluate only these gateways' devices (empty: all gateways)
     gateways: list[str] = Field(default_factory=list)
+    #: hash shard ``"i/n"``: evaluate only gateways with ``shard_of(gw, n) == i`` (rules.sharding);
+    #: run n runners with i = 0..n-1, each with its own store_url, and no share_group
+    shard: str | None = None
     session_expiry_s: int = Field(default=7 * 86400, ge=0)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     max_batch_messages: int = Field(default=500, ge=1)
@@ -38,6 +42,17 @@ class RulesSettings(StrictModel):
         if value is not None and not is_valid_id(value):
             raise ValueError("share_group must match [a-z0-9][a-z0-9-]{0,62}")
         return value
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_shard(value)
+        return value
+
+    @property
+    def shard_spec(self) -> tuple[int, int] | None:
+        return None if self.shard is None else parse_shard(self.shard)
 
     @field_validator("gateways")
     @classmethod

@@ -42,6 +42,7 @@ from mqttlink.threaded import ThreadedSource
 from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
 from rules.evaluate import EngineState, GatewayStatus, Input, RuleSet, evaluate
+from rules.sharding import owns
 from rules.specs import Rule
 from rules.store import AlarmStore, StateDelta
 
@@ -52,7 +53,8 @@ _CASE_PREFIX = topics.CASE_OPEN_FILTER[:-1]
 
 
 def decode_inputs(
-    topic: str, payload: bytes, received_t: float, max_bytes: int, gateways: Sequence[str] = ()
+    topic: str, payload: bytes, received_t: float, max_bytes: int, gateways: Sequence[str] = (),
+    *, shard: tuple[int, int] | None = None,
 ) -> list[Input]:
     """One MQTT message as evaluator inputs; raises PayloadError/ContractError on a bad message."""
     if topic.startswith(_ACK_PREFIX):
@@ -60,7 +62,7 @@ def decode_inputs(
     if topic.startswith(_CASE_PREFIX):
         return [decode_open_cases(payload)]
     gw, kind = topics.parse_gw_topic(topic)
-    if gateways and gw not in gateways:
+    if (gateways and gw not in gateways) or not owns(shard, gw):
         return []
     if kind == "telemetry":
         return list(decode_telemetry(payload, max_bytes).readings)
@@ -188,7 +190,8 @@ class RuleRunner:
         inputs: list[Input] = []
         for it in items:
             try:
-                inputs.extend(decode_inputs(it.topic, it.payload, now, self.cfg.max_payload_bytes, self.cfg.gateways))
+                inputs.extend(decode_inputs(it.topic, it.payload, now, self.cfg.max_payload_bytes, self.cfg.gateways,
+                                            shard=self.cfg.shard_spec))
             except (PayloadError, ContractError) as exc:
                 reason = getattr(exc, "reason", type(exc).__name__)
                 if reason not in self._bad_logged:  # log the first of each kind, not every repeat

@@ -1,4 +1,4 @@
-"""Shared fixtures: private Mosquitto brokers and fresh PostgreSQL databases."""
+"""Shared fixtures: private Mosquitto brokers, 3-node NATS clusters and fresh PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from citywatch.cluster import NatsCluster
+from tests.support.nats_cluster import nats_cluster
 from tests.support.services import Mosquitto, influxdb1, mosquitto, pg_database
 
 
@@ -36,3 +38,10 @@ def influx1_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 settings.register_profile("citywatch", deadline=None, print_blob=True)
 settings.load_profile("citywatch")
+
+
+@pytest.fixture
+def nats3(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A provisioned 3-node NATS JetStream cluster with MQTT listeners on free loopback ports."""
+    with nats_cluster(tmp_path / "nats") as c:
+        yield c

@@ -305,9 +305,7 @@ class Chain:
         self.scenario = yaml.safe_load(opts.scenario.read_text(encoding="utf-8"))
         self.gateways: list[str] = sorted({b["gateway"] for b in self.scenario["buses"]})
         self.devices: dict[str, dict[str, Any]] = {d["id"]: d for d in self.scenario["devices"]}
-        self.broker, self.passwords = secure_broker(
-            tmp / "broker", [*SERVICES, *self.gateways, *opts.extra_identities]
-        )
+        self.broker, self.passwords = self._make_broker([*SERVICES, *self.gateways, *opts.extra_identities])
         self.procs: dict[str, Proc] = {}
         self.uplinks: dict[str, Relay] = {}
         self.pg_relay: Relay | None = None
@@ -317,6 +315,14 @@ class Chain:
         self.fault_log: list[str] = []
         self.logs = tmp / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+
+    def _make_broker(self, identities: list[str]) -> tuple[Any, dict[str, str]]:
+        """The broker (``start``/``stop``/``kill``/``port``) and a password per identity."""
+        return secure_broker(self.tmp / "broker", identities)
+
+    def _live_duplicates(self) -> int:
+        """Duplicates counted by the running ingester(s) so far."""
+        return scrape_duplicates(self.metrics_port) or 0
 
     # ---- config generation
 
@@ -385,6 +391,9 @@ class Chain:
             },
         )
 
+    def cases_argv(self) -> list[str]:
+        return citywatch_argv("cases", "-c", str(self.cases_config()))
+
     def agent_config(self, gw: str, generated: Path) -> Path:
         doc = yaml.safe_load(generated.read_text(encoding="utf-8"))
         fields = {"buses": doc.pop("buses"), "devices": doc.pop("devices")}
@@ -429,7 +438,7 @@ class Chain:
                                     self.logs / "ingest.log")
         self.procs["rules"] = Proc("rules", citywatch_argv("rules", "-c", str(self.rules_config())),
                                    self.logs / "rules.log")
-        self.procs["cases"] = Proc("cases", citywatch_argv("cases", "-c", str(self.cases_config())),
+        self.procs["cases"] = Proc("cases", self.cases_argv(),
                                    self.logs / "cases.log")
         for name in ("ingest", "rules", "cases"):
             self.procs[name].start()
@@ -593,7 +602,7 @@ class Chain:
             "SELECT count(*) - count(DISTINCT (device, kind, id)) FROM events WHERE device = ANY(%s)", (devices,)
         )[0][0]
         dead = self.ingest_query("SELECT count(*) FROM dead_letters WHERE gw = ANY(%s)", (self.gateways,))[0][0]
-        dups = self._dups_seen + (scrape_duplicates(self.metrics_port) or 0)
+        dups = self._dups_seen + self._live_duplicates()
         gaps = 0
         for gw in self.gateways:
             if self.outbox_path(gw).exists():
