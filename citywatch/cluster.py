@@ -309,9 +309,14 @@ class NatsCluster:
         return next(n for n in self.nodes if n.spec.name == name)
 
     def start(self, timeout_s: float = 30.0) -> None:
-        for n in self.nodes:
-            n.start()
-        self.wait_ready(timeout_s)
+        """Start every node; if the cluster does not come up, stop the nodes that did (no strays)."""
+        try:
+            for n in self.nodes:
+                n.start()
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Every live node's client, route, MQTT and monitor ports answer, and a meta leader is elected."""
