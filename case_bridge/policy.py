@@ -16,7 +16,9 @@ commands in one transaction; it decides nothing itself. The rules:
 - sensor verification: an alarm raised again on a case whose fix was reported returns it
   (核查不通过); a handled case whose alarms stayed normal for the hold time is verified (and
   closed when the rule says ``auto_close``), one still active after the grace time returns;
-- clear and acknowledge only update the alarm's state (verification reads it later).
+- clear and acknowledge only update the alarm's state (verification reads it later);
+- street-confirmed verification (:func:`sensor_gate`): a person's 核查通过 or 结案 of a sensor
+  case is refused while a linked alarm is active, unless a supervisor overrides with a reason.
 
 Extending the policy (correlation declared per category, re-assignment, supervised override)
 means a new field in :class:`PolicyConfig` or :class:`Situation` and a new command, not SQL.
@@ -24,16 +26,18 @@ means a new field in :class:`PolicyConfig` or :class:`Situation` and a new comma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from case_bridge import lifecycle, workflow
 from case_bridge.config import Catalog, Urgency
+from case_bridge.errors import IllegalTransition, SensorNotClear
 from case_bridge.lifecycle import AlarmView, Verdict
 from case_bridge.mapping import CaseDraft, map_alarm
 from case_bridge.model import Case
-from case_bridge.workflow import Action, Position, State
+from case_bridge.workflow import Action, Position, Role, State
 from contracts.alarms import AlarmTransition, TransitionKind
 from contracts.reading import DeviceInfo
 
@@ -254,3 +258,37 @@ def _verification(due: VerificationDue, config: PolicyConfig, now: float) -> Dec
     if case.auto_close:
         cmds += (Transition(case.id, Action.CLOSE, "closed after sensor verification"),)
     return Decision("updated", cmds, case.id, devices)
+
+
+# ------------------------------------------------------------------ a person's verify / close
+
+#: actions a person may take on a sensor case only when the street confirms it (no active alarm)
+SENSOR_GATED = frozenset({Action.VERIFY, Action.CLOSE})
+#: the roles that may override the sensor with a written reason
+OVERRIDE_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
+
+def sensor_gate(case: Case, action: Action | str, role: Role | None, alarms: Sequence[AlarmView],
+                override_reason: str | None) -> dict[str, Any] | None:
+    """Whether a person's ``action`` on ``case`` may go ahead given its linked ``alarms``.
+
+    Returns ``None`` (no override needed) or the override record to audit; raises
+    :class:`SensorNotClear` (alarm active, no reason) or :class:`IllegalTransition` (a reason
+    from a role that may not override, or on an action that is not gated).
+    """
+    act = Action(action)
+    reason = (override_reason or "").strip()
+    if act not in SENSOR_GATED:
+        if reason:
+            raise IllegalTransition(case.state, act.value, (), "an override reason applies only to verify or close")
+        return None
+    active = [a for a in alarms if a.active] if case.source == "iot" else []
+    if not active:
+        return None
+    if not reason:
+        raise SensorNotClear(case.state, act.value, tuple((a.alarm_id, a.value, a.last_t) for a in active))
+    if role not in OVERRIDE_ROLES:
+        who = role.value if role is not None else "unknown"
+        raise IllegalTransition(case.state, act.value, (), f"role {who!r} may not override an active alarm")
+    return {"reason": reason, "alarms": [{"alarm_id": a.alarm_id, "device": a.device, "rule": a.rule,
+                                          "value": a.value, "t": a.last_t} for a in active]}

@@ -349,13 +349,16 @@ class CaseStore:
         unit: str | None = None,
         expected_version: int | None = None,
         data: dict[str, Any] | None = None,
+        override_reason: str | None = None,
     ) -> Case:
         """Apply one workflow action, with its audit row, in one transaction.
 
         Raises :class:`IllegalTransition` (state or role forbids it), :class:`CaseNotFound`,
         :class:`CaseConflict` (``expected_version`` is stale). A repeated ``request_id`` for the
         same case returns the case unchanged (safe client retries). ``unit`` re-targets a
-        dispatch (派遣 to another unit).
+        dispatch (派遣 to another unit). A verify/close of a sensor case while a linked alarm is
+        active raises :class:`SensorNotClear` unless a supervisor gives ``override_reason``
+        (:func:`case_bridge.policy.sensor_gate`); the override gets its own audit row.
         """
         now = time.time() if now is None else now
         r = parse_role(role) if role is not None else None
@@ -367,6 +370,12 @@ class CaseStore:
             case = self._get_tx(tx, case_id, now, for_update=True)
             if expected_version is not None and expected_version != case.version:
                 raise CaseConflict(case_id, expected_version, case.version)
+            workflow.apply(case.position, action, r)  # state and role first: their refusal says more
+            override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason)
+            if override is not None:
+                tx.execute("UPDATE cases SET overridden = 1 WHERE id = ?", (case_id,))
+                self._audit(tx, case_id, now, actor, r.value if r else None, "override", case.state, case.state,
+                            override["reason"], None, override)
             return self._transition_tx(tx, case, action, actor, r, note, request_id, now, unit=unit, data=data)
 
     def apply_alarm(self, tr: AlarmTransition, device: DeviceInfo | None, now: float | None = None) -> AlarmOutcome:

@@ -104,7 +104,8 @@ class Action(StrEnum):
 
 
 # (中文, English) of every workflow action, and of the audit entries the system writes that are
-# not workflow actions (``report`` opens a case, ``attach`` links an alarm, ``escalate`` raises urgency)
+# not workflow actions (``report`` opens a case, ``attach`` links an alarm, ``escalate`` raises urgency,
+# ``override`` records a supervisor's verify/close against an active alarm)
 ACTION_LABELS: dict[str, tuple[str, str]] = {
     "file": ("立案", "file"),
     "reject": ("不予立案", "reject"),
@@ -124,6 +125,7 @@ ACTION_LABELS: dict[str, tuple[str, str]] = {
     "report": ("上报", "report"),
     "attach": ("关联告警", "alarm attached"),
     "escalate": ("升级", "escalated"),
+    "override": ("强制核查", "sensor overridden"),
 }
 
 

@@ -173,7 +173,7 @@ class CaseAdapter:
         return [a.value for a in seat_actions(c.position, role)]
 
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
-                   now: float) -> CaseView:
+                   now: float, override_reason: str | None = None) -> CaseView:
         cid = _case_id(case_id)
         if cid is None:
             raise Conflict(f"no case {case_id!r}")
@@ -183,7 +183,8 @@ class CaseAdapter:
             raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
         try:
             updated = self.store.transition(cid, action, actor, note=note, request_id=request_id, now=now,
-                                            role=wf_role, expected_version=c.version)
+                                            role=wf_role, expected_version=c.version,
+                                            override_reason=override_reason)
         except (IllegalTransition, CaseConflict) as exc:
             raise Conflict(str(exc)) from exc
         except CaseError as exc:
@@ -208,7 +209,8 @@ class CaseAdapter:
         st = self.store.stats.report(start, end, now)
 
         def row(r: RateRow) -> StatRow:
-            return StatRow(r.key, r.total, r.closed, r.due, r.on_time, r.on_time_rate, r.closure_rate)
+            return StatRow(r.key, r.total, r.closed, r.due, r.on_time, r.on_time_rate, r.closure_rate,
+                           r.overridden)
 
         return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
                           {(h, sc): n for h, sc, n in st.by_hour_category}, row(st.total))

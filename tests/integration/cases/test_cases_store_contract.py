@@ -9,7 +9,7 @@ import pytest
 from cases_support import COVER_GAS, GAUGE, LAMP_A, LAMP_B, T0, alarm, pg_store, sqlite_store
 
 from case_bridge.db import migrate
-from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, UnknownCategory
+from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, SensorNotClear, UnknownCategory
 from case_bridge.store import CaseStore
 
 pytestmark = pytest.mark.integration
@@ -225,6 +225,29 @@ def test_sensor_verification_fail_and_hold(store: CaseStore) -> None:
     (ok,) = store.due_verifications(now=T0 + 600)
     assert ok.case is not None and ok.case.state == "closed" and ok.actions == ("verify", "close")
     assert store.open_cases_for(["mh-0002"]) == {"mh-0002": {}}
+
+
+def test_verify_and_close_wait_for_the_street_unless_a_supervisor_overrides(store: CaseStore) -> None:
+    o = store.apply_alarm(alarm("wl-0001", "road-water-depth", value=0.21), GAUGE, T0)
+    assert o.case_id is not None
+    cid = o.case_id
+    for action, actor in (("file", "s"), ("dispatch", "d"), ("report_fix", "h")):
+        store.transition(cid, action, actor, now=T0 + 60)
+    with pytest.raises(SensorNotClear, match=r"0\.21"):
+        store.transition(cid, "verify", "sup", role="supervisor", now=T0 + 120)
+    with pytest.raises(IllegalTransition, match="may not override"):
+        store.transition(cid, "verify", "bridge", role="system", now=T0 + 120, override_reason="dry")
+    assert store.get(cid).state == "handled"
+    store.transition(cid, "verify", "sup", role="supervisor", now=T0 + 120, override_reason="gauge silted, road dry")
+    with pytest.raises(SensorNotClear):
+        store.transition(cid, "close", "sup", role="supervisor", now=T0 + 130)
+    c = store.transition(cid, "close", "sup", role="supervisor", now=T0 + 130, override_reason="as verified")
+    assert c.state == "closed"
+    overrides = [e for e in store.timeline(cid) if e.action == "override"]
+    assert [e.note for e in overrides] == ["gauge silted, road dry", "as verified"]
+    assert overrides[0].data["alarms"][0]["value"] == 0.21 and overrides[0].actor == "sup"
+    st = store.stats.report(T0 - 1, T0 + 3600, now=T0 + 3600)
+    assert (st.total.closed, st.total.due, st.total.on_time, st.total.overridden) == (1, 1, 0, 1)
 
 
 def test_statistics(store: CaseStore) -> None:
