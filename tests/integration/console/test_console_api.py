@@ -137,6 +137,26 @@ def test_case_detail_timeline_and_workflow(env: DemoEnv, client: TestClient, as_
     assert {a["action"] for a in final["audit"]} >= {"case.accept", "case.close"}
 
 
+def test_sensor_case_verify_refused_while_alarm_active_unless_overridden(env: DemoEnv, client: TestClient,
+                                                                         as_user: Auth) -> None:
+    sup = as_user("sup")
+    case = env.case_store.case_for_alarm(env.demo.alarm_ids[0])
+    assert case is not None and case.state == "dispatched"
+    env.case_store.transition(case.id, "report_fix", "h", role="handler")
+    url = f"/api/v1/cases/{case.id}/actions"
+    r = client.post(url, headers=sup, json={"action": "verify"})
+    assert r.status_code == 409, r.text
+    msg = r.json()["error"]["message"]
+    assert env.demo.alarm_ids[0] in msg and "0.31" in msg and "override" in msg
+    page = client.get(f"/cases/{case.id}", headers=sup)
+    assert page.status_code == 200 and 'name="override_reason"' in page.text
+    r = client.post(url, headers=sup, json={"action": "verify", "override_reason": "gauge silted; road dry"})
+    assert r.status_code == 200 and r.json()["case"]["state"] == "verified"
+    timeline = client.get(f"/api/v1/cases/{case.id}", headers=sup).json()["timeline"]
+    assert [(e["action"], e["note"]) for e in timeline[-2:]] == [("override", "gauge silted; road dry"),
+                                                                 ("verify", "")]
+
+
 def test_idempotent_request_id(env: DemoEnv, client: TestClient, as_user: Auth) -> None:
     ha = as_user("handler-a")
     cid = env.demo.case_ids["lingyin-street"][0]
