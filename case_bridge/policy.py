@@ -10,7 +10,8 @@ commands in one transaction; it decides nothing itself. The rules:
 - correlation: one open case per correlation key (per device and rule, per grid and rule, or
   per lamp circuit: see :func:`case_bridge.mapping.correlation_key`); a raise whose key has an
   open case attaches to it;
-- escalation: a raise or escalation that maps to a higher urgency raises the case's urgency;
+- escalation: a raise or escalation that maps to a higher urgency raises the case's urgency
+  and rewrites its description from that alarm;
 - auto-dispatch: from the severity the category rule names, a reported/filed case is filed
   and dispatched by the system;
 - sensor verification: an alarm raised again on a case whose fix was reported returns it
@@ -117,10 +118,13 @@ class LinkAlarm:
 
 @dataclass(frozen=True, slots=True)
 class Escalate:
+    """Raise the case's urgency; its description follows the alarm that raised it (no stale "(minor)")."""
+
     case_id: int
     from_urgency: Urgency
     to_urgency: Urgency
     alarm: AlarmTransition
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +224,7 @@ def _on_case(tr: AlarmTransition, case: Case, device: DeviceInfo | None, config:
     if draft is not None:
         current = Urgency(case.urgency)
         if _URGENCY_RANK[draft.urgency] > _URGENCY_RANK[current]:
-            book.append(Escalate(case.id, current, draft.urgency, tr))
+            book.append(Escalate(case.id, current, draft.urgency, tr, draft.description))
         if draft.auto_dispatch and pos.state in (State.REPORTED, State.FILED):
             steps = _auto_dispatch(case.id, pos, tr)
             book += steps

@@ -464,8 +464,9 @@ class CaseStore:
                             f"alarm {tr.alarm_id} ({tr.kind.value}) on {tr.device}", None, policy.alarm_json(tr))
             elif isinstance(cmd, policy.Escalate):
                 state = case_of(cmd.case_id).state
-                tx.execute("UPDATE cases SET urgency = ?, severity = ?, updated_at = ?, version = version + 1 "
-                           "WHERE id = ?", (cmd.to_urgency.value, cmd.alarm.severity.value, now, cmd.case_id))
+                tx.execute("UPDATE cases SET urgency = ?, severity = ?, description = ?, updated_at = ?, "
+                           "version = version + 1 WHERE id = ?",
+                           (cmd.to_urgency.value, cmd.alarm.severity.value, cmd.description, now, cmd.case_id))
                 latest.pop(cmd.case_id)
                 self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "escalate", state, state,
                             f"urgency {cmd.from_urgency.value} -> {cmd.to_urgency.value}", None,

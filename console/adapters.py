@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from case_bridge import Case, CaseStore, RateRow
+from case_bridge import Case, CaseStore, RateRow, deadlines
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
 from case_bridge.workflow import TERMINAL, State, seat_actions, seat_role
 from cloud_ingest.errors import IngestError
@@ -116,6 +116,7 @@ class CaseAdapter:
             device=c.device, rule=c.rule, alarm_id=(c.data.get("alarm") or {}).get("alarm_id"),
             description=c.description, lat=c.lat, lon=c.lon, address=c.address or "", source=c.source,
             status_note="延期待批 extension pending" if c.extension_pending else "", due_at=c.due_at,
+            on_time=deadlines.handled_on_time(c.handled_at, c.due_at),
         )
 
     def categories(self) -> list[Category]:

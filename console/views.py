@@ -99,6 +99,7 @@ class CaseView:
     source: str = ""  # iot | open311 | citizen | ...
     status_note: str = ""
     due_at: float | None = None  # overall handling deadline from dispatch (Open311 expected_datetime)
+    on_time: bool | None = None  # fix reported within the handling limit (None: no limit ran or no fix)
 
     @property
     def is_open(self) -> bool:

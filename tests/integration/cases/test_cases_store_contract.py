@@ -201,6 +201,8 @@ def test_escalation_auto_dispatches_and_raises_urgency(store: CaseStore) -> None
     assert o.case is not None and o.case.state == "reported" and o.case.urgency == "normal"
     o2 = store.apply_alarm(alarm("wl-0001", "road-water-depth", "escalated", "critical", t=T0 + 60), GAUGE, T0 + 60)
     assert o2.case is not None and o2.case.state == "dispatched" and o2.case.urgency == "very_urgent"
+    assert "(minor)" in o.case.description and "(critical)" in o2.case.description
+    assert "(minor)" not in o2.case.description
     assert o2.actions == ("file", "dispatch")
     assert [e.action for e in store.timeline(o2.case.id)] == ["report", "escalate", "file", "dispatch"]
 

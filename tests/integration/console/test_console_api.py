@@ -133,6 +133,9 @@ def test_case_detail_timeline_and_workflow(env: DemoEnv, client: TestClient, as_
         assert client.post(f"/api/v1/cases/{cid}/actions", headers=sup, json={"action": action}).status_code == 200
     final = client.get(f"/api/v1/cases/{cid}", headers=sup).json()
     assert final["case"]["state"] == "closed" and final["actions"] == []
+    assert final["case"]["on_time"] is True and final["case"]["closed_at"] is not None
+    page = client.get(f"/cases/{cid}", headers=sup).text
+    assert "办结时间 Closed" in page and "按时 on time" in page and "Deadline" not in page
     assert [e["actor"] for e in final["timeline"][-4:]] == ["handler-a", "handler-a", "sup", "sup"]
     assert {a["action"] for a in final["audit"]} >= {"case.accept", "case.close"}
 

@@ -97,7 +97,9 @@ def test_escalation_raises_urgency_and_auto_dispatches_a_waiting_case() -> None:
     tr = alarm("wl-0001", "road-water-depth", "escalated", "critical")
     d = decide(tr, Situation(alarm_last_t=T0 - 60, linked=a_case(4, "reported", "normal"), device=GAUGE), cfg(), T0)
     assert d.effect == "updated"
-    assert Escalate(4, Urgency.NORMAL, Urgency.VERY_URGENT, tr) in d.commands
+    (esc,) = [c for c in d.commands if isinstance(c, Escalate)]
+    assert (esc.case_id, esc.from_urgency, esc.to_urgency, esc.alarm) == (4, Urgency.NORMAL, Urgency.VERY_URGENT, tr)
+    assert "(critical)" in esc.description and "(minor)" not in esc.description
     assert actions(d) == [Action.FILE, Action.DISPATCH]
     assert UpdateAlarmState(tr, AlarmUpdate.UPDATE) in d.commands
 
