@@ -24,7 +24,7 @@ import orjson
 from case_bridge import deadlines, lifecycle, policy, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.db import PostgresDb, SqliteDb, Tx, connect, migrate
-from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, StoreConflict, StoreError
+from case_bridge.errors import CaseConflict, CaseNotFound, StoreConflict, StoreError
 from case_bridge.lifecycle import NO_DEADLINE, AlarmView, Clocks
 from case_bridge.mapping import CaseDraft, locality, responsible_unit
 from case_bridge.model import COLUMNS, NAMES, AlarmOutcome, AuditEntry, Case, Page
@@ -576,17 +576,16 @@ class CaseStore:
                        data: dict[str, Any] | None = None) -> Case:
         pos = workflow.apply(case.position, action, role)
         act = Action(action)
-        if unit is not None:
-            if act is not Action.DISPATCH:
-                raise IllegalTransition(case.state, act.value, (), "only a dispatch may name a unit")
-            if self.catalog.unit(unit) is None:
-                raise StoreError(f"unknown unit {unit!r}")
+        workflow.check_details(case.state, act, note, case.unit, unit)
+        if unit is not None and self.catalog.unit(unit) is None:
+            raise StoreError(f"unknown unit {unit!r}")
         cat = self.catalog.category(case.service_code)
         limits = cat.limits_for(Urgency(case.urgency))
+        reassign_clock = self.catalog.reassign_clock(cat)
         clocks = lifecycle.after(
             Clocks(case.deadline, case.due_at, case.filed_at, case.dispatched_at, case.handled_at, case.verified_at,
                    case.closed_at, case.extensions),
-            pos.state, act, limits=limits, cal=self.catalog.calendar, now=now,
+            pos.state, act, limits=limits, cal=self.catalog.calendar, now=now, reassign_clock=reassign_clock,
         )
         new_unit = unit or case.unit
         tx.execute(
@@ -600,6 +599,8 @@ class CaseStore:
         audit_data = dict(data or {})
         if new_unit != case.unit:
             audit_data["unit"] = {"from": case.unit, "to": new_unit}
+        if act is Action.REASSIGN:  # which 改派 rule applied, so the statistics can be read right
+            audit_data["deadline_rule"] = reassign_clock
         self._audit(tx, case.id, now, actor, role.value if role else None, act.value, case.state, pos.state.value,
                     note, request_id, audit_data)
         return self._get_tx(tx, case.id, now)

@@ -174,7 +174,7 @@ class CaseAdapter:
         return [a.value for a in seat_actions(c.position, role)]
 
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
-                   now: float, override_reason: str | None = None) -> CaseView:
+                   now: float, override_reason: str | None = None, unit: str | None = None) -> CaseView:
         cid = _case_id(case_id)
         if cid is None:
             raise Conflict(f"no case {case_id!r}")
@@ -182,10 +182,12 @@ class CaseAdapter:
         wf_role = seat_role(c.position, role, action)
         if wf_role is None:
             raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
+        if unit is not None and self.store.catalog.unit(unit) is None:
+            raise BadRequest(f"unknown unit {unit!r}")
         try:
             updated = self.store.transition(cid, action, actor, note=note, request_id=request_id, now=now,
                                             role=wf_role, expected_version=c.version,
-                                            override_reason=override_reason)
+                                            override_reason=override_reason, unit=unit)
         except (IllegalTransition, CaseConflict) as exc:
             raise Conflict(str(exc)) from exc
         except CaseError as exc:

@@ -160,6 +160,31 @@ def test_sensor_case_verify_refused_while_alarm_active_unless_overridden(env: De
                                                                  ("verify", "")]
 
 
+def test_reassign_by_the_command_centre_and_a_handlers_request(env: DemoEnv, client: TestClient,
+                                                               as_user: Auth) -> None:
+    ha, hb, sup = as_user("handler-a"), as_user("handler-b"), as_user("sup")
+    cid = env.demo.case_ids["lingyin-street"][0]
+    url = f"/api/v1/cases/{cid}/actions"
+    assert client.post(url, headers=ha, json={"action": "request_reassign"}).status_code == 409  # no reason
+    r = client.post(url, headers=ha, json={"action": "request_reassign", "note": "not ours: hubin's drain"})
+    assert r.status_code == 200 and r.json()["case"]["state"] == "returned"
+    assert "reassign" not in r.json()["actions"]
+    page = client.get(f"/cases/{cid}", headers=sup).text
+    assert 'name="unit"' in page and 'value="hubin-street"' in page
+    assert client.post(url, headers=sup, json={"action": "reassign", "note": "hubin's"}).status_code == 409
+    assert client.post(url, headers=sup, json={"action": "reassign", "note": "x", "unit": "nowhere"}).status_code == 400
+    r = client.post(url, headers=sup, json={"action": "reassign", "note": "hubin's drain", "unit": "hubin-street"})
+    assert r.status_code == 200, r.text
+    assert r.json()["case"]["state"] == "dispatched" and r.json()["case"]["unit"] == "hubin-street"
+    assert client.get(f"/api/v1/cases/{cid}", headers=ha).status_code in (403, 404)
+    detail = client.get(f"/api/v1/cases/{cid}", headers=hb).json()
+    assert "accept" in detail["actions"]
+    entry = [e for e in env.case_store.timeline(cid) if e.action == "reassign"][0]
+    assert entry.data["deadline_rule"] == "restart" and entry.data["unit"] == {"from": "lingyin-street",
+                                                                                "to": "hubin-street"}
+    assert entry.note == "hubin's drain"
+
+
 def test_idempotent_request_id(env: DemoEnv, client: TestClient, as_user: Auth) -> None:
     ha = as_user("handler-a")
     cid = env.demo.case_ids["lingyin-street"][0]
