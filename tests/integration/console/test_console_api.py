@@ -179,7 +179,7 @@ def test_reassign_by_the_command_centre_and_a_handlers_request(env: DemoEnv, cli
     assert client.get(f"/api/v1/cases/{cid}", headers=ha).status_code in (403, 404)
     detail = client.get(f"/api/v1/cases/{cid}", headers=hb).json()
     assert "accept" in detail["actions"]
-    entry = [e for e in env.case_store.timeline(cid) if e.action == "reassign"][0]
+    (entry,) = [e for e in env.case_store.timeline(cid) if e.action == "reassign"]
     assert entry.data["deadline_rule"] == "restart" and entry.data["unit"] == {"from": "lingyin-street",
                                                                                 "to": "hubin-street"}
     assert entry.note == "hubin's drain"
