@@ -152,7 +152,9 @@ class CaseRule(StrictModel):
     urgency: dict[Severity, Urgency] = Field(default_factory=lambda: dict(_DEFAULT_URGENCY))
     auto_dispatch_from: Severity | None = None  # None: left for a handler to accept (reported)
     auto_close: bool = False  # close right after a sensor-verified fix
-    correlate: Literal["device", "circuit", "grid"] = "device"
+    #: one open case per: ``device`` and condition; ``incident`` = device, whichever of this rule's
+    #: conditions fired (cover open + tilt of one manhole); lamp ``circuit``; ``grid`` and condition
+    correlate: Literal["device", "incident", "circuit", "grid"] = "device"
 
 
 class CategoryTable(StrictModel):

@@ -7,9 +7,10 @@ commands in one transaction; it decides nothing itself. The rules:
 - dedup: a transition (alarm id, kind, t) seen before changes nothing; an alarm links to at
   most one case, so a redelivery never opens a second one;
 - alarm state: a transition older than the alarm's last one does not roll it back;
-- correlation: one open case per correlation key (per device and rule, per grid and rule, or
-  per lamp circuit: see :func:`case_bridge.mapping.correlation_key`); a raise whose key has an
-  open case attaches to it;
+- correlation: one open case per correlation key, as each case rule's ``correlate`` setting in
+  the category table says (per device and rule, per device incident, per grid and rule, or per
+  lamp circuit: see :func:`case_bridge.mapping.correlation_key`); a raise whose key has an open
+  case attaches to it;
 - escalation: a raise or escalation that maps to a higher urgency raises the case's urgency
   and rewrites its description from that alarm;
 - auto-dispatch: from the severity the category rule names, a reported/filed case is filed

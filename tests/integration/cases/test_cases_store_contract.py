@@ -196,6 +196,17 @@ def test_one_open_case_per_condition_and_circuit(store: CaseStore) -> None:
     assert store.open_cases_for(["wl-0001"]) == {"wl-0001": {"road-water-depth": str(c.case_id)}}
 
 
+def test_one_manhole_incident_is_one_case(store: CaseStore) -> None:
+    cover = store.apply_alarm(alarm("mh-0002", "manhole-cover-open", alarm_id="c1", severity="major"), COVER_GAS, T0)
+    tilt = store.apply_alarm(alarm("mh-0002", "manhole-tilt", alarm_id="t1", severity="critical", t=T0 + 5),
+                             COVER_GAS, T0 + 5)
+    assert (cover.effect, tilt.effect) == ("created", "attached") and cover.case_id == tilt.case_id
+    assert tilt.case is not None and tilt.case.urgency == "very_urgent" and "manhole-tilt" in tilt.case.description
+    assert store.worklist(device="mh-0002", now=T0 + 5).total == 1
+    assert store.open_cases_for(["mh-0002"]) == {"mh-0002": {"manhole-cover-open": str(cover.case_id),
+                                                             "manhole-tilt": str(cover.case_id)}}
+
+
 def test_escalation_auto_dispatches_and_raises_urgency(store: CaseStore) -> None:
     o = store.apply_alarm(alarm("wl-0001", "road-water-depth", severity="minor"), GAUGE, T0)
     assert o.case is not None and o.case.state == "reported" and o.case.urgency == "normal"
