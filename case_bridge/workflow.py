@@ -201,8 +201,8 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
 }
 
 EXTENSION_ACTIONS = frozenset({Action.REQUEST_EXTENSION, Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
-#: decisions on another's request (延期审批): the console keeps them to its approving roles
-APPROVAL_ACTIONS = frozenset({Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
+#: decisions on another's request (延期审批, 改派 on a unit's 申请): the console keeps them to its approving roles
+APPROVAL_ACTIONS = frozenset({Action.APPROVE_EXTENSION, Action.DENY_EXTENSION, Action.REASSIGN})
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.SUPERVISOR: frozenset(
