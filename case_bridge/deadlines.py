@@ -120,11 +120,12 @@ def time_to_deadline(deadline_t: float | None, now: float) -> float | None:
     return None if deadline_t is None else deadline_t - now
 
 
-def handled_on_time(handled_at: float | None, due_at: float | None) -> bool | None:
+def handled_on_time(handled_at: float | None, due_at: float | None, overridden: bool = False) -> bool | None:
     """及时解决: the fix was reported within the handling limit (``None``: no limit ran or no fix yet).
 
-    The same rule the statistics count (:mod:`case_bridge.stats`), for one case.
+    The same rule the statistics count (:mod:`case_bridge.stats`), for one case: a case verified
+    or closed over an active alarm (``overridden``) is never on time.
     """
     if handled_at is None or due_at is None:
         return None
-    return handled_at <= due_at
+    return handled_at <= due_at and not overridden

@@ -47,6 +47,7 @@ def _case(row: Sequence[Any], now: float) -> Case:
     del d["is_open"]
     d["extension_pending"] = bool(d["extension_pending"])
     d["auto_close"] = bool(d["auto_close"])
+    d["overridden"] = bool(d["overridden"])
     d["deadline"] = deadline
     d["data"] = orjson.loads(d["data"]) if d["data"] else {}
     return Case(**d, overdue=deadlines.is_overdue(deadline, now),

@@ -116,7 +116,7 @@ class CaseAdapter:
             device=c.device, rule=c.rule, alarm_id=(c.data.get("alarm") or {}).get("alarm_id"),
             description=c.description, lat=c.lat, lon=c.lon, address=c.address or "", source=c.source,
             status_note="延期待批 extension pending" if c.extension_pending else "", due_at=c.due_at,
-            on_time=deadlines.handled_on_time(c.handled_at, c.due_at),
+            on_time=deadlines.handled_on_time(c.handled_at, c.due_at, c.overridden), overridden=c.overridden,
         )
 
     def categories(self) -> list[Category]:

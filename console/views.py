@@ -100,6 +100,7 @@ class CaseView:
     status_note: str = ""
     due_at: float | None = None  # overall handling deadline from dispatch (Open311 expected_datetime)
     on_time: bool | None = None  # fix reported within the handling limit (None: no limit ran or no fix)
+    overridden: bool = False  # verified/closed by a supervisor over an active alarm: never on time
 
     @property
     def is_open(self) -> bool:

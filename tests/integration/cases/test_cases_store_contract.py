@@ -255,7 +255,7 @@ def test_verify_and_close_wait_for_the_street_unless_a_supervisor_overrides(stor
     with pytest.raises(SensorNotClear):
         store.transition(cid, "close", "sup", role="supervisor", now=T0 + 130)
     c = store.transition(cid, "close", "sup", role="supervisor", now=T0 + 130, override_reason="as verified")
-    assert c.state == "closed"
+    assert c.state == "closed" and c.overridden
     overrides = [e for e in store.timeline(cid) if e.action == "override"]
     assert [e.note for e in overrides] == ["gauge silted, road dry", "as verified"]
     assert overrides[0].data["alarms"][0]["value"] == 0.21 and overrides[0].actor == "sup"

@@ -158,6 +158,9 @@ def test_sensor_case_verify_refused_while_alarm_active_unless_overridden(env: De
     timeline = client.get(f"/api/v1/cases/{case.id}", headers=sup).json()["timeline"]
     assert [(e["action"], e["note"]) for e in timeline[-2:]] == [("override", "gauge silted; road dry"),
                                                                  ("verify", "")]
+    r = client.post(url, headers=sup, json={"action": "close", "override_reason": "as verified"})
+    assert r.status_code == 200 and r.json()["case"]["overridden"] and r.json()["case"]["on_time"] is False
+    assert "强制核查 sensor overridden" in client.get(f"/cases/{case.id}", headers=sup).text
 
 
 def test_reassign_by_the_command_centre_and_a_handlers_request(env: DemoEnv, client: TestClient,
