@@ -14,7 +14,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from contracts.errors import CitywatchError
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 class CaseError(CitywatchError):
@@ -43,7 +49,7 @@ class SensorNotClear(IllegalTransition):
 
     def __init__(self, state: str, action: str, alarms: tuple[tuple[str, float | None, float], ...]) -> None:
         self.alarms = alarms  # (alarm id, latest value, time of the latest transition)
-        shown = "; ".join(f"alarm {a} active, latest value {v} at t={t:.0f}" for a, v, t in alarms)
+        shown = "; ".join(f"alarm {a} active, latest value {v} at {_utc(t)}" for a, v, t in alarms)
         super().__init__(state, action, (), f"{shown}; a supervisor may override with a written reason")
 
 

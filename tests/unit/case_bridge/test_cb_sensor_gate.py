@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 
 import pytest
@@ -24,7 +25,8 @@ def test_active_alarm_refuses_without_reason_naming_alarm_value_and_time(action:
         sensor_gate(a_case(state="handled"), action, role, [CLEARED, ACTIVE], None)
     assert err.value.alarms == ((ACTIVE.alarm_id, 0.21, T0 + 60),)
     msg = str(err.value)
-    assert ACTIVE.alarm_id in msg and "0.21" in msg and f"{T0 + 60:.0f}" in msg
+    when = dt.datetime.fromtimestamp(T0 + 60, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    assert ACTIVE.alarm_id in msg and "latest value 0.21 at " + when in msg
     assert isinstance(err.value, IllegalTransition)
 
 
