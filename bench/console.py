@@ -246,11 +246,11 @@ async def heap_run(minutes: float, sim_hours: float = 8.0) -> dict[str, Any]:
     import tempfile
 
     import uvicorn
-    from console.demo import PASSWORD, build_demo
     from playwright.async_api import async_playwright
 
     from console.live import Hub, LiveEvent
     from contracts.alarms import AlarmTransition, Severity, TransitionKind
+    from tests.support.console_demo import PASSWORD, build_demo
     from tests.support.services import free_port
 
     speed = sim_hours * 3600 / (minutes * 60)

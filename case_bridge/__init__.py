@@ -59,7 +59,15 @@ from __future__ import annotations
 
 from case_bridge import deadlines, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
-from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, StoreError, UnknownCategory
+from case_bridge.errors import (
+    CaseConflict,
+    CaseError,
+    CaseNotFound,
+    IllegalTransition,
+    SensorNotClear,
+    StoreError,
+    UnknownCategory,
+)
 from case_bridge.model import AlarmOutcome, AuditEntry, Case, Page
 from case_bridge.stats import RateRow, Statistics
 from case_bridge.store import CaseStore, open_case_store
@@ -80,6 +88,7 @@ __all__ = [
     "Page",
     "RateRow",
     "Role",
+    "SensorNotClear",
     "State",
     "Statistics",
     "StoreError",

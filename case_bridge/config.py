@@ -96,6 +96,10 @@ class Limits(StrictModel):
     extension_h: float = Field(24.0, gt=0)  # added by one approved 延期
 
 
+#: what 改派 does to the handling limit: ``restart`` it from the re-assignment, or ``keep`` the first one
+ReassignClock = Literal["restart", "keep"]
+
+
 class CategoryDef(StrictModel):
     code: str = Field(pattern=r"^[0-9A-Za-z]{4,8}$")
     kind: CaseKind
@@ -107,6 +111,7 @@ class CategoryDef(StrictModel):
     #: events: "agency_first" for matters only the agency can act on (overloading is 治超 enforcement)
     route: Literal["locality_first", "agency_first"] = "locality_first"
     limits: dict[Urgency, Limits]
+    reassign_clock: ReassignClock | None = None  # None: the table's (city's) rule
 
     @field_validator("limits")
     @classmethod
@@ -147,7 +152,9 @@ class CaseRule(StrictModel):
     urgency: dict[Severity, Urgency] = Field(default_factory=lambda: dict(_DEFAULT_URGENCY))
     auto_dispatch_from: Severity | None = None  # None: left for a handler to accept (reported)
     auto_close: bool = False  # close right after a sensor-verified fix
-    correlate: Literal["device", "circuit", "grid"] = "device"
+    #: one open case per: ``device`` and condition; ``incident`` = device, whichever of this rule's
+    #: conditions fired (cover open + tilt of one manhole); lamp ``circuit``; ``grid`` and condition
+    correlate: Literal["device", "incident", "circuit", "grid"] = "device"
 
 
 class CategoryTable(StrictModel):
@@ -155,6 +162,7 @@ class CategoryTable(StrictModel):
     limit_sets: dict[str, dict[Urgency, Limits]] = Field(default_factory=dict)  # for YAML anchors; not used directly
     categories: tuple[CategoryDef, ...]
     rules: tuple[CaseRule, ...] = ()
+    reassign_clock: ReassignClock = "restart"  # the city's rule for 改派; a category may override it
 
     @model_validator(mode="after")
     def _refs_ok(self) -> CategoryTable:
@@ -299,6 +307,10 @@ class Catalog:
             if c.service_code == service_code:
                 return c
         raise UnknownCategory(service_code)
+
+    def reassign_clock(self, cat: CategoryDef) -> ReassignClock:
+        """The 改派 deadline rule for ``cat``: its own, else the city's."""
+        return cat.reassign_clock or self.table.reassign_clock
 
     def find(self, kind: CaseKind, code: str) -> CategoryDef | None:
         for c in self.table.categories:

@@ -349,6 +349,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "versions move to the shared schema_version table",
         ("DROP TABLE IF EXISTS schema_migrations",),
     ),
+    Migration(
+        4,
+        "a supervisor's override of the sensor at verify/close is counted apart",
+        ("ALTER TABLE cases ADD COLUMN overridden INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 
 

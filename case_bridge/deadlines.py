@@ -118,3 +118,14 @@ def is_overdue(deadline_t: float | None, now: float) -> bool:
 def time_to_deadline(deadline_t: float | None, now: float) -> float | None:
     """Natural seconds left (negative once overdue); ``None`` when no clock runs (parked, closed)."""
     return None if deadline_t is None else deadline_t - now
+
+
+def handled_on_time(handled_at: float | None, due_at: float | None, overridden: bool = False) -> bool | None:
+    """及时解决: the fix was reported within the handling limit (``None``: no limit ran or no fix yet).
+
+    The same rule the statistics count (:mod:`case_bridge.stats`), for one case: a case verified
+    or closed over an active alarm (``overridden``) is never on time.
+    """
+    if handled_at is None or due_at is None:
+        return None
+    return handled_at <= due_at and not overridden

@@ -3,6 +3,7 @@
     CitywatchError
     └── CaseError
         ├── IllegalTransition   the workflow refuses this action in this state (or for this role)
+        │   └── SensorNotClear  verify/close refused: a linked alarm is still active
         ├── CaseNotFound        no case with that id
         ├── CaseConflict        the case changed since the caller read it (expected_version)
         ├── UnknownCategory     a category code that is not in the category table
@@ -13,7 +14,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from contracts.errors import CitywatchError
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 class CaseError(CitywatchError):
@@ -35,6 +42,15 @@ class IllegalTransition(CaseError):
         why = f": {reason}" if reason else ""
         hint = f" (allowed: {', '.join(allowed)})" if allowed else " (no action is allowed)"
         super().__init__(f"cannot {action!r} a case in state {state!r}{why}{hint}")
+
+
+class SensorNotClear(IllegalTransition):
+    """核查/结案 of a sensor case refused while a linked alarm is active; names each alarm's latest reading."""
+
+    def __init__(self, state: str, action: str, alarms: tuple[tuple[str, float | None, float], ...]) -> None:
+        self.alarms = alarms  # (alarm id, latest value, time of the latest transition)
+        shown = "; ".join(f"alarm {a} active, latest value {v} at {_utc(t)}" for a, v, t in alarms)
+        super().__init__(state, action, (), f"{shown}; a supervisor may override with a written reason")
 
 
 class CaseNotFound(CaseError):

@@ -2,8 +2,9 @@
 
 Clocks: each open state runs one stage deadline (``deadline``); the overall handling limit
 (``due_at``) starts at the first dispatch (派遣, the clock starts) and only an approved
-extension (延期) moves it. Parking (挂账) stops the clock; resuming starts a fresh handling
-limit. A returned case (回退) is back with the command centre and gets the dispatch limit.
+extension (延期), or a re-assignment (改派) under the ``restart`` rule, moves it. Parking
+(挂账) stops the clock; resuming starts a fresh handling limit. A returned case (回退) is back
+with the command centre and gets the dispatch limit.
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ class Clocks:
 
 
 def after(
-    clocks: Clocks, to: State, action: Action, *, limits: Limits, cal: WorkingCalendar, now: float
+    clocks: Clocks, to: State, action: Action, *, limits: Limits, cal: WorkingCalendar, now: float,
+    reassign_clock: str = "restart",
 ) -> Clocks:
-    """The clocks after ``action`` brought the case to ``to`` at ``now``."""
+    """The clocks after ``action`` brought the case to ``to`` at ``now``.
+
+    ``reassign_clock`` (``restart`` | ``keep``) is the city's 改派 rule for the handling limit.
+    """
 
     def lim(hours: float) -> float:
         return deadline(cal, now, hours, limits.basis)
@@ -56,9 +61,13 @@ def after(
         dispatched = dispatched if dispatched is not None else now
         due = due if due is not None else lim(limits.handle_h)
         stage = due
+    elif action is Action.REASSIGN:
+        dispatched = dispatched if dispatched is not None else now
+        due = due if reassign_clock == "keep" and due is not None else lim(limits.handle_h)
+        stage = due
     elif action is Action.ACCEPT:
         stage = due
-    elif action in (Action.RETURN, Action.FAIL_VERIFICATION):
+    elif action in (Action.RETURN, Action.REQUEST_REASSIGN, Action.FAIL_VERIFICATION):
         stage = lim(limits.dispatch_h)
     elif action is Action.REPORT_FIX:
         handled = now

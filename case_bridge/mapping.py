@@ -86,7 +86,12 @@ def responsible_unit(catalog: Catalog, category: CategoryDef, owner: str | None,
 
 
 def correlation_key(case_rule: CaseRule, rule: str, device: str, info: DeviceInfo | None) -> str:
-    """One open case per key: per (device, condition), per grid and condition, or per circuit.
+    """One open case per key: per (device, condition), per device incident, per grid and condition,
+    or per circuit.
+
+    An incident is what one device says in several conditions about one thing in the street (a
+    manhole's cover open, tilt and displacement): the key carries no rule name, so the rule's
+    conditions share the case.
 
     A circuit is one maintenance job whatever its lamps report: a dead feeder makes every lamp
     raise both ``supplyVoltage`` and ``lampFailure`` (relay on, no current), and the city wants
@@ -94,6 +99,8 @@ def correlation_key(case_rule: CaseRule, rule: str, device: str, info: DeviceInf
     """
     if case_rule.correlate == "circuit" and info is not None and info.circuit:
         return f"circuit:{info.circuit}"
+    if case_rule.correlate == "incident":
+        return f"incident:{device}"
     if case_rule.correlate == "grid" and info is not None and info.grid:
         return f"grid:{info.grid}:{rule}"
     return f"device:{device}:{rule}"

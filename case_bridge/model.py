@@ -18,7 +18,7 @@ COLUMNS = (
     "id, source, source_key, kind, category_code, service_code, category_name, urgency, state, is_open, "
     "extension_pending, extensions, unit, grid, street, district, device, rule, severity, corr_key, auto_close, "
     "lat, lon, address, description, reporter, created_at, filed_at, dispatched_at, handled_at, verified_at, "
-    "closed_at, deadline, due_at, updated_at, version, data"
+    "closed_at, deadline, due_at, updated_at, version, data, overridden"
 )
 NAMES = [c.strip() for c in COLUMNS.split(",")]
 
@@ -65,6 +65,7 @@ class Case:
     data: dict[str, Any]
     overdue: bool
     time_to_deadline_s: float | None
+    overridden: bool = False  # verified or closed by a supervisor over an active alarm
 
     @property
     def is_open(self) -> bool:

@@ -7,16 +7,20 @@ commands in one transaction; it decides nothing itself. The rules:
 - dedup: a transition (alarm id, kind, t) seen before changes nothing; an alarm links to at
   most one case, so a redelivery never opens a second one;
 - alarm state: a transition older than the alarm's last one does not roll it back;
-- correlation: one open case per correlation key (per device and rule, per grid and rule, or
-  per lamp circuit: see :func:`case_bridge.mapping.correlation_key`); a raise whose key has an
-  open case attaches to it;
-- escalation: a raise or escalation that maps to a higher urgency raises the case's urgency;
+- correlation: one open case per correlation key, as each case rule's ``correlate`` setting in
+  the category table says (per device and rule, per device incident, per grid and rule, or per
+  lamp circuit: see :func:`case_bridge.mapping.correlation_key`); a raise whose key has an open
+  case attaches to it;
+- escalation: a raise or escalation that maps to a higher urgency raises the case's urgency
+  and rewrites its description from that alarm;
 - auto-dispatch: from the severity the category rule names, a reported/filed case is filed
   and dispatched by the system;
 - sensor verification: an alarm raised again on a case whose fix was reported returns it
   (核查不通过); a handled case whose alarms stayed normal for the hold time is verified (and
   closed when the rule says ``auto_close``), one still active after the grace time returns;
-- clear and acknowledge only update the alarm's state (verification reads it later).
+- clear and acknowledge only update the alarm's state (verification reads it later);
+- street-confirmed verification (:func:`sensor_gate`): a person's 核查通过 or 结案 of a sensor
+  case is refused while a linked alarm is active, unless a supervisor overrides with a reason.
 
 Extending the policy (correlation declared per category, re-assignment, supervised override)
 means a new field in :class:`PolicyConfig` or :class:`Situation` and a new command, not SQL.
@@ -24,16 +28,18 @@ means a new field in :class:`PolicyConfig` or :class:`Situation` and a new comma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from case_bridge import lifecycle, workflow
 from case_bridge.config import Catalog, Urgency
+from case_bridge.errors import IllegalTransition, SensorNotClear
 from case_bridge.lifecycle import AlarmView, Verdict
 from case_bridge.mapping import CaseDraft, map_alarm
 from case_bridge.model import Case
-from case_bridge.workflow import Action, Position, State
+from case_bridge.workflow import Action, Position, Role, State
 from contracts.alarms import AlarmTransition, TransitionKind
 from contracts.reading import DeviceInfo
 
@@ -113,10 +119,13 @@ class LinkAlarm:
 
 @dataclass(frozen=True, slots=True)
 class Escalate:
+    """Raise the case's urgency; its description follows the alarm that raised it (no stale "(minor)")."""
+
     case_id: int
     from_urgency: Urgency
     to_urgency: Urgency
     alarm: AlarmTransition
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +225,7 @@ def _on_case(tr: AlarmTransition, case: Case, device: DeviceInfo | None, config:
     if draft is not None:
         current = Urgency(case.urgency)
         if _URGENCY_RANK[draft.urgency] > _URGENCY_RANK[current]:
-            book.append(Escalate(case.id, current, draft.urgency, tr))
+            book.append(Escalate(case.id, current, draft.urgency, tr, draft.description))
         if draft.auto_dispatch and pos.state in (State.REPORTED, State.FILED):
             steps = _auto_dispatch(case.id, pos, tr)
             book += steps
@@ -254,3 +263,37 @@ def _verification(due: VerificationDue, config: PolicyConfig, now: float) -> Dec
     if case.auto_close:
         cmds += (Transition(case.id, Action.CLOSE, "closed after sensor verification"),)
     return Decision("updated", cmds, case.id, devices)
+
+
+# ------------------------------------------------------------------ a person's verify / close
+
+#: actions a person may take on a sensor case only when the street confirms it (no active alarm)
+SENSOR_GATED = frozenset({Action.VERIFY, Action.CLOSE})
+#: the roles that may override the sensor with a written reason
+OVERRIDE_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
+
+def sensor_gate(case: Case, action: Action | str, role: Role | None, alarms: Sequence[AlarmView],
+                override_reason: str | None) -> dict[str, Any] | None:
+    """Whether a person's ``action`` on ``case`` may go ahead given its linked ``alarms``.
+
+    Returns ``None`` (no override needed) or the override record to audit; raises
+    :class:`SensorNotClear` (alarm active, no reason) or :class:`IllegalTransition` (a reason
+    from a role that may not override, or on an action that is not gated).
+    """
+    act = Action(action)
+    reason = (override_reason or "").strip()
+    if act not in SENSOR_GATED:
+        if reason:
+            raise IllegalTransition(case.state, act.value, (), "an override reason applies only to verify or close")
+        return None
+    active = [a for a in alarms if a.active] if case.source == "iot" else []
+    if not active:
+        return None
+    if not reason:
+        raise SensorNotClear(case.state, act.value, tuple((a.alarm_id, a.value, a.last_t) for a in active))
+    if role not in OVERRIDE_ROLES:
+        who = role.value if role is not None else "unknown"
+        raise IllegalTransition(case.state, act.value, (), f"role {who!r} may not override an active alarm")
+    return {"reason": reason, "alarms": [{"alarm_id": a.alarm_id, "device": a.device, "rule": a.rule,
+                                          "value": a.value, "t": a.last_t} for a in active]}

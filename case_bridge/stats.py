@@ -22,9 +22,10 @@ class RateRow:
     total: int  # cases reported in the period (rejected and cancelled excluded)
     closed: int
     due: int  # cases whose handling limit has run out or that were handled
-    on_time: int  # handled within the limit
+    on_time: int  # handled within the limit, and not verified/closed over an active alarm
     on_time_rate: float | None  # 及时解决率 = on_time / due
     closure_rate: float | None  # 结案率 = closed / total
+    overridden: int = 0  # verified or closed by a supervisor over an active alarm (never on time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,8 @@ class CaseStatistics:
         sums = (
             f"COUNT(*), SUM(CASE WHEN state = '{State.CLOSED.value}' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN due_at IS NOT NULL AND (handled_at IS NOT NULL OR due_at < ?) THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN handled_at IS NOT NULL AND due_at IS NOT NULL AND handled_at <= due_at THEN 1 ELSE 0 END)"
+            "SUM(CASE WHEN handled_at IS NOT NULL AND due_at IS NOT NULL AND handled_at <= due_at AND overridden = 0 "
+            "THEN 1 ELSE 0 END), SUM(overridden)"
         )
         with self.db.read() as tx:
             rows = tx.execute(
@@ -84,11 +86,11 @@ class CaseStatistics:
         acc: dict[tuple[str, str], list[int]] = {}
         hours: dict[tuple[int, str], int] = {}
         grids: dict[str, int] = {}
-        for unit_id, sc, grid, h, n, closed, due, on_time in rows:
-            vals = (int(n), int(closed or 0), int(due or 0), int(on_time or 0))
+        for unit_id, sc, grid, h, n, closed, due, on_time, overridden in rows:
+            vals = (int(n), int(closed or 0), int(due or 0), int(on_time or 0), int(overridden or 0))
             for key in (("unit", str(unit_id)), ("cat", str(sc)), ("all", "all")):
-                a = acc.setdefault(key, [0, 0, 0, 0])
-                for k in range(4):
+                a = acc.setdefault(key, [0, 0, 0, 0, 0])
+                for k in range(5):
                     a[k] += vals[k]
             hours[(int(h), str(sc))] = hours.get((int(h), str(sc)), 0) + vals[0]
             if grid is not None:
@@ -136,7 +138,7 @@ class CaseStatistics:
 
     @staticmethod
     def _rate(r: Sequence[Any]) -> RateRow:
-        total, closed, due, on_time = (int(x or 0) for x in r[1:5])
+        total, closed, due, on_time, overridden = (int(x or 0) for x in r[1:6])
         return RateRow(str(r[0]), total, closed, due, on_time,
-                       on_time / due if due else None, closed / total if total else None)
+                       on_time / due if due else None, closed / total if total else None, overridden)
 

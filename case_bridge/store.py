@@ -24,7 +24,7 @@ import orjson
 from case_bridge import deadlines, lifecycle, policy, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.db import PostgresDb, SqliteDb, Tx, connect, migrate
-from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, StoreConflict, StoreError
+from case_bridge.errors import CaseConflict, CaseNotFound, StoreConflict, StoreError
 from case_bridge.lifecycle import NO_DEADLINE, AlarmView, Clocks
 from case_bridge.mapping import CaseDraft, locality, responsible_unit
 from case_bridge.model import COLUMNS, NAMES, AlarmOutcome, AuditEntry, Case, Page
@@ -47,6 +47,7 @@ def _case(row: Sequence[Any], now: float) -> Case:
     del d["is_open"]
     d["extension_pending"] = bool(d["extension_pending"])
     d["auto_close"] = bool(d["auto_close"])
+    d["overridden"] = bool(d["overridden"])
     d["deadline"] = deadline
     d["data"] = orjson.loads(d["data"]) if d["data"] else {}
     return Case(**d, overdue=deadlines.is_overdue(deadline, now),
@@ -349,13 +350,16 @@ class CaseStore:
         unit: str | None = None,
         expected_version: int | None = None,
         data: dict[str, Any] | None = None,
+        override_reason: str | None = None,
     ) -> Case:
         """Apply one workflow action, with its audit row, in one transaction.
 
         Raises :class:`IllegalTransition` (state or role forbids it), :class:`CaseNotFound`,
         :class:`CaseConflict` (``expected_version`` is stale). A repeated ``request_id`` for the
         same case returns the case unchanged (safe client retries). ``unit`` re-targets a
-        dispatch (派遣 to another unit).
+        dispatch (派遣 to another unit). A verify/close of a sensor case while a linked alarm is
+        active raises :class:`SensorNotClear` unless a supervisor gives ``override_reason``
+        (:func:`case_bridge.policy.sensor_gate`); the override gets its own audit row.
         """
         now = time.time() if now is None else now
         r = parse_role(role) if role is not None else None
@@ -367,6 +371,12 @@ class CaseStore:
             case = self._get_tx(tx, case_id, now, for_update=True)
             if expected_version is not None and expected_version != case.version:
                 raise CaseConflict(case_id, expected_version, case.version)
+            workflow.apply(case.position, action, r)  # state and role first: their refusal says more
+            override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason)
+            if override is not None:
+                tx.execute("UPDATE cases SET overridden = 1 WHERE id = ?", (case_id,))
+                self._audit(tx, case_id, now, actor, r.value if r else None, "override", case.state, case.state,
+                            override["reason"], None, override)
             return self._transition_tx(tx, case, action, actor, r, note, request_id, now, unit=unit, data=data)
 
     def apply_alarm(self, tr: AlarmTransition, device: DeviceInfo | None, now: float | None = None) -> AlarmOutcome:
@@ -455,8 +465,9 @@ class CaseStore:
                             f"alarm {tr.alarm_id} ({tr.kind.value}) on {tr.device}", None, policy.alarm_json(tr))
             elif isinstance(cmd, policy.Escalate):
                 state = case_of(cmd.case_id).state
-                tx.execute("UPDATE cases SET urgency = ?, severity = ?, updated_at = ?, version = version + 1 "
-                           "WHERE id = ?", (cmd.to_urgency.value, cmd.alarm.severity.value, now, cmd.case_id))
+                tx.execute("UPDATE cases SET urgency = ?, severity = ?, description = ?, updated_at = ?, "
+                           "version = version + 1 WHERE id = ?",
+                           (cmd.to_urgency.value, cmd.alarm.severity.value, cmd.description, now, cmd.case_id))
                 latest.pop(cmd.case_id)
                 self._audit(tx, cmd.case_id, now, "system", Role.SYSTEM.value, "escalate", state, state,
                             f"urgency {cmd.from_urgency.value} -> {cmd.to_urgency.value}", None,
@@ -566,17 +577,16 @@ class CaseStore:
                        data: dict[str, Any] | None = None) -> Case:
         pos = workflow.apply(case.position, action, role)
         act = Action(action)
-        if unit is not None:
-            if act is not Action.DISPATCH:
-                raise IllegalTransition(case.state, act.value, (), "only a dispatch may name a unit")
-            if self.catalog.unit(unit) is None:
-                raise StoreError(f"unknown unit {unit!r}")
+        workflow.check_details(case.state, act, note, case.unit, unit)
+        if unit is not None and self.catalog.unit(unit) is None:
+            raise StoreError(f"unknown unit {unit!r}")
         cat = self.catalog.category(case.service_code)
         limits = cat.limits_for(Urgency(case.urgency))
+        reassign_clock = self.catalog.reassign_clock(cat)
         clocks = lifecycle.after(
             Clocks(case.deadline, case.due_at, case.filed_at, case.dispatched_at, case.handled_at, case.verified_at,
                    case.closed_at, case.extensions),
-            pos.state, act, limits=limits, cal=self.catalog.calendar, now=now,
+            pos.state, act, limits=limits, cal=self.catalog.calendar, now=now, reassign_clock=reassign_clock,
         )
         new_unit = unit or case.unit
         tx.execute(
@@ -590,6 +600,8 @@ class CaseStore:
         audit_data = dict(data or {})
         if new_unit != case.unit:
             audit_data["unit"] = {"from": case.unit, "to": new_unit}
+        if act is Action.REASSIGN:  # which 改派 rule applied, so the statistics can be read right
+            audit_data["deadline_rule"] = reassign_clock
         self._audit(tx, case.id, now, actor, role.value if role else None, act.value, case.state, pos.state.value,
                     note, request_id, audit_data)
         return self._get_tx(tx, case.id, now)

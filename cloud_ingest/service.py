@@ -96,7 +96,7 @@ class Ingester:
 
     ``source`` replaces the MQTT subscription (another transport); ``fault_ack_delay_s`` widens
     the commit-to-acknowledge window so fault tests can kill the process between the two
-    (reliability.md I1 "after_commit_before_ack"); it is 0 in production.
+    (docs/reliability.md I1 "after_commit_before_ack"); it is 0 in production.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from case_bridge import Case, CaseStore, RateRow
+from case_bridge import Case, CaseStore, RateRow, deadlines
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
 from case_bridge.incidence import Incidence, incidence
 from case_bridge.workflow import TERMINAL, State, seat_actions, seat_role
@@ -120,6 +120,7 @@ class CaseAdapter:
             device=c.device, rule=c.rule, alarm_id=(c.data.get("alarm") or {}).get("alarm_id"),
             description=c.description, lat=c.lat, lon=c.lon, address=c.address or "", source=c.source,
             status_note="延期待批 extension pending" if c.extension_pending else "", due_at=c.due_at,
+            on_time=deadlines.handled_on_time(c.handled_at, c.due_at, c.overridden), overridden=c.overridden,
         )
 
     def categories(self) -> list[Category]:
@@ -177,7 +178,7 @@ class CaseAdapter:
         return [a.value for a in seat_actions(c.position, role)]
 
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
-                   now: float) -> CaseView:
+                   now: float, override_reason: str | None = None, unit: str | None = None) -> CaseView:
         cid = _case_id(case_id)
         if cid is None:
             raise Conflict(f"no case {case_id!r}")
@@ -185,9 +186,12 @@ class CaseAdapter:
         wf_role = seat_role(c.position, role, action)
         if wf_role is None:
             raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
+        if unit is not None and self.store.catalog.unit(unit) is None:
+            raise BadRequest(f"unknown unit {unit!r}")
         try:
             updated = self.store.transition(cid, action, actor, note=note, request_id=request_id, now=now,
-                                            role=wf_role, expected_version=c.version)
+                                            role=wf_role, expected_version=c.version,
+                                            override_reason=override_reason, unit=unit)
         except (IllegalTransition, CaseConflict) as exc:
             raise Conflict(str(exc)) from exc
         except CaseError as exc:
@@ -212,7 +216,8 @@ class CaseAdapter:
         st = self.store.stats.report(start, end, now)
 
         def row(r: RateRow) -> StatRow:
-            return StatRow(r.key, r.total, r.closed, r.due, r.on_time, r.on_time_rate, r.closure_rate)
+            return StatRow(r.key, r.total, r.closed, r.due, r.on_time, r.on_time_rate, r.closure_rate,
+                           r.overridden)
 
         return Statistics([row(r) for r in st.by_unit], [row(r) for r in st.by_category],
                           {(h, sc): n for h, sc, n in st.by_hour_category}, row(st.total))

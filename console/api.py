@@ -305,9 +305,10 @@ def act_on_case(case_id: str, body: ActionBody, ctx: CtxDep,
     now = ctx.clock()
     request_id = body.request_id or uuid.uuid4().hex
     updated = ctx.stores.cases.transition(c.id, body.action, actor=p.actor, role=p.role.value, note=body.note,
-                                           request_id=request_id, now=now)
+                                           request_id=request_id, now=now, override_reason=body.override_reason,
+                                           unit=body.unit)
     ctx.audit(p.actor, f"case.{body.action}", f"case:{c.id}", 200, frm=c.state, to=updated.state,
-              request_id=request_id)
+              request_id=request_id, override=body.override_reason)
     ctx.hub.publish(LiveEvent("case", serialize.case(updated, now), unit=updated.unit))
     return {"case": serialize.case(updated, now), "actions": case_actions(ctx, p, updated)}
 

@@ -238,7 +238,7 @@ def case_page(case_id: str, request: Request) -> HTMLResponse:
         dev = ctx.stores.devices.device(c.device)
         chart["metric"] = CHART_METRIC.get(dev.kind, "depth") if dev else "depth"
     return _page(request, "case.html", p, c=serialize.case(c, now), timeline=ctx.stores.cases.timeline(c.id),
-                 actions=case_actions(ctx, p, c), chart=chart, now=now)
+                 actions=case_actions(ctx, p, c), chart=chart, now=now, units=ctx.stores.cases.units())
 
 
 @router.get("/stats", response_class=HTMLResponse)

@@ -21,6 +21,10 @@ class AckBody(Body):
 class ActionBody(Body):
     action: str = Field(min_length=1, max_length=40, pattern=r"^[a-z_]+$")
     note: str = Field(default="", max_length=2000)
+    #: a supervisor's written reason to verify/close a sensor case while its alarm is still active
+    override_reason: str | None = Field(default=None, min_length=1, max_length=2000)
+    #: the unit a 改派 (reassign) or a dispatch sends the case to
+    unit: str | None = Field(default=None, min_length=1, max_length=64)
     request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 

@@ -115,11 +115,13 @@ def weekly(days: list[tuple[dt.date, int]]) -> list[tuple[str, dt.date, int]]:
 
 _RATE_COLS = (Column("cases", "案件 Cases", "int"), Column("due", "到期 Due", "int"),
               Column("on_time", "按时 On time", "int"), Column("on_time_rate", "按时解决率 On-time rate", "rate"),
-              Column("closed", "结案 Closed", "int"), Column("closure_rate", "结案率 Closure rate", "rate"))
+              Column("closed", "结案 Closed", "int"), Column("closure_rate", "结案率 Closure rate", "rate"),
+              Column("overridden", "强制核查 Overridden", "int"))
 
 
 def _rate_rows(rows: list[StatRow], names: dict[str, str]) -> tuple[tuple[Cell, ...], ...]:
-    return tuple((r.key, names.get(r.key, ""), r.total, r.due, r.on_time, r.on_time_rate, r.closed, r.closure_rate)
+    return tuple((r.key, names.get(r.key, ""), r.total, r.due, r.on_time, r.on_time_rate, r.closed, r.closure_rate,
+                  r.overridden)
                  for r in rows)
 
 

@@ -4,7 +4,7 @@ Two independent signals: the gateway's retained status (its birth, or the last w
 saying ``offline``) and staleness (no telemetry and no status heartbeat for several intervals).
 The last will alone is not enough on a broker cluster: when the node holding the gateway's
 connection dies, no will is published and the retained status keeps saying ``online``
-(scaleout.md). So a device whose status says online but that has been silent too long is
+(docs/scaleout.md). So a device whose status says online but that has been silent too long is
 ``offline`` with reason ``stale``; one whose status says offline has reason ``will``.
 """
 

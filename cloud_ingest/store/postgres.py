@@ -1,7 +1,7 @@
 """PostgreSQL backend via psycopg 3: COPY into a staging table, then ``INSERT ... ON CONFLICT DO NOTHING``.
 
 Why this shape: binary COPY costs the client about 1 µs per row and the staged upsert keeps
-the dedup on the server (performance.md: ~95–135k rows/s here, against ~40k for
+the dedup on the server (docs/performance.md: ~95–135k rows/s here, against ~40k for
 ``executemany``). ``readings`` is range-partitioned by day; partitions are created on demand
 by the SECURITY DEFINER function ``citywatch_ensure_partitions`` so the ingester's role needs
 no DDL rights (configs/postgres/ingest_role.sql). When the ``timescaledb`` extension is

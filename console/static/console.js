@@ -42,7 +42,9 @@
     const err = form.querySelector(".error");
     form.querySelectorAll("button").forEach((x) => (x.disabled = true));
     try {
-      await api("POST", "/api/v1/cases/" + encodeURIComponent(form.dataset.case) + "/actions", { action: b.dataset.action, note: form.note.value });
+      await api("POST", "/api/v1/cases/" + encodeURIComponent(form.dataset.case) + "/actions", Object.assign({ action: b.dataset.action, note: form.note.value },
+        form.override_reason && form.override_reason.value.trim() ? { override_reason: form.override_reason.value } : {},
+        b.dataset.action === "reassign" && form.unit ? { unit: form.unit.value } : {}));
       reloading = true;
       location.reload();
     } catch (e) { err.hidden = false; err.textContent = e.message; form.querySelectorAll("button").forEach((x) => (x.disabled = false)); }

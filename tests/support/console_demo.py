@@ -115,7 +115,7 @@ def seed_cases(cases: CaseStore, devices: list[DeviceInfo], now: float, alarms: 
     return demo
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DISTRICT = REPO / "configs/map/demo-district.geojson"
 RULES = REPO / "configs/rules/default.yaml"
 PASSWORD = "citywatch-demo"  # demo/test logins only; production users come from the config file

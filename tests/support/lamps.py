@@ -18,7 +18,6 @@ from typing import Any
 
 import uvicorn
 import yaml
-from console.demo import demo_settings
 
 from case_bridge import open_case_store
 from cloud_ingest.config import IngestSettings
@@ -41,6 +40,7 @@ from firmware_sim.gwconfig import gateway_document
 from firmware_sim.server import SimServer
 from lighting.schedule import LightingSettings
 from rules.store import open_alarm_store
+from tests.support.console_demo import demo_settings
 from tests.support.services import Mosquitto, free_port
 
 GW = "gw-lamps-t1"

@@ -297,6 +297,8 @@ async def test_dead_slave_does_not_stall_bus_mates(transport: str) -> None:
         interval = {"wl-1": 0.3, "wl-2": 1.0, "mh-1": 1.0, "lamp-1": 1.0, "wim-1": 1.0}
         phase = {"wl-1": 0.0, "wl-2": 0.2, "mh-1": 0.4, "lamp-1": 0.6, "wim-1": 0.8}
         stamps: dict[str, list[float]] = {k: [] for k in interval}
+        for dev in ("wl-2", "mh-1", "lamp-1", "wim-1"):  # first-read costs (port open, WIM counter) before timing
+            await r.pollers[dev].poll(time.time())
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.05
 

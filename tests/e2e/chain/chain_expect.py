@@ -70,7 +70,7 @@ def expected_conditions() -> set[str]:
     """The correlation keys the district raises (road water, cover, burnt lamp, circuit outage, overload)."""
     return {
         "device:wl-e2e-01:road-water-depth",
-        "device:mh-e2e-01:manhole-tilt",
+        "incident:mh-e2e-01",
         "circuit:c-e2e-01",
         "circuit:c-e2e-02",
         "device:wim-e2e-01:wim-overload",

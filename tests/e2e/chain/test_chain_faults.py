@@ -110,7 +110,7 @@ def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_openin
         assert all(n == 1 for n in per_key.values()), per_key
         units = {x.corr_key: x.unit for x in cases}
         assert units["device:wl-e2e-01:road-water-depth"] == "lingyin-street"
-        assert units["device:mh-e2e-01:manhole-tilt"] == "drainage"
+        assert units["incident:mh-e2e-01"] == "drainage"
         assert units["circuit:c-e2e-02"] == "street-lighting"
         assert ledger.lost == 0 and ledger.pending == 0
         assert ledger.dup_after_dedup == 0

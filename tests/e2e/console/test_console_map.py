@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import uvicorn
-from console.demo import PASSWORD, build_demo, raise_alarm
 
 from console.live import LiveEvent
 from contracts.alarms import Severity
+from tests.support.console_demo import PASSWORD, build_demo, raise_alarm
 from tests.support.services import free_port, missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

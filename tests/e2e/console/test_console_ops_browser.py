@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console.demo import PASSWORD
 
+from tests.support.console_demo import PASSWORD
 from tests.support.lamps import CIRCUIT, LAMPS, lamp_district
 from tests.support.services import Mosquitto, missing
 
@@ -84,10 +84,10 @@ async def test_statistics_page_exports_a_valid_xlsx(tmp_path: Path) -> None:
 
     import openpyxl
     import uvicorn
-    from console.demo import build_demo
     from playwright.async_api import async_playwright
 
     from console.cli import server_config
+    from tests.support.console_demo import build_demo
     from tests.support.services import free_port
 
     env = build_demo(str(tmp_path / "demo"), now=time.time())

@@ -9,7 +9,7 @@ import pytest
 from cases_support import COVER_GAS, GAUGE, LAMP_A, LAMP_B, T0, alarm, pg_store, sqlite_store
 
 from case_bridge.db import migrate
-from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, UnknownCategory
+from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, SensorNotClear, UnknownCategory
 from case_bridge.store import CaseStore
 
 pytestmark = pytest.mark.integration
@@ -196,11 +196,24 @@ def test_one_open_case_per_condition_and_circuit(store: CaseStore) -> None:
     assert store.open_cases_for(["wl-0001"]) == {"wl-0001": {"road-water-depth": str(c.case_id)}}
 
 
+def test_one_manhole_incident_is_one_case(store: CaseStore) -> None:
+    cover = store.apply_alarm(alarm("mh-0002", "manhole-cover-open", alarm_id="c1", severity="major"), COVER_GAS, T0)
+    tilt = store.apply_alarm(alarm("mh-0002", "manhole-tilt", alarm_id="t1", severity="critical", t=T0 + 5),
+                             COVER_GAS, T0 + 5)
+    assert (cover.effect, tilt.effect) == ("created", "attached") and cover.case_id == tilt.case_id
+    assert tilt.case is not None and tilt.case.urgency == "very_urgent" and "manhole-tilt" in tilt.case.description
+    assert store.worklist(device="mh-0002", now=T0 + 5).total == 1
+    assert store.open_cases_for(["mh-0002"]) == {"mh-0002": {"manhole-cover-open": str(cover.case_id),
+                                                             "manhole-tilt": str(cover.case_id)}}
+
+
 def test_escalation_auto_dispatches_and_raises_urgency(store: CaseStore) -> None:
     o = store.apply_alarm(alarm("wl-0001", "road-water-depth", severity="minor"), GAUGE, T0)
     assert o.case is not None and o.case.state == "reported" and o.case.urgency == "normal"
     o2 = store.apply_alarm(alarm("wl-0001", "road-water-depth", "escalated", "critical", t=T0 + 60), GAUGE, T0 + 60)
     assert o2.case is not None and o2.case.state == "dispatched" and o2.case.urgency == "very_urgent"
+    assert "(minor)" in o.case.description and "(critical)" in o2.case.description
+    assert "(minor)" not in o2.case.description
     assert o2.actions == ("file", "dispatch")
     assert [e.action for e in store.timeline(o2.case.id)] == ["report", "escalate", "file", "dispatch"]
 
@@ -225,6 +238,29 @@ def test_sensor_verification_fail_and_hold(store: CaseStore) -> None:
     (ok,) = store.due_verifications(now=T0 + 600)
     assert ok.case is not None and ok.case.state == "closed" and ok.actions == ("verify", "close")
     assert store.open_cases_for(["mh-0002"]) == {"mh-0002": {}}
+
+
+def test_verify_and_close_wait_for_the_street_unless_a_supervisor_overrides(store: CaseStore) -> None:
+    o = store.apply_alarm(alarm("wl-0001", "road-water-depth", value=0.21), GAUGE, T0)
+    assert o.case_id is not None
+    cid = o.case_id
+    for action, actor in (("file", "s"), ("dispatch", "d"), ("report_fix", "h")):
+        store.transition(cid, action, actor, now=T0 + 60)
+    with pytest.raises(SensorNotClear, match=r"0\.21"):
+        store.transition(cid, "verify", "sup", role="supervisor", now=T0 + 120)
+    with pytest.raises(IllegalTransition, match="may not override"):
+        store.transition(cid, "verify", "bridge", role="system", now=T0 + 120, override_reason="dry")
+    assert store.get(cid).state == "handled"
+    store.transition(cid, "verify", "sup", role="supervisor", now=T0 + 120, override_reason="gauge silted, road dry")
+    with pytest.raises(SensorNotClear):
+        store.transition(cid, "close", "sup", role="supervisor", now=T0 + 130)
+    c = store.transition(cid, "close", "sup", role="supervisor", now=T0 + 130, override_reason="as verified")
+    assert c.state == "closed" and c.overridden
+    overrides = [e for e in store.timeline(cid) if e.action == "override"]
+    assert [e.note for e in overrides] == ["gauge silted, road dry", "as verified"]
+    assert overrides[0].data["alarms"][0]["value"] == 0.21 and overrides[0].actor == "sup"
+    st = store.stats.report(T0 - 1, T0 + 3600, now=T0 + 3600)
+    assert (st.total.closed, st.total.due, st.total.on_time, st.total.overridden) == (1, 1, 0, 1)
 
 
 def test_statistics(store: CaseStore) -> None:
@@ -265,7 +301,7 @@ def test_notify_dedup_and_migrate_twice(store: CaseStore) -> None:
     store.notices.notice_retry(claimed[1][0], 1, T0 + 70)
     # the retry is due, and the third's lease ran out (its sender "crashed"): both come back
     assert [i for i, *_ in store.notices.take_notices(T0 + 95, lease_s=30)] == [claimed[1][0], third[0]]
-    assert migrate(store.db) == 3  # 1, 2 and 3 (versions in schema_version); a second run is a no-op
+    assert migrate(store.db) == 4  # 1 to 4 (versions in schema_version); a second run is a no-op
     store.devices.remember([GAUGE, COVER_GAS], T0)
     store.devices.remember([GAUGE], T0 + 1)
     assert store.devices.known()["mh-0002"] == COVER_GAS

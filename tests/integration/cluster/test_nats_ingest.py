@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 def hp(url: str) -> tuple[str, int]:
     host, port, _ = parse_mqtt_url(url)
     return host, port
+
+
+def granted_subscription(watcher: AckWatcher, timeout_s: float = 20.0) -> None:
+    done = threading.Event()
+    codes: list[int] = []
+
+    def on_sub(_c: object, _u: object, _mid: int, rcs: list[Any], _p: object) -> None:
+        codes[:] = [int(rc.value) for rc in rcs]
+        done.set()
+
+    watcher.client.on_subscribe = on_sub
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done.clear()
+        watcher.client.subscribe("citywatch/v1/gw/+/ack", qos=1)
+        if done.wait(10) and codes and codes[0] < 0x80:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"ack subscription not granted: {codes}")
 
 
 @contextlib.asynccontextmanager
@@ -54,6 +75,9 @@ async def test_two_ingesters_share_the_durable_and_the_retained_watermark_reache
     watcher = AckWatcher(*hp(nats3.mqtt_urls[2]), v5=False)
     pub = Publisher(*hp(nats3.mqtt_urls[0]), v5=False)
     try:
+        # right after a cluster start a QoS 1 SUBSCRIBE can be refused (0x80) while the node's
+        # MQTT streams settle; the watcher does not retry, so make sure its subscription was granted
+        await asyncio.to_thread(granted_subscription, watcher)
         async with ingesters(nats3, store, 2) as ings:
             for seq, rs in enumerate(batches, 1):
                 pub.telemetry("gw-a", "b1", seq, rs)

@@ -133,8 +133,59 @@ def test_case_detail_timeline_and_workflow(env: DemoEnv, client: TestClient, as_
         assert client.post(f"/api/v1/cases/{cid}/actions", headers=sup, json={"action": action}).status_code == 200
     final = client.get(f"/api/v1/cases/{cid}", headers=sup).json()
     assert final["case"]["state"] == "closed" and final["actions"] == []
+    assert final["case"]["on_time"] is True and final["case"]["closed_at"] is not None
+    page = client.get(f"/cases/{cid}", headers=sup).text
+    assert "办结时间 Closed" in page and "按时 on time" in page and "Deadline" not in page
     assert [e["actor"] for e in final["timeline"][-4:]] == ["handler-a", "handler-a", "sup", "sup"]
     assert {a["action"] for a in final["audit"]} >= {"case.accept", "case.close"}
+
+
+def test_sensor_case_verify_refused_while_alarm_active_unless_overridden(env: DemoEnv, client: TestClient,
+                                                                         as_user: Auth) -> None:
+    sup = as_user("sup")
+    case = env.case_store.case_for_alarm(env.demo.alarm_ids[0])
+    assert case is not None and case.state == "dispatched"
+    env.case_store.transition(case.id, "report_fix", "h", role="handler")
+    url = f"/api/v1/cases/{case.id}/actions"
+    r = client.post(url, headers=sup, json={"action": "verify"})
+    assert r.status_code == 409, r.text
+    msg = r.json()["error"]["message"]
+    assert env.demo.alarm_ids[0] in msg and "0.31" in msg and "override" in msg
+    page = client.get(f"/cases/{case.id}", headers=sup)
+    assert page.status_code == 200 and 'name="override_reason"' in page.text
+    r = client.post(url, headers=sup, json={"action": "verify", "override_reason": "gauge silted; road dry"})
+    assert r.status_code == 200 and r.json()["case"]["state"] == "verified"
+    timeline = client.get(f"/api/v1/cases/{case.id}", headers=sup).json()["timeline"]
+    assert [(e["action"], e["note"]) for e in timeline[-2:]] == [("override", "gauge silted; road dry"),
+                                                                 ("verify", "")]
+    r = client.post(url, headers=sup, json={"action": "close", "override_reason": "as verified"})
+    assert r.status_code == 200 and r.json()["case"]["overridden"] and r.json()["case"]["on_time"] is False
+    assert "强制核查 sensor overridden" in client.get(f"/cases/{case.id}", headers=sup).text
+
+
+def test_reassign_by_the_command_centre_and_a_handlers_request(env: DemoEnv, client: TestClient,
+                                                               as_user: Auth) -> None:
+    ha, hb, sup = as_user("handler-a"), as_user("handler-b"), as_user("sup")
+    cid = env.demo.case_ids["lingyin-street"][0]
+    url = f"/api/v1/cases/{cid}/actions"
+    assert client.post(url, headers=ha, json={"action": "request_reassign"}).status_code == 409  # no reason
+    r = client.post(url, headers=ha, json={"action": "request_reassign", "note": "not ours: hubin's drain"})
+    assert r.status_code == 200 and r.json()["case"]["state"] == "returned"
+    assert "reassign" not in r.json()["actions"]
+    page = client.get(f"/cases/{cid}", headers=sup).text
+    assert 'name="unit"' in page and 'value="hubin-street"' in page
+    assert client.post(url, headers=sup, json={"action": "reassign", "note": "hubin's"}).status_code == 409
+    assert client.post(url, headers=sup, json={"action": "reassign", "note": "x", "unit": "nowhere"}).status_code == 400
+    r = client.post(url, headers=sup, json={"action": "reassign", "note": "hubin's drain", "unit": "hubin-street"})
+    assert r.status_code == 200, r.text
+    assert r.json()["case"]["state"] == "dispatched" and r.json()["case"]["unit"] == "hubin-street"
+    assert client.get(f"/api/v1/cases/{cid}", headers=ha).status_code in (403, 404)
+    detail = client.get(f"/api/v1/cases/{cid}", headers=hb).json()
+    assert "accept" in detail["actions"]
+    (entry,) = [e for e in env.case_store.timeline(cid) if e.action == "reassign"]
+    assert entry.data["deadline_rule"] == "restart" and entry.data["unit"] == {"from": "lingyin-street",
+                                                                                "to": "hubin-street"}
+    assert entry.note == "hubin's drain"
 
 
 def test_idempotent_request_id(env: DemoEnv, client: TestClient, as_user: Auth) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from console.demo import PASSWORD
 
+from tests.support.console_demo import PASSWORD
 from tests.support.lamps import CIRCUIT, GHOST_GW, LAMPS, lamp_district, wait_for
 from tests.support.services import Mosquitto
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from console.demo import PASSWORD, DemoEnv, build_demo, demo_settings
 from fastapi.testclient import TestClient
 
 from console.cli import server_config
 from console.context import SESSION_COOKIE
+from tests.support.console_demo import PASSWORD, DemoEnv, build_demo, demo_settings
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration

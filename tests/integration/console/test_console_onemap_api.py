@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from console.demo import DISTRICT, DemoEnv, build_demo, demo_settings, raise_alarm
 from fastapi.testclient import TestClient
 
 from console.config import MapSettings
@@ -17,6 +16,7 @@ from console.geo import wgs84_to_gcj02
 from console.onemap import load_map
 from contracts.alarms import Severity
 from contracts.errors import ConfigError
+from tests.support.console_demo import DISTRICT, DemoEnv, build_demo, demo_settings, raise_alarm
 
 pytestmark = pytest.mark.integration
 Auth = Callable[[str], dict[str, str]]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from console.demo import DemoEnv, demo_settings, make_devices, seed_cases, seed_timeseries
 from fastapi.testclient import TestClient
 
 from cloud_ingest.store import open_store
@@ -20,6 +19,7 @@ from console.context import Stores
 from rules.store import open_alarm_store
 from tests.integration.console.conftest import bearer
 from tests.support.cases import pg_store, sqlite_store
+from tests.support.console_demo import DemoEnv, demo_settings, make_devices, seed_cases, seed_timeseries
 
 pytestmark = pytest.mark.integration
 Auth = Callable[[str], dict[str, str]]

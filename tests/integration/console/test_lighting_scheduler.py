@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from console.demo import PASSWORD
 
 from contracts.config import MqttSettings
 from lighting.schedule import CircuitSchedule, DimStep, LightingSettings
 from lighting.scheduler import LampScheduler
+from tests.support.console_demo import PASSWORD
 from tests.support.lamps import CIRCUIT, LAMPS, lamp_district, wait_for
 from tests.support.services import Mosquitto
 

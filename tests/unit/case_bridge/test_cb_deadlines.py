@@ -13,6 +13,7 @@ from case_bridge.deadlines import (
     WorkingCalendar,
     add_working,
     deadline,
+    handled_on_time,
     is_overdue,
     time_to_deadline,
     working_between,
@@ -79,6 +80,9 @@ def test_natural_hours_ignore_the_calendar() -> None:
 
 def test_overdue_and_time_left() -> None:
     assert is_overdue(100.0, 101.0)
+    assert handled_on_time(100.0, 100.0) is True and handled_on_time(100.5, 100.0) is False
+    assert handled_on_time(None, 100.0) is None and handled_on_time(100.0, None) is None
+    assert handled_on_time(100.0, 100.0, overridden=True) is False
     assert not is_overdue(100.0, 100.0)
     assert not is_overdue(None, 1e12)
     assert time_to_deadline(100.0, 40.0) == 60.0

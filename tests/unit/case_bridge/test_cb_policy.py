@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 from hypothesis import given
@@ -93,11 +94,35 @@ def test_one_lamp_circuit_is_one_case_whatever_the_lamp_or_rule() -> None:
     assert d.effect == "attached" and LinkAlarm(5, b) in d.commands
 
 
+def test_one_manhole_incident_is_one_case_whatever_the_condition() -> None:
+    cover = alarm("mh-0001", "manhole-cover-open", severity="critical", alarm_id="c1")
+    tilt = alarm("mh-0001", "manhole-tilt", severity="major", alarm_id="t1", t=T0 + 5)
+    assert lookup_key(cover, COVER_WATER, cfg()) == lookup_key(tilt, COVER_WATER, cfg()) == "incident:mh-0001"
+    d = decide(tilt, Situation(correlated=a_case(6, "dispatched", device="mh-0001"), device=COVER_WATER), cfg(),
+               T0 + 5)
+    assert d.effect == "attached" and LinkAlarm(6, tilt) in d.commands
+    assert not any(isinstance(c, OpenCase) for c in d.commands)
+    other = alarm("mh-0002", "manhole-tilt", alarm_id="t2")
+    assert lookup_key(other, COVER_WATER, cfg()) != lookup_key(cover, COVER_WATER, cfg())  # device id differs
+
+
+def test_correlation_is_read_from_the_category_table_not_hard_coded() -> None:
+    table = _catalog().table
+    rules = tuple(r.model_copy(update={"correlate": "device"}) if r.rule == "manhole-*" else r for r in table.rules)
+    per_condition = PolicyConfig(replace(_catalog(), table=table.model_copy(update={"rules": rules})))
+    cover = alarm("mh-0001", "manhole-cover-open", alarm_id="c1")
+    tilt = alarm("mh-0001", "manhole-tilt", alarm_id="t1")
+    assert lookup_key(cover, COVER_WATER, per_condition) == "device:mh-0001:manhole-cover-open"
+    assert lookup_key(tilt, COVER_WATER, per_condition) == "device:mh-0001:manhole-tilt"
+
+
 def test_escalation_raises_urgency_and_auto_dispatches_a_waiting_case() -> None:
     tr = alarm("wl-0001", "road-water-depth", "escalated", "critical")
     d = decide(tr, Situation(alarm_last_t=T0 - 60, linked=a_case(4, "reported", "normal"), device=GAUGE), cfg(), T0)
     assert d.effect == "updated"
-    assert Escalate(4, Urgency.NORMAL, Urgency.VERY_URGENT, tr) in d.commands
+    (esc,) = [c for c in d.commands if isinstance(c, Escalate)]
+    assert (esc.case_id, esc.from_urgency, esc.to_urgency, esc.alarm) == (4, Urgency.NORMAL, Urgency.VERY_URGENT, tr)
+    assert "(critical)" in esc.description and "(minor)" not in esc.description
     assert actions(d) == [Action.FILE, Action.DISPATCH]
     assert UpdateAlarmState(tr, AlarmUpdate.UPDATE) in d.commands
 

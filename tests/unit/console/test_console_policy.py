@@ -60,6 +60,31 @@ def test_object_level_actions() -> None:
     assert filter_actions(HA, "unit-b", ["accept"]) == []
 
 
+# every console seat × the re-assignment actions × every state: which the seat may take
+_REASSIGN_CELLS = {
+    ("supervisor", "reassign"): {"dispatched", "in_handling", "returned"},
+    ("case_handler", "request_reassign"): {"dispatched", "in_handling"},
+}
+
+
+@pytest.mark.parametrize("seat", [r.value for r in Role])
+@pytest.mark.parametrize("action", ["reassign", "request_reassign"])
+def test_reassignment_seat_matrix_cell_by_cell(seat: str, action: str) -> None:
+    from case_bridge.workflow import Position, State, seat_actions, seat_role
+
+    for state in State:
+        allowed = state.value in _REASSIGN_CELLS.get((seat, action), set())
+        assert (action in [a.value for a in seat_actions(Position(state), seat)]) is allowed, (seat, state)
+        assert (seat_role(Position(state), seat, action) is not None) is allowed, (seat, state)
+
+
+def test_reassign_is_for_approving_roles_only_on_any_unit() -> None:
+    assert may_act(SUP, "unit-b", "reassign")
+    assert not may_act(HA, "unit-a", "reassign")
+    assert may_act(HA, "unit-a", "request_reassign") and not may_act(HA, "unit-b", "request_reassign")
+    assert not may_act(DUTY, "unit-a", "reassign")
+
+
 def test_actor_names_machine_clients() -> None:
     assert KEY.actor == "apikey:hotline"
     assert HA.actor == "ha"
