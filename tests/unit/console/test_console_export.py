@@ -102,7 +102,7 @@ def test_tables_geojson_and_exports() -> None:
     ts = tables(ST, INC, p, {"lingyin-street": "灵隐街道办事处"}, {"S0111": "道路积水"})
     by_id = {t.id: t for t in ts}
     assert list(by_id) == ["by_unit", "by_category", "by_hour", "by_day", "by_week", "by_street", "by_grid", "places"]
-    assert by_id["by_unit"].rows == (("lingyin-street", "灵隐街道办事处", 4, 2, 1, 0.5, 2, 0.5),)
+    assert by_id["by_unit"].rows == (("lingyin-street", "灵隐街道办事处", 4, 2, 1, 0.5, 2, 0.5, 0),)  # last: overridden closures
     hour = by_id["by_hour"].rows[0]
     assert hour[:3] == ("S0111", "道路积水", 2) and hour[25] == 2 and hour[-1] == 4
     assert len(by_id["by_day"].rows) == 10 and by_id["places"].rows[0][:4] == (1, "灵隐路下穿 1 号", "330106001001", 3)
