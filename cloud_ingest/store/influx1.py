@@ -114,7 +114,8 @@ class Influx1Store:
             raise StoreUnavailable(f"InfluxDB at {self._base} unreachable: {exc}") from exc
 
     def _query(self, q: str, epoch: str = "ms") -> list[list[Row]]:
-        """Rows of each statement; a series' tags (GROUP BY) are merged into its rows."""
+        """Rows of each statement; a series' tags (GROUP BY) are merged into its rows, and its
+        name is ``_series`` (``SHOW CONTINUOUS QUERIES`` names a series per database)."""
         raw = self._http("/query", {"db": self.db, "epoch": epoch}, urllib.parse.urlencode({"q": q}).encode())
         out: list[list[Row]] = []
         for res in orjson.loads(raw).get("results", []):
@@ -123,7 +124,8 @@ class Influx1Store:
             rows: list[Row] = []
             for s in res.get("series", []):
                 tags = s.get("tags", {})
-                rows.extend({**tags, **dict(zip(s["columns"], v, strict=True))} for v in s.get("values", []))
+                rows.extend({"_series": s.get("name"), **tags, **dict(zip(s["columns"], v, strict=True))}
+                            for v in s.get("values", []))
             out.append(rows)
         return out
 
@@ -141,7 +143,8 @@ class Influx1Store:
         for rp, duration in (("raw", raw), ("rollups", "INF"), ("meta", "INF")):
             stmts.append(f'CREATE RETENTION POLICY "{rp}" ON {db} DURATION {duration} REPLICATION 1')
             stmts.append(f'ALTER RETENTION POLICY "{rp}" ON {db} DURATION {duration}')  # the URL's raw_days rules
-        existing = {r["name"] for r in self._select_setup(stmts)}
+        self._query("; ".join(stmts))
+        existing = {r["name"] for r in self._select("SHOW CONTINUOUS QUERIES") if r["_series"] == self.db}
         for res, table in ROLLUP_TABLES.items():
             name = f"cq_{table}"
             if name in existing:
@@ -152,10 +155,6 @@ class Influx1Store:
                 f'max("value") AS "mx", last("value") AS "last_v" INTO {db}."rollups".{q_ident(table)} '
                 f'FROM {db}."raw"."readings" GROUP BY time({res}s), "device", "metric" END'
             )
-
-    def _select_setup(self, stmts: list[str]) -> list[Row]:
-        self._query("; ".join(stmts))
-        return [r for rows in self._query("SHOW CONTINUOUS QUERIES") for r in rows]
 
     def close(self) -> None:
         """Nothing to release: every call is its own HTTP request."""

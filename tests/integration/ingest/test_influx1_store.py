@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_continuous_queries_roll_up_and_old_windows_read_rollups(influx1_http: str) -> None:
+    # another database's continuous queries (same names) must not stop this one getting its own
+    open_store(influx1_http.replace("http://", "influxdb1://") + "/cq_other").close()
     url = influx1_http.replace("http://", "influxdb1://") + "/cq?raw_days=1&resample_every_s=1&resample_for_s=3600"
     store = open_store(url)
     assert isinstance(store, Influx1Store)
