@@ -219,6 +219,11 @@ class EngineState:
     next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
+    # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
+    part_keys: dict[str, tuple[Sequence[str], tuple[str, ...]]] = field(default_factory=dict, compare=False, repr=False)
+    registry_json: dict[str, tuple[DeviceInfo, dict[str, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def device_json(
         self, device: str, condition_names: Sequence[str], alarms: dict[str, list[Alarm]] | None = None
@@ -239,17 +244,22 @@ class EngineState:
         active: dict[str, str] = {}
         raises: dict[str, list[float]] = {}
         lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
-        for n in condition_names:
-            k = f"{n}|{device}"
+        memo = self.part_keys.get(device)
+        if memo is None or memo[0] is not condition_names:  # the key strings (and their hashes) are built once
+            memo = self.part_keys[device] = (condition_names, tuple(f"{n}|{device}" for n in condition_names))
+        for k in memo[1]:
             latch = lt.get(k)
             if latch is not None:
                 latches[k] = [latch.on, latch.since]
-            if k in sc:
-                scratch[k] = sc[k]
-            if k in ac:
-                active[k] = ac[k]
-            if k in ra:
-                raises[k] = ra[k]
+            v = sc.get(k)
+            if v is not None:
+                scratch[k] = v
+            a = ac.get(k)
+            if a is not None:
+                active[k] = a
+            r = ra.get(k)
+            if r is not None:
+                raises[k] = r
         if alarms is not None:
             own = {al.alarm_id: al.to_json() for al in alarms.get(device, ())}
         else:
@@ -271,8 +281,12 @@ class EngineState:
             out["born"] = {device: self.born[device]}
         if device in self.open_cases:
             out["open_cases"] = {device: self.open_cases[device]}
-        if device in self.registry:
-            out["registry"] = {device: self.registry[device].to_json()}
+        info = self.registry.get(device)
+        if info is not None:
+            cached = self.registry_json.get(device)
+            if cached is None or cached[0] is not info:
+                cached = self.registry_json[device] = (info, info.to_json())
+            out["registry"] = {device: cached[1]}
         return out
 
     def global_json(self) -> dict[str, Any]:
