@@ -145,7 +145,7 @@ def main() -> None:
 
     # baseline: the live evaluator replaying a sample of the same history, reading by reading
     sample_devs = [d for i, d in enumerate(reg) if i % 50 == 0]
-    readings = []
+    readings: list[Reading] = []
     for d in sample_devs:
         for (dev, metric), s in series.items():
             if dev == d:
