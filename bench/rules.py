@@ -186,7 +186,9 @@ def main() -> None:
     births = [GatewayStatus(gw, "online", T0, tuple(d)) for gw, d in by_gw.items()]
     n_tr, live_s, _, _ = live_run(rules, births, batches, None, 0)
     live_rate = len(live) / live_s
-    persisted: dict[int, tuple[float, int]] = {}  # checkpoint readings -> (readings/s, device rows written)
+    # checkpoint readings -> (readings/s, device rows written, share of the pass spent evaluating): the ratio
+    # compares with evaluation in the same pass, so load on a shared machine shifts both alike
+    persisted: dict[int, tuple[float, int, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for every in CHECKPOINT_BATCHES:
             store = SqliteAlarmStore(str(Path(tmp) / f"rules-{every}.db"))
@@ -194,7 +196,7 @@ def main() -> None:
                 _, eval_s, persist_s, rows = live_run(rules, births, batches, store, every)
             finally:
                 store.close()
-            persisted[every * 500] = (len(live) / (eval_s + persist_s), rows)
+            persisted[every * 500] = (len(live) / (eval_s + persist_s), rows, eval_s / (eval_s + persist_s))
     with_state_rate = persisted[CHECKPOINT_BATCHES[0] * 500][0]
     # baseline: decoding the same readings from telemetry payloads
     payloads = [encode_telemetry("gw-0001", "b1", i, b) for i, b in enumerate(batches)]
@@ -210,9 +212,9 @@ def main() -> None:
     print(f"live: {len(live):,} readings in {len(batches)} batches in {live_s:.2f} s = {live_rate:,.0f} readings/s "
           f"({n_tr} transitions); decoding the same from v1 payloads: {decode_rate:,.0f} readings/s; "
           f"evaluation/decoding speed ratio {live_rate / decode_rate:.2f}")
-    for n, (rate, rows) in persisted.items():
+    for n, (rate, rows, ratio) in persisted.items():
         print(f"live with state committed to SQLite every {n:,} readings (at most): {rate:,.0f} readings/s "
-              f"({rows:,} device rows written; ratio to no persistence {rate / live_rate:.2f})")
+              f"({rows:,} device rows written; ratio to evaluation alone in the same pass {ratio:.2f})")
     print(json.dumps({
         "bench": "rules",
         "devices": len(reg),
@@ -227,10 +229,9 @@ def main() -> None:
         "live_baseline_decode_readings_per_s": round(decode_rate),
         "live_vs_decode_ratio": round(live_rate / decode_rate, 3),
         "live_with_state_delta_readings_per_s": round(with_state_rate),
-        "live_with_state_vs_live_ratio": round(with_state_rate / live_rate, 3),
         "live_with_state_by_checkpoint_readings": {
-            str(n): {"readings_per_s": round(rate), "device_rows": rows, "ratio": round(rate / live_rate, 3)}
-            for n, (rate, rows) in persisted.items()
+            str(n): {"readings_per_s": round(rate), "device_rows": rows, "ratio_to_evaluation": round(ratio, 3)}
+            for n, (rate, rows, ratio) in persisted.items()
         },
     }))
 
