@@ -30,7 +30,10 @@ class RulesSettings(StrictModel):
     #: run n runners with i = 0..n-1, each with its own store_url, and no share_group
     shard: str | None = None
     session_expiry_s: int = Field(default=7 * 86400, ge=0)
+    #: unacknowledged messages in flight to us; a step takes every queued one (at most this many) and
+    #: commits the state once, so under a backlog a device's state is written once per step, not per reading
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: messages evaluated between yields to the event loop within one step
     max_batch_messages: int = Field(default=500, ge=1)
     max_payload_bytes: int = Field(default=1 << 20, ge=256)
     #: how often staleness and self-clearing alarms are checked without new input

@@ -219,6 +219,13 @@ class EngineState:
     next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
+    # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
+    part_keys: dict[str, tuple[DevicePlan | None, Sequence[str], tuple[str, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    registry_json: dict[str, tuple[DeviceInfo, dict[str, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def device_json(
         self, device: str, condition_names: Sequence[str], alarms: dict[str, list[Alarm]] | None = None
@@ -239,17 +246,19 @@ class EngineState:
         active: dict[str, str] = {}
         raises: dict[str, list[float]] = {}
         lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
-        for n in condition_names:
-            k = f"{n}|{device}"
+        for k in self._part_keys(device, condition_names):
             latch = lt.get(k)
             if latch is not None:
                 latches[k] = [latch.on, latch.since]
-            if k in sc:
-                scratch[k] = sc[k]
-            if k in ac:
-                active[k] = ac[k]
-            if k in ra:
-                raises[k] = ra[k]
+            v = sc.get(k)
+            if v is not None:
+                scratch[k] = v
+            a = ac.get(k)
+            if a is not None:
+                active[k] = a
+            r = ra.get(k)
+            if r is not None:
+                raises[k] = r
         if alarms is not None:
             own = {al.alarm_id: al.to_json() for al in alarms.get(device, ())}
         else:
@@ -271,8 +280,34 @@ class EngineState:
             out["born"] = {device: self.born[device]}
         if device in self.open_cases:
             out["open_cases"] = {device: self.open_cases[device]}
-        if device in self.registry:
-            out["registry"] = {device: self.registry[device].to_json()}
+        info = self.registry.get(device)
+        if info is not None:
+            cached = self.registry_json.get(device)
+            if cached is None or cached[0] is not info:
+                cached = self.registry_json[device] = (info, info.to_json())
+            out["registry"] = {device: cached[1]}
+        return out
+
+    def _part_keys(self, device: str, condition_names: Sequence[str]) -> tuple[str, ...]:
+        """The "rule|device" keys ``device_json`` looks up, memoised per (device plan, condition names).
+
+        Only the device's current plan creates condition state, so with a plan the keys are its rules'
+        plus any left from an earlier plan; a gateway (or an unplanned device) gets every name.
+        """
+        plan = self.plans.get(device)
+        memo = self.part_keys.get(device)
+        if memo is not None and memo[0] is plan and memo[1] is condition_names:
+            return memo[2]
+        keys = [f"{n}|{device}" for n in condition_names]
+        if plan is not None and device not in self.gw_state:
+            comps = [*plan.staleness, *plan.wim]
+            for group in (*plan.by_metric.values(), *plan.cover_events.values()):
+                comps += group
+            own = {c.key for c in comps}
+            lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
+            keys = [k for k in keys if k in own or k in lt or k in sc or k in ac or k in ra]
+        out = tuple(keys)
+        self.part_keys[device] = (plan, condition_names, out)
         return out
 
     def global_json(self) -> dict[str, Any]:

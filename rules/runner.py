@@ -180,24 +180,22 @@ class RuleRunner:
             self._wake.clear()
             self._wake_pending = False
             items: list[Delivery] = []
-            while self._rx and len(items) < self.cfg.max_batch_messages:
+            while self._rx and len(items) < self.cfg.receive_maximum:  # all that is unacknowledged, at most
                 items.append(self._rx.popleft())
             await self.step(items)
 
     async def step(self, items: list[Delivery]) -> list[AlarmTransition]:
-        """Evaluate one batch of messages (or a tick), commit, then acknowledge."""
-        now = self.clock()
-        inputs: list[Input] = []
-        for it in items:
-            try:
-                inputs.extend(decode_inputs(it.topic, it.payload, now, self.cfg.max_payload_bytes, self.cfg.gateways,
-                                            shard=self.cfg.shard_spec))
-            except (PayloadError, ContractError) as exc:
-                reason = getattr(exc, "reason", type(exc).__name__)
-                if reason not in self._bad_logged:  # log the first of each kind, not every repeat
-                    self._bad_logged.add(reason)
-                    log.warning("ignoring undecodable message on %s: %s", it.topic, exc)
-        self.state, transitions = evaluate(self.ruleset, self.state, inputs, now)
+        """Evaluate messages (or a tick) in chunks of ``max_batch_messages``, commit once, then acknowledge.
+
+        One checkpoint for the whole backlog: a device that reported in several chunks is written once,
+        so the state write follows the devices that changed, not the readings.
+        """
+        chunk = self.cfg.max_batch_messages
+        transitions: list[AlarmTransition] = []
+        for i in range(0, max(len(items), 1), chunk):
+            if i:
+                await asyncio.sleep(0)  # let acknowledgements and publishing run between chunks
+            transitions += self._evaluate(items[i : i + chunk])
         if items or transitions or self.state.dirty:
             parts = self.state.take_dirty_parts(self.ruleset.condition_names)
             snapshot = StateDelta(self.state.global_json(), parts)
@@ -219,6 +217,22 @@ class RuleRunner:
             for tr in transitions:
                 log.info("alarm %s %s %s %s", tr.kind.value, tr.severity.value, tr.device, tr.rule)
             self._pub_wake_up()
+        return transitions
+
+    def _evaluate(self, items: list[Delivery]) -> list[AlarmTransition]:
+        """Decode and evaluate one chunk of messages (an empty one is a tick); the state changes in place."""
+        now = self.clock()
+        inputs: list[Input] = []
+        for it in items:
+            try:
+                inputs.extend(decode_inputs(it.topic, it.payload, now, self.cfg.max_payload_bytes, self.cfg.gateways,
+                                            shard=self.cfg.shard_spec))
+            except (PayloadError, ContractError) as exc:
+                reason = getattr(exc, "reason", type(exc).__name__)
+                if reason not in self._bad_logged:  # log the first of each kind, not every repeat
+                    self._bad_logged.add(reason)
+                    log.warning("ignoring undecodable message on %s: %s", it.topic, exc)
+        self.state, transitions = evaluate(self.ruleset, self.state, inputs, now)
         return transitions
 
     async def _publish(self, stop: asyncio.Event) -> None:
