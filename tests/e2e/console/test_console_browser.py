@@ -165,6 +165,10 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path, shots: Pa
                 await page.wait_for_load_state("load")
             await page.click("#logout-btn")  # a POST carrying the CSRF value
             await page.wait_for_url(lambda url: "/login" in url)
+            # ---- the water recedes and the rule engine clears the alarm: only then may the
+            # supervisor verify (核查 is refused while the sensor's alarm is active, issue 13)
+            rules.publish(AlarmTransition(alarm_id, gauge.id, "road-water-depth", TransitionKind.CLEARED,
+                                          Severity.CRITICAL, time.time(), 0.02, {}))
             # ---- supervisor verifies and closes (a handler may not close their own work)
             await _login(page, base, "sup")
             await page.goto(f"{base}/cases/{case.id}")
