@@ -210,9 +210,13 @@ def decide(trigger: AlarmTransition | VerificationDue, situation: Situation, con
 def _alarm_update(tr: AlarmTransition, last_t: float | None) -> AlarmUpdate | None:
     if last_t is None:
         return AlarmUpdate.INSERT
+    if tr.kind is TransitionKind.ACKNOWLEDGED:
+        # a flag only: its time is the console's wall clock, not the sample time the condition's
+        # transitions carry, so it must not order them (a clear after a backlog would be dropped)
+        return AlarmUpdate.ACK
     if last_t > tr.t:
         return None  # an older transition arriving late does not roll the alarm back
-    return AlarmUpdate.ACK if tr.kind is TransitionKind.ACKNOWLEDGED else AlarmUpdate.UPDATE
+    return AlarmUpdate.UPDATE
 
 
 def _on_case(tr: AlarmTransition, case: Case, device: DeviceInfo | None, config: PolicyConfig, *, effect: str,

@@ -617,7 +617,7 @@ class CaseStore:
                  tr.t if not active else None, tr.kind.value, tr.t, tr.value, _dumps(tr.evidence)),
             )
         elif how is policy.AlarmUpdate.ACK:
-            tx.execute("UPDATE alarm_state SET acked = 1, last_t = ? WHERE alarm_id = ?", (tr.t, tr.alarm_id))
+            tx.execute("UPDATE alarm_state SET acked = 1 WHERE alarm_id = ?", (tr.alarm_id,))
         else:
             tx.execute(
                 "UPDATE alarm_state SET active = ?, severity = ?, last_kind = ?, last_t = ?, value = ?, evidence = ?, "

@@ -77,8 +77,8 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
     mq = MqttSettings(url=broker.url)
     ts = open_store(f"sqlite:///{tmp_path}/ts.db")
     alarms = open_alarm_store(f"sqlite:///{tmp_path}/rules.db")
-    # the water is still up when the handler reports the fix; give the crew 10 min before the
-    # sensor check returns the case (cases.verify_grace_s), so the supervisor can verify by hand
+    # give the crew 10 min after the fix report before the sensor check returns the case
+    # (cases.verify_grace_s), so the supervisor verifies by hand once the water is gone
     cases = open_case_store(f"sqlite:///{tmp_path}/cases.db", verify_grace_s=600)
     devices = make_devices(8)
     gauge = devices[0]  # grid 330106001001 -> 灵隐街道 (lingyin-street)
@@ -124,7 +124,8 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
             await page.wait_for_selector("#live-state.on", timeout=10_000)
 
             # ---- the storm: 5 minutes of rising water, one batch per 10 s sample, as the edge agent sends
-            now = time.time()
+            # (it ended 15 min ago, so the recession below has room for the 300 s clear delay)
+            now = time.time() - 900
             storm = Hydrograph(peak_m=0.5, start_s=now - 300, rise_s=280, k=2.0)
             for seq, i in enumerate(range(31), start=1):
                 t = now - 300 + 10 * i
@@ -164,6 +165,16 @@ async def test_storm_through_the_real_chain(broker: Any, tmp_path: Path) -> None
                 await page.wait_for_load_state("load")
             trail = [(e.actor, e.action, e.to_state, e.note) for e in cases.timeline(case.id)]
             assert cases.get(case.id).state == "handled", trail
+            # ---- the water recedes: the rule engine clears the alarm, and only then may the supervisor
+            # verify (核查 is refused while the sensor's alarm is active)
+            for seq, i in enumerate(range(1, 41), start=32):
+                gw.publish(topics.telemetry(GW), payloads.encode_telemetry(
+                    GW, "boot1", seq, [Reading(gauge.id, "depth", round(now + 10 * i, 3), 0.0, "m")]), qos=1)
+            await _wait(lambda: not (alarms.get(alarm_id) or rec).active, "alarm cleared by the rule engine")
+            try:
+                await _wait(lambda: not any(a.active for a in cases.linked_alarms(case.id)), "case's alarms cleared")
+            except TimeoutError as exc:
+                raise AssertionError(cases.linked_alarms(case.id)) from exc
             await page.click("#logout-btn")  # a POST carrying the CSRF value
             await page.wait_for_url(lambda url: "/login" in url)
             await _login(page, base, "sup")
