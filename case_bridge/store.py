@@ -215,13 +215,7 @@ class CaseStore:
 
     def linked_alarms(self, case_id: int) -> list[AlarmView]:
         with self.db.read() as tx:
-            rows = tx.execute(
-                "SELECT s.alarm_id, s.device, s.rule, s.active, s.severity, s.last_t, s.value, s.cleared_at, "
-                "s.raised_at, s.evidence FROM case_links l JOIN alarm_state s ON s.alarm_id = l.alarm_id "
-                "WHERE l.case_id = ? ORDER BY l.t",
-                (case_id,),
-            )
-        return [_alarm_view(r) for r in rows]
+            return self._alarms_tx(tx, case_id)
 
     def open_cases_for(self, devices: Iterable[str]) -> dict[str, dict[str, str]]:
         """device -> {rule: case id} of open cases linked to that device (for ``case-open`` topics)."""
