@@ -227,3 +227,16 @@ def test_nothing_opens_twice_for_a_linked_alarm(seen: bool, kind: str) -> None:
     d = decide(tr, Situation(seen=seen, linked=a_case(4, "dispatched")), cfg(), T0)
     assert not any(isinstance(c, (OpenCase, LinkAlarm)) for c in d.commands)
     assert (d.commands == ()) == seen
+
+
+def test_an_acknowledgement_does_not_order_the_alarms_transitions() -> None:
+    # acks carry the console's wall clock; a clear carries its sample time, which after a backlog
+    # is earlier: the clear must still be applied (else the sensor gate sees the alarm active for ever)
+    ack = alarm("wl-0001", "road-water-depth", "acknowledged", "critical", t=T0 + 900)
+    assert UpdateAlarmState(ack, AlarmUpdate.ACK) in decide(ack, Situation(alarm_last_t=T0 + 10), cfg(), T0).commands
+    clear = alarm("wl-0001", "road-water-depth", "cleared", "critical", t=T0 + 400)
+    d = decide(clear, Situation(alarm_last_t=T0 + 10, linked=a_case()), cfg(), T0 + 900)
+    assert UpdateAlarmState(clear, AlarmUpdate.UPDATE) in d.commands
+    late = alarm("wl-0001", "road-water-depth", "cleared", "critical", t=T0 + 5)  # older than the last one
+    assert not any(isinstance(c, UpdateAlarmState) for c in decide(late, Situation(alarm_last_t=T0 + 10), cfg(),
+                                                                       T0).commands)
