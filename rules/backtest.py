@@ -17,9 +17,12 @@ on random streams — but runs the expensive parts vectorised:
 * everything else (sensor faults, lamps, cover, supply voltage, WIM events) goes through the
   live evaluator itself, device by device.
 
-"Cases that would have opened" is a pluggable policy (:data:`CasePolicy`); the default opens
-one case per (device, rule) when an alarm is raised and no case of that pair is open, and
-closes it when the alarm clears. The case bridge can pass its own.
+"Cases that would have opened" is a pluggable policy (:data:`CasePolicy`), given the
+transitions and the device registry; the default opens one case per (device, rule) when an
+alarm is raised and no case of that pair is open, and closes it when the alarm clears. The
+CLI passes the case bridge's own (:func:`case_bridge.backtest.cases_would_open`), which
+reaches cases through the live bridge's policy and needs the registry for kind-narrowed
+rules (lamps) and circuit/grid correlation.
 """
 
 from __future__ import annotations
@@ -116,11 +119,14 @@ class BacktestReport:
         }
 
 
-CasePolicy = Callable[[Sequence[AlarmTransition]], Mapping[str, int]]
-"""Given all transitions of a backtest (time-ordered), how many cases each rule would have opened."""
+CasePolicy = Callable[[Sequence[AlarmTransition], Mapping[str, DeviceInfo]], Mapping[str, int]]
+"""Given all transitions of a backtest (time-ordered) and the device registry, how many cases each rule would
+have opened."""
 
 
-def default_case_policy(transitions: Sequence[AlarmTransition]) -> dict[str, int]:
+def default_case_policy(
+    transitions: Sequence[AlarmTransition], registry: Mapping[str, DeviceInfo] | None = None
+) -> dict[str, int]:
     """One open case per (device, rule): a raise opens one unless one is open; a clear closes it."""
     open_pairs: set[tuple[str, str]] = set()
     counts: dict[str, int] = defaultdict(int)
@@ -738,7 +744,7 @@ def backtest(
         progress(1.0)
     out.sort(key=lambda tr: (tr.t, tr.device, tr.rule))
     stats = summarize(out, end)
-    counts = (case_policy or default_case_policy)(out)
+    counts = (case_policy or default_case_policy)(out, history.registry)
     for name, n in counts.items():
         stats.setdefault(name, RuleStats()).cases_opened = n
     for rule in full.rules:

@@ -79,6 +79,10 @@ def args_backtest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", nargs="+", help="only these devices")
     parser.add_argument("--case-policy", help="module:function counting cases that would open (default: the "
                         "case bridge's case_bridge.backtest:cases_would_open)")
+    parser.add_argument("--cases-stay-open", action="store_true", help="nobody fixes anything: a clear does not "
+                        "close its case (the bridge's policy with cases left open, as in a bridge nobody works on)")
+    parser.add_argument("--case-store", help="case store URL: add the bridge's device registry (kept from birth "
+                        "messages) to the ingest store's")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -95,11 +99,13 @@ def _store_url(args: argparse.Namespace) -> str:
     return "sqlite:///data/citywatch.db"
 
 
-def _case_policy(spec: str | None) -> tuple[CasePolicy | None, str]:
-    """The bridge's own alarm -> case mapping by default; ``--case-policy module:function`` names another."""
+def _case_policy(spec: str | None, stay_open: bool = False) -> tuple[CasePolicy | None, str]:
+    """The bridge's own alarm -> case policy by default; ``--case-policy module:function`` names another."""
     if spec is None:
-        from case_bridge.backtest import cases_would_open
+        from case_bridge.backtest import cases_stay_open, cases_would_open
 
+        if stay_open:
+            return cases_stay_open, "case_bridge.backtest:cases_stay_open"
         return cases_would_open, "case_bridge.backtest:cases_would_open"
     module, _, name = spec.partition(":")
     try:
@@ -107,6 +113,19 @@ def _case_policy(spec: str | None) -> tuple[CasePolicy | None, str]:
     except (ImportError, AttributeError) as exc:
         raise ConfigError("--case-policy", "", spec, f"cannot import it: {exc}") from exc
     return fn, spec
+
+
+def _bridge_registry(url: str) -> dict[str, Any]:
+    """The case bridge's device registry (:class:`case_bridge.registry.DeviceRegistry`), read only."""
+    from case_bridge.db import connect
+
+    db = connect(url)
+    try:
+        from case_bridge.registry import DeviceRegistry
+
+        return dict(DeviceRegistry(db).known())
+    finally:
+        db.close()
 
 
 class Progress:
@@ -186,10 +205,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         rule_sets.append(("B: " + ",".join(args.compare), args.compare))
     for _label, files in rule_sets:
         load_rules(files)
-    policy, policy_name = _case_policy(args.case_policy)
+    policy, policy_name = _case_policy(args.case_policy, args.cases_stay_open)
     show = not args.no_progress
     t0 = time.perf_counter()
     history = load_history(_store_url(args), args.start, args.end, args.devices, progress=Progress("reading", show))
+    if args.case_store:
+        history.registry.update(_bridge_registry(args.case_store))
     t1 = time.perf_counter()
     reports = run_backtest(rule_sets, history, policy, Progress("evaluating", show))
     t2 = time.perf_counter()

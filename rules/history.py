@@ -10,6 +10,7 @@ import numpy as np
 
 from cloud_ingest.store import open_store
 from contracts.errors import CitywatchError
+from contracts.reading import Event
 from rules.backtest import History, Series
 from rules.errors import HistoryError
 
@@ -54,6 +55,34 @@ def history_from_chunks(
     return History(series, registry, [], start, end)
 
 
+def load_events(store: Any, start: float, end: float, devices: Sequence[str] | None = None,
+                page: int = 5000) -> list[Event]:
+    """Every event in ``[start, end)`` (WIM vehicles, cover interrupts), oldest first, read page by page.
+
+    ``Store.events`` pages by time only, so a page ends before its last timestamp and the next
+    starts at it (events sharing that time are read again whole); a page of one timestamp only
+    is read again with a larger limit.
+    """
+    wanted = set(devices) if devices else None
+    out: list[Event] = []
+    t = start
+    limit = page
+    while True:
+        got = store.events(t, end, limit=limit)
+        if len(got) < limit:
+            out.extend(got)
+            break
+        last_t = got[-1].ts
+        head = [e for e in got if e.ts < last_t]
+        if not head:  # the whole page is one timestamp: read it with room to spare
+            limit *= 2
+            continue
+        out.extend(head)
+        t = last_t
+        limit = page
+    return out if wanted is None else [e for e in out if e.device in wanted]
+
+
 def load_history(
     store_url: str,
     start: float,
@@ -63,7 +92,7 @@ def load_history(
     progress: Callable[[float], None] | None = None,
     chunk: int = 200_000,
 ) -> History:
-    """Readings in ``[start, end)`` and the device registry from the ingest store at ``store_url``."""
+    """Readings and events in ``[start, end)`` and the device registry from the ingest store at ``store_url``."""
     try:
         store = open_store(store_url)
     except CitywatchError as exc:
@@ -71,7 +100,9 @@ def load_history(
     try:
         registry = {d.info.id: d.info for d in store.devices()}
         chunks = store.iter_readings(start, end, list(devices) if devices else None, chunk=chunk)
-        return history_from_chunks(chunks, registry, start, end, progress)
+        history = history_from_chunks(chunks, registry, start, end, progress)
+        history.events = load_events(store, start, end, devices)
+        return history
     except CitywatchError as exc:
         raise HistoryError(f"reading history from {store_url} failed: {exc}") from exc
     finally:
