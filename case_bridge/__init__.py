@@ -30,6 +30,7 @@ Public API (what the console and other packages call)::
     store.allowed_actions(case, role=None) -> tuple[str, ...]
     store.linked_alarms(case_id) -> list[AlarmView]             # sensor evidence for the case page
     store.apply_alarm(AlarmTransition, DeviceInfo | None, now=None) -> AlarmOutcome   (the bridge)
+    store.apply_alarms([(AlarmTransition, DeviceInfo | None)], now=None) -> [AlarmOutcome]  # a backlog, one tx
     store.due_verifications(now=None, hold_s=None, grace_s=None) -> list[AlarmOutcome]   (the bridge)
     store.case_for_alarm(alarm_id) -> Case | None; store.open_cases_for(devices) -> {device: {rule: id}}
     store.dead_letters(limit=100)                               # messages the bridge could not use

@@ -31,6 +31,8 @@ class Tx(Protocol):
 
     def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
 
 class Database(Protocol):
     dialect: str
@@ -57,6 +59,10 @@ class _SqliteTx:
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
 
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A statement whose result nobody reads (PostgreSQL may pipeline it)."""
+        self.conn.execute(sql, tuple(params))
+
 
 class SqliteDb:
     dialect = "sqlite"
@@ -76,7 +82,8 @@ class SqliteDb:
         self._lock = threading.RLock()  # one connection, callers may come from a thread pool
 
     @contextmanager
-    def tx(self) -> Iterator[_SqliteTx]:
+    def tx(self, pipeline: bool = False) -> Iterator[_SqliteTx]:
+        """A write transaction (``pipeline`` is PostgreSQL's; an embedded database has no round trips)."""
         with self._lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -116,15 +123,28 @@ class SqliteDb:
 
 
 class _PgTx:
-    def __init__(self, conn: Any) -> None:
+    """In pipeline mode (``PostgresDb.tx(pipeline=True)``) :meth:`write` statements are only queued; the
+    next statement whose result is read sends them with it, so a transaction's writes cost no round
+    trip of their own."""
+
+    def __init__(self, conn: Any, pipeline: Any = None) -> None:
         self.conn = conn
+        self.pipeline = pipeline
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self.conn.execute(pg_placeholders(sql), tuple(params))
+        if self.pipeline is not None:
+            self.pipeline.sync()  # the result is needed now (and its description comes with it)
         return list(cur.fetchall()) if cur.description is not None else []
 
     def execute_rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self.conn.execute(pg_placeholders(sql), tuple(params)).rowcount)
+        cur = self.conn.execute(pg_placeholders(sql), tuple(params))
+        if self.pipeline is not None:
+            self.pipeline.sync()
+        return int(cur.rowcount)
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(pg_placeholders(sql), tuple(params))
 
     def insert_id(self, sql: str, params: Sequence[Any] = ()) -> int:
         row = self.conn.execute(pg_placeholders(sql) + " RETURNING id", tuple(params)).fetchone()
@@ -156,12 +176,17 @@ class PostgresDb:
             self.conn = self._connect()
 
     @contextmanager
-    def tx(self) -> Iterator[_PgTx]:
+    def tx(self, pipeline: bool = False) -> Iterator[_PgTx]:
+        """A write transaction; ``pipeline`` queues :meth:`_PgTx.write` statements (one round trip fewer each)."""
         with self._lock:
             self._ensure()
             try:
                 with self.conn.transaction():
-                    yield _PgTx(self.conn)
+                    if pipeline:
+                        with self.conn.pipeline() as pipe:
+                            yield _PgTx(self.conn, pipe)
+                    else:
+                        yield _PgTx(self.conn)
             except self._psycopg.errors.IntegrityError as exc:
                 raise StoreConflict(f"constraint violated: {exc}") from exc
             except self._psycopg.Error as exc:

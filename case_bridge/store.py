@@ -388,12 +388,31 @@ class CaseStore:
                     raise
         raise AssertionError("unreachable")
 
+    def apply_alarms(self, items: Sequence[tuple[AlarmTransition, DeviceInfo | None]],
+                     now: float | None = None) -> list[AlarmOutcome]:
+        """Apply a backlog of alarm transitions, in order, in ONE transaction (a storm: one commit, not one each).
+
+        Each transition is decided exactly as :meth:`apply_alarm` decides it, seeing the ones before
+        it in the batch. All or nothing: on a uniqueness race (:class:`StoreConflict`) the batch is
+        rolled back and applied one by one, each with :meth:`apply_alarm`'s retries; any other error
+        rolls the batch back and propagates (the caller retries or splits it).
+        """
+        now = time.time() if now is None else now
+        try:
+            with self.db.tx(pipeline=True) as tx:
+                return [self._apply_alarm_tx(tx, tr, device, now) for tr, device in items]
+        except StoreConflict:
+            return [self.apply_alarm(tr, device, now) for tr, device in items]
+
     def _apply_alarm_once(self, tr: AlarmTransition, device: DeviceInfo | None, now: float) -> AlarmOutcome:
+        with self.db.tx(pipeline=True) as tx:
+            return self._apply_alarm_tx(tx, tr, device, now)
+
+    def _apply_alarm_tx(self, tx: Tx, tr: AlarmTransition, device: DeviceInfo | None, now: float) -> AlarmOutcome:
         key = policy.lookup_key(tr, device, self.policy)
-        with self.db.tx() as tx:
-            situation = self._situation_tx(tx, tr, device, key, now)
-            decision = policy.decide(tr, situation, self.policy, now)
-            return self._execute_tx(tx, decision, now, (situation.linked, situation.correlated))
+        situation = self._situation_tx(tx, tr, device, key, now)
+        decision = policy.decide(tr, situation, self.policy, now)
+        return self._execute_tx(tx, decision, now, (situation.linked, situation.correlated))
 
     def _situation_tx(self, tx: Tx, tr: AlarmTransition, device: DeviceInfo | None, key: str | None,
                       now: float) -> policy.Situation:
@@ -445,7 +464,7 @@ class CaseStore:
         for cmd in decision.commands:
             if isinstance(cmd, policy.RecordTransition):
                 tr = cmd.alarm
-                tx.execute("INSERT INTO alarm_events (alarm_id, kind, t_ms, received_at) VALUES (?, ?, ?, ?)",
+                tx.write("INSERT INTO alarm_events (alarm_id, kind, t_ms, received_at) VALUES (?, ?, ?, ?)",
                            (tr.alarm_id, tr.kind.value, ts_ms(tr.t), now))
             elif isinstance(cmd, policy.UpdateAlarmState):
                 self._write_alarm_state(tx, cmd.alarm, cmd.how)
@@ -459,7 +478,7 @@ class CaseStore:
                             f"alarm {tr.alarm_id} ({tr.kind.value}) on {tr.device}", None, policy.alarm_json(tr))
             elif isinstance(cmd, policy.Escalate):
                 state = case_of(cmd.case_id).state
-                tx.execute("UPDATE cases SET urgency = ?, severity = ?, description = ?, updated_at = ?, "
+                tx.write("UPDATE cases SET urgency = ?, severity = ?, description = ?, updated_at = ?, "
                            "version = version + 1 WHERE id = ?",
                            (cmd.to_urgency.value, cmd.alarm.severity.value, cmd.description, now, cmd.case_id))
                 latest.pop(cmd.case_id)
@@ -559,7 +578,7 @@ class CaseStore:
     def _audit(self, tx: Tx, case_id: int, t: float, actor: str, role: str | None, action: str,  # noqa: PLR0917
                from_state: str | None, to_state: str, note: str, request_id: str | None,
                data: dict[str, Any] | None) -> None:
-        tx.execute(
+        tx.write(
             "INSERT INTO case_audit (case_id, t, actor, role, action, from_state, to_state, note, request_id, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (case_id, t, actor, role, action, from_state, to_state, note, request_id, _dumps(data or {})),
@@ -583,7 +602,7 @@ class CaseStore:
             pos.state, act, limits=limits, cal=self.catalog.calendar, now=now, reassign_clock=reassign_clock,
         )
         new_unit = unit or case.unit
-        tx.execute(
+        tx.write(
             "UPDATE cases SET state = ?, is_open = ?, extension_pending = ?, extensions = ?, unit = ?, deadline = ?, "
             "due_at = ?, filed_at = ?, dispatched_at = ?, handled_at = ?, verified_at = ?, closed_at = ?, "
             "updated_at = ?, version = version + 1 WHERE id = ?",
@@ -603,7 +622,7 @@ class CaseStore:
     def _write_alarm_state(self, tx: Tx, tr: AlarmTransition, how: policy.AlarmUpdate) -> None:
         active = tr.kind is not TransitionKind.CLEARED
         if how is policy.AlarmUpdate.INSERT:
-            tx.execute(
+            tx.write(
                 "INSERT INTO alarm_state (alarm_id, device, rule, active, acked, severity, raised_at, cleared_at, "
                 "last_kind, last_t, value, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (tr.alarm_id, tr.device, tr.rule, int(active), int(tr.kind is TransitionKind.ACKNOWLEDGED),
@@ -611,9 +630,9 @@ class CaseStore:
                  tr.t if not active else None, tr.kind.value, tr.t, tr.value, _dumps(tr.evidence)),
             )
         elif how is policy.AlarmUpdate.ACK:
-            tx.execute("UPDATE alarm_state SET acked = 1 WHERE alarm_id = ?", (tr.alarm_id,))
+            tx.write("UPDATE alarm_state SET acked = 1 WHERE alarm_id = ?", (tr.alarm_id,))
         else:
-            tx.execute(
+            tx.write(
                 "UPDATE alarm_state SET active = ?, severity = ?, last_kind = ?, last_t = ?, value = ?, evidence = ?, "
                 "raised_at = CASE WHEN ? THEN ? ELSE raised_at END, "
                 "cleared_at = CASE WHEN ? THEN ? ELSE cleared_at END "
@@ -623,7 +642,7 @@ class CaseStore:
             )
 
     def _link(self, tx: Tx, tr: AlarmTransition, case_id: int) -> None:
-        tx.execute("INSERT INTO case_links (alarm_id, case_id, device, rule, t) VALUES (?, ?, ?, ?, ?)",
+        tx.write("INSERT INTO case_links (alarm_id, case_id, device, rule, t) VALUES (?, ?, ?, ?, ?)",
                    (tr.alarm_id, case_id, tr.device, tr.rule, tr.t))
 
     def _open_case(self, tx: Tx, tr: AlarmTransition, draft: CaseDraft, now: float) -> int:
