@@ -4,7 +4,10 @@ Transport: a :class:`mqttlink.source.MessageSource`, by default :class:`mqttlink
 ThreadedSource` (paho's network thread), which hands each message to the asyncio loop with
 ``call_soon_threadsafe``; everything else (store writes,
 publishing ``case-open``, verification ticks, notifications) runs on the one asyncio loop.
-Cases are a low-rate stream, so store calls run inline on the loop (a write is ~1 ms).
+Cases are a low-rate stream, so store calls run inline on the loop (a write is ~1 ms). In a
+storm the inbox backs up; the waiting alarms are then applied in one store transaction
+(:meth:`CaseStore.apply_alarms`, up to :data:`BACKLOG_BATCH`) and acked after its commit, so
+the bridge absorbs more alarms per second exactly when it has to (``bench/cases.py``: storm).
 
 Delivery: QoS 1, persistent session (``clean_start=False`` + session expiry) and
 ``manual_ack``: an alarm is PUBACKed only after the transaction that applied it committed.
@@ -35,6 +38,9 @@ from mqttlink.source import Delivery, MessageSource
 from mqttlink.threaded import ThreadedSource
 
 log = logging.getLogger("citywatch.cases")
+
+#: at most this many waiting alarms are applied in one store transaction (a storm's backlog)
+BACKLOG_BATCH = 200
 
 _ALARM_PREFIX = topics.ALARMS_FILTER[:-1]
 
@@ -127,31 +133,83 @@ class CaseBridge:
                 item = await asyncio.wait_for(self._inbox.get(), 0.5)
             except TimeoutError:
                 continue
-            while not stop.is_set():
-                failure: tuple[str, str] | None = None
+            items = [item]
+            while len(items) < BACKLOG_BATCH and not self._inbox.empty():
+                items.append(self._inbox.get_nowait())
+            i = 0
+            while i < len(items) and not stop.is_set():
+                done = self._apply_backlog(items[i:])  # a run of alarms in one transaction
+                if done == 0:
+                    await self._process(items[i], stop)
+                    done = 1
+                i += done
+
+    async def _process(self, item: Delivery, stop: asyncio.Event) -> None:
+        """One message, retried while the store is down; acked once handled or dead-lettered."""
+        while not stop.is_set():
+            failure: tuple[str, str] | None = None
+            try:
+                self._handle(item)
+            except StoreConflict as exc:  # lost every retry of a uniqueness race: a poison message
+                failure = ("store_conflict", str(exc))
+            except StoreError as exc:
+                self._store_down(exc)
+                await asyncio.sleep(1.0)
+                continue
+            except CaseError as exc:  # a bug or a config gap, not the store: keep the message, move on
+                failure = (type(exc).__name__, str(exc))
+            if failure is not None:
                 try:
-                    self._handle(item)
-                except StoreConflict as exc:  # lost every retry of a uniqueness race: a poison message
-                    failure = ("store_conflict", str(exc))
+                    self._dead_letter(item, *failure)
                 except StoreError as exc:
                     self._store_down(exc)
                     await asyncio.sleep(1.0)
                     continue
-                except CaseError as exc:  # a bug or a config gap, not the store: keep the message, move on
-                    failure = (type(exc).__name__, str(exc))
-                if failure is not None:
-                    try:
-                        self._dead_letter(item, *failure)
-                    except StoreError as exc:
-                        self._store_down(exc)
-                        await asyncio.sleep(1.0)
-                        continue
-                if self._store_failing:
-                    log.info("case store works again")
-                    self._store_failing = False
-                self._ack(item)
-                self.processed += 1
+            self._store_works()
+            self._ack(item)
+            self.processed += 1
+            return
+
+    def _apply_backlog(self, items: list[Delivery]) -> int:
+        """A storm's backlog: the leading run of alarms in ONE store transaction (``apply_alarms``).
+
+        Returns how many of ``items`` are handled and acked. Anything unusual (a status message, an
+        undecodable alarm, a store or case error) ends the run or gives it up: those messages go the
+        one-by-one way of :meth:`_process`, which retries, dead-letters and recognises redeliveries.
+        """
+        trs: list[AlarmTransition] = []
+        for it in items:
+            if not it.topic.startswith(_ALARM_PREFIX):
                 break
+            try:
+                trs.append(decode_alarm(it.payload))
+            except PayloadError:
+                break
+        if len(trs) < 2:
+            return 0
+        now = self.clock()
+        try:
+            outcomes = self.store.apply_alarms([(tr, self.registry.get(tr.device)) for tr in trs], now)
+        except CaseError:  # StoreError included: the one-by-one path retries and reports it
+            return 0
+        self._store_works()
+        devices: set[str] = set()
+        done = 0
+        try:
+            for it, tr, outcome in zip(items, trs, outcomes, strict=False):
+                devices.update(self._after_alarm(tr, outcome, now, publish=False))
+                self._ack(it)
+                self.processed += 1
+                done += 1
+            self._publish_open(devices)
+        except CaseError:  # committed; the rest are redeliveries to the one-by-one path (duplicates)
+            return done
+        return done
+
+    def _store_works(self) -> None:
+        if self._store_failing:
+            log.info("case store works again")
+            self._store_failing = False
 
     def _store_down(self, exc: StoreError) -> None:
         if not self._store_failing:
@@ -199,16 +257,23 @@ class CaseBridge:
     def handle_alarm(self, tr: AlarmTransition) -> AlarmOutcome:
         now = self.clock()
         outcome = self.store.apply_alarm(tr, self.registry.get(tr.device), now)
+        self._after_alarm(tr, outcome, now)
+        return outcome
+
+    def _after_alarm(self, tr: AlarmTransition, outcome: AlarmOutcome, now: float, *,
+                     publish: bool = True) -> tuple[str, ...]:
+        """Publish the open-case sets and notify; returns the devices whose set may have changed."""
         effective = outcome
         if outcome.effect == "duplicate":
             # a redelivery: the first delivery may have died after its commit, before publishing and
             # queueing its notice; both are idempotent (retained payload dedup, notice dedup key)
             case = self.store.case_for_alarm(tr.alarm_id, now)
             effective = AlarmOutcome("duplicate", case.id if case else None, case, (), (tr.device,))
-        self._publish_open(effective.devices)
+        if publish:
+            self._publish_open(effective.devices)
         if self.notifier is not None and self.notifier.enabled:
             self._notify_alarm(tr, effective, now)
-        return outcome
+        return effective.devices
 
     def _notify_alarm(self, tr: AlarmTransition, outcome: AlarmOutcome, now: float) -> None:
         assert self.notifier is not None

@@ -122,6 +122,9 @@ class SqliteDb:
         self.conn.close()
 
 
+_TUPLES_OK = 2  # libpq PGRES_TUPLES_OK (psycopg.pq.ExecStatus.TUPLES_OK): a statement that returned rows
+
+
 class _PgTx:
     """In pipeline mode (``PostgresDb.tx(pipeline=True)``) :meth:`write` statements are only queued; the
     next statement whose result is read sends them with it, so a transaction's writes cost no round
@@ -134,8 +137,9 @@ class _PgTx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self.conn.execute(pg_placeholders(sql), tuple(params))
         if self.pipeline is not None:
-            self.pipeline.sync()  # the result is needed now (and its description comes with it)
-        return list(cur.fetchall()) if cur.description is not None else []
+            self.pipeline.sync()  # the result is needed now
+        res = cur.pgresult  # its status, not ``cur.description``: that builds a Column per field on every call
+        return list(cur.fetchall()) if res is not None and res.status == _TUPLES_OK else []
 
     def execute_rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self.conn.execute(pg_placeholders(sql), tuple(params))
