@@ -15,7 +15,8 @@ Per backend:
   on weigh-in-motion scales, water gauges raising and escalating — correlated and attached
   through the real store, once one alarm per transaction (``apply_alarm``, a bridge keeping
   up) and once as a backlog in transactions of ``--storm-batch`` (``apply_alarms``, a bridge
-  behind); alarms/s absorbed and p50/p95 per alarm (batched: the wait for its batch's commit).
+  behind; and once more with PostgreSQL's pipelining off); alarms/s absorbed and p50/p95 per
+  alarm (batched: the wait for its batch's commit).
 
 Baselines measured in the same run: a primary-key ``CaseStore.get`` (p95), against which the
 worklist is compared, and a bare single-row INSERT per transaction, against which case
@@ -43,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from case_bridge.bridge import BACKLOG_BATCH  # noqa: E402
 from case_bridge.db import MIGRATIONS, PostgresDb, SqliteDb  # noqa: E402
 from case_bridge.lifecycle import NO_DEADLINE  # noqa: E402
 from case_bridge.store import CaseStore, open_case_store  # noqa: E402
@@ -205,8 +207,12 @@ def storm(store: CaseStore, n: int, batch: int) -> dict[str, Any]:
     """The storm through the store one alarm per transaction and as a backlog; bare inserts as the baseline."""
     figures: dict[str, Any] = {"storm_alarms": n, "storm_batch": batch}
     effects: dict[str, int] = {}
-    for mode in ("single", "batched"):
-        stream = storm_stream(n, f"{mode[0]}{uuid.uuid4().hex[:6]}")
+    pipelined_tx = store.db.tx
+    for mode in ("single", "batched", "batched_unpipelined"):
+        # the last mode: the same batches with PostgreSQL's pipelining off (what it buys)
+        store.db.tx = (lambda pipeline=False: pipelined_tx(False)) if mode == "batched_unpipelined" \
+            else pipelined_tx  # type: ignore[method-assign]
+        stream = storm_stream(n, f"{mode[0]}{mode[-1]}{uuid.uuid4().hex[:6]}")
         lat: list[float] = []
         t0 = time.perf_counter()
         if mode == "single":
@@ -225,7 +231,10 @@ def storm(store: CaseStore, n: int, batch: int) -> dict[str, Any]:
         figures[f"storm_{mode}_per_s"] = round(n / wall, 0)
         figures[f"storm_{mode}_p50_ms"] = round(statistics.median(lat), 2)
         figures[f"storm_{mode}_p95_ms"] = round(p95(lat), 2)
+    store.db.tx = pipelined_tx  # type: ignore[method-assign]
     figures["storm_effects"] = effects
+    figures["storm_pipelined_vs_unpipelined"] = round(
+        figures["storm_batched_per_s"] / figures["storm_batched_unpipelined_per_s"], 2)
     # baseline: a bare one-row INSERT per transaction, as many as the storm has alarms (at most 2 000)
     m = min(n, 2000)
     with store.db.tx() as tx:
@@ -243,7 +252,8 @@ def storm(store: CaseStore, n: int, batch: int) -> dict[str, Any]:
     return figures
 
 
-def measure(store: CaseStore, n_loaded: int, storm_alarms: int = 10_000, storm_batch: int = 100) -> dict[str, Any]:
+def measure(store: CaseStore, n_loaded: int, storm_alarms: int = 10_000, storm_batch: int = BACKLOG_BATCH
+            ) -> dict[str, Any]:
     rng = random.Random(1)
     with store.db.read() as tx:
         total = int(tx.execute("SELECT COUNT(*) FROM cases")[0][0])
@@ -354,7 +364,8 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=1_000_000)
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--storm-alarms", type=int, default=10_000, help="alarms in the storm minute (0: no storm)")
-    ap.add_argument("--storm-batch", type=int, default=100, help="transitions per transaction for a backlog")
+    ap.add_argument("--storm-batch", type=int, default=BACKLOG_BATCH,
+                    help="transitions per transaction for a backlog (default: the bridge's BACKLOG_BATCH)")
     ap.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
     result: dict[str, Any] = {"bench": "cases", "goal_worklist_p95_ms": 50}
@@ -384,7 +395,8 @@ def main() -> int:
                       f"(p50 {r['storm_single_p50_ms']} ms, p95 {r['storm_single_p95_ms']} ms, "
                       f"{r['storm_single_vs_bare_insert']}x a bare insert); backlog in transactions of "
                       f"{r['storm_batch']} {r['storm_batched_per_s']}/s (p50 {r['storm_batched_p50_ms']} ms, "
-                      f"p95 {r['storm_batched_p95_ms']} ms); bare insert {r['storm_bare_insert_per_s']}/s; "
+                      f"p95 {r['storm_batched_p95_ms']} ms; {r['storm_pipelined_vs_unpipelined']}x unpipelined); "
+                      f"bare insert {r['storm_bare_insert_per_s']}/s; "
                       f"goal {r['storm_goal_per_s']}/s; effects {r['storm_effects']}", flush=True)
         else:
             print(f"{backend}: {r}", flush=True)

@@ -39,8 +39,9 @@ from mqttlink.threaded import ThreadedSource
 
 log = logging.getLogger("citywatch.cases")
 
-#: at most this many waiting alarms are applied in one store transaction (a storm's backlog)
-BACKLOG_BATCH = 200
+#: at most this many waiting alarms are applied in one store transaction (a storm's backlog): enough to
+#: share one commit among many alarms, few enough that a long backlog still commits (and acks) as it goes
+BACKLOG_BATCH = 32
 
 _ALARM_PREFIX = topics.ALARMS_FILTER[:-1]
 

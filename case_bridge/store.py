@@ -396,8 +396,9 @@ class CaseStore:
         it in the batch. All or nothing: on a uniqueness race (:class:`StoreConflict`) the batch is
         rolled back and applied one by one, each with :meth:`apply_alarm`'s retries; any other error
         rolls the batch back and propagates (the caller retries or splits it). On PostgreSQL the batch's
-        writes are pipelined (sent with the next read, not one round trip each): 1.4x the alarms/s in
-        ``bench/cases.py``'s storm on this box, where a single alarm's transaction gained nothing.
+        writes are pipelined (sent with the next read, not one round trip each); ``bench/cases.py``'s
+        storm measures it against the same batches unpipelined (a single alarm's transaction is not
+        pipelined: it gained nothing in an A/B on this box).
         """
         now = time.time() if now is None else now
         try:
