@@ -170,3 +170,30 @@ def test_backtest_predicts_the_cases_the_live_bridge_opens(
     with case_store.db.read() as tx:
         stored = {rule: int(n) for rule, n in tx.execute("SELECT rule, COUNT(*) FROM cases GROUP BY rule")}
     assert by_rule == stored
+
+
+def test_backtest_takes_the_registry_from_the_case_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ingest store that missed the births (``--case-store``: the bridge's registry) predicts the same."""
+    from citywatch.cli import main
+    from cloud_ingest.store import open_store
+    from cloud_ingest.store.base import WriteBatch
+
+    readings, events = scenario()
+    with sqlite_store(tmp_path) as store:
+        live_cases(store, readings, events)  # the bridge remembers the devices from their birth
+        with store.db.read() as tx:
+            stored = {rule: int(n) for rule, n in tx.execute("SELECT rule, COUNT(*) FROM cases GROUP BY rule")}
+    url = f"sqlite:///{tmp_path}/ingest.db"
+    ingest = open_store(url)
+    ingest.write(WriteBatch(readings=readings, events=[(GW, e) for e in events]))  # no birth message
+    ingest.close()
+    args = ["backtest", "--rules", str(RULES), "--from", str(T0), "--to", str(T0 + SPAN_S + 60.0), "--store", url,
+            "--no-progress", "--cases-stay-open", "--json"]
+
+    def cases_by_rule(extra: list[str]) -> dict[str, int]:
+        assert main([*args, *extra]) == 0
+        (rep,) = json.loads(capsys.readouterr().out)["reports"].values()
+        return {name: r["cases_opened"] for name, r in rep["rules"].items() if r["cases_opened"]}
+
+    assert cases_by_rule([]) != stored  # without a registry lamps, covers and scales are unknown kinds
+    assert cases_by_rule(["--case-store", f"sqlite:///{tmp_path}/cases.db"]) == stored
