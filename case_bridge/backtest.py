@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
+from typing import assert_never
 
 from case_bridge import workflow
 from case_bridge.config import Catalog, load_catalog
@@ -119,6 +120,8 @@ class CaseBook:
                 c = self.cases[target]
                 pos = workflow.apply(c.position, cmd.action, Role.SYSTEM)
                 self._set_state(c, pos.state, pos.extension_pending)
+            else:  # a new policy command must be carried out here too (mypy --strict checks this)
+                assert_never(cmd)
         if self.fixed_on_clear and tr.kind is TransitionKind.CLEARED:
             self._fix_if_clear(tr.alarm_id)
         return decision.effect

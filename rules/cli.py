@@ -77,8 +77,8 @@ def args_backtest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="cloud config: the ingest store URL is taken from ingest.store_url")
     parser.add_argument("--store", help="ingest store URL (overrides the config)")
     parser.add_argument("--devices", nargs="+", help="only these devices")
-    parser.add_argument("--case-policy", help="module:function counting cases that would open (default: the "
-                        "case bridge's case_bridge.backtest:cases_would_open)")
+    parser.add_argument("--case-policy", help="module:function(transitions, registry) counting cases that would "
+                        "open per rule (default: the case bridge's case_bridge.backtest:cases_would_open)")
     parser.add_argument("--cases-stay-open", action="store_true", help="nobody fixes anything: a clear does not "
                         "close its case (the bridge's policy with cases left open, as in a bridge nobody works on)")
     parser.add_argument("--case-store", help="case store URL: add the bridge's device registry (kept from birth "
