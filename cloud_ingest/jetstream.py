@@ -37,10 +37,10 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from citywatch.cluster import INGEST_DURABLE, MQTT_STREAM, MQTT_SUBJECT_PREFIX, provision_ingest_consumer
 from cloud_ingest.config import IngestSettings
 from cloud_ingest.errors import IngestError, StoreError
 from cloud_ingest.metrics import IngestMetrics
+from cloud_ingest.provision import INGEST_DURABLE, MQTT_STREAM, MQTT_SUBJECT_PREFIX, provision_ingest_consumer
 from cloud_ingest.service import Ingester, Item, add_to_batch
 from cloud_ingest.store.base import SeqMark, Store, WriteBatch
 from cloud_ingest.validate import Accepted, Rejected, classify
