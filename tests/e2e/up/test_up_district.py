@@ -63,8 +63,8 @@ def _run_district(tmp_path: Path, db_args: list[str]) -> None:
             assert token.status_code == 200, token.text
             auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
 
-            # every kind, not just 80 births: amqtt sometimes leaves one agent's first CONNECT unanswered
-            # (test_up_restart names that gap) and that gateway's births come after its 10 s retry
+            # every kind, not just 80 births: the gateways connect in parallel and a late one (CI once
+            # had an agent whose first CONNACK was lost) must not turn the count into a kind check too early
             kinds = {"water_gauge", "manhole", "lamp", "wim"}
             devices = _wait(lambda: (r := http.get("/api/v1/devices?limit=200", headers=auth).json())
                             and r["total"] >= 80 and {d["kind"] for d in r["items"]} >= kinds and r, 60,
