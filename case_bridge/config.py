@@ -153,8 +153,9 @@ class CaseRule(StrictModel):
     auto_dispatch_from: Severity | None = None  # None: left for a handler to accept (reported)
     auto_close: bool = False  # close right after a sensor-verified fix
     #: one open case per: ``device`` and condition; ``incident`` = device, whichever of this rule's
-    #: conditions fired (cover open + tilt of one manhole); lamp ``circuit``; ``grid`` and condition
-    correlate: Literal["device", "incident", "circuit", "grid"] = "device"
+    #: conditions fired (cover open + tilt of one manhole); lamp ``circuit``; ``grid`` and condition;
+    #: ``vehicle``: one weighed vehicle, whichever of its overload rules fired (identity from the evidence)
+    correlate: Literal["device", "incident", "circuit", "grid", "vehicle"] = "device"
 
 
 class CategoryTable(StrictModel):
