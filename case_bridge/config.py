@@ -112,6 +112,8 @@ class CategoryDef(StrictModel):
     route: Literal["locality_first", "agency_first"] = "locality_first"
     limits: dict[Urgency, Limits]
     reassign_clock: ReassignClock | None = None  # None: the table's (city's) rule
+    #: 处置前后照片: a person's 处置 report (report_fix) needs a before and an after photo on the case
+    photos_required: bool = False
 
     @field_validator("limits")
     @classmethod

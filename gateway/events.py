@@ -208,7 +208,8 @@ def check_event(schemas: Mapping[str, Mapping[str, BodyKey]], kind: str, body: M
         if spec.text:
             bad = next((x for x in items if not isinstance(x, str) or not spec.lo <= len(x) <= spec.hi), None)
             if bad is not None:
-                return f"bad_event_body: body.{name}={str(bad)[:40]!r} is not a string of {spec.lo:g}..{spec.hi:g} chars"
+                size = f"{spec.lo:g}..{spec.hi:g}"
+                return f"bad_event_body: body.{name}={str(bad)[:40]!r} is not a string of {size} chars"
             continue
         for x in items:
             if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.payloads import AlarmAck, OpenCases
 from contracts.reading import DeviceInfo, Event, Quality, Reading
+from rules import wim
 from rules.lifecycle import (
     Alarm,
     FlapPolicy,
@@ -48,7 +49,6 @@ from rules.specs import (
     TiltRule,
     WimOverloadRule,
 )
-from rules import wim
 from rules.sun import sun_is_up
 
 TICK_S = 1.0  # staleness and self-clearing alarms are checked at most once per second of `now`
