@@ -742,7 +742,9 @@ def backtest(
         job_done()
     if progress is not None and jobs == 0:
         progress(1.0)
-    out.sort(key=lambda tr: (tr.t, tr.device, tr.rule))
+    # stable, by time and device only: one device's simultaneous transitions keep the order the live
+    # evaluator gave them (a vehicle's gross then axle overload), and the first one opens the case
+    out.sort(key=lambda tr: (tr.t, tr.device))
     stats = summarize(out, end)
     counts = (case_policy or default_case_policy)(out, history.registry)
     for name, n in counts.items():

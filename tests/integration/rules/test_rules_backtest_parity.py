@@ -66,7 +66,9 @@ def scenario() -> tuple[list[Reading], list[Event]]:
     for k in range(SPAN_S // 60):
         t = T0 + 60 * k
         hump = max(0.0, math.sin(math.pi * (k - 20) / 100.0)) if 20 <= k <= 120 else 0.0
-        readings.append(Reading("wl-0001", "depth", t, round(0.02 + 0.30 * hump, 3), "m", Quality.GOOD))  # major
+        # wl-0001 floods twice: its alarm clears in between, nobody handled the case, the second raise attaches
+        twice = max(0.0, math.sin(math.pi * ((k - 20) % 80) / 40.0)) if 20 <= k < 140 and (k - 20) % 80 < 40 else 0.0
+        readings.append(Reading("wl-0001", "depth", t, round(0.02 + 0.30 * twice, 3), "m", Quality.GOOD))  # major
         readings.append(Reading("wl-0003", "depth", t, round(0.02 + 0.45 * hump, 3), "m", Quality.GOOD))  # critical
         readings.append(Reading("mh-0001", "tilt", t, 1.0, "deg", Quality.GOOD))
         readings.append(Reading("mh-0002", "tilt", t, 15.0 if 60 <= k < 90 else 1.0, "deg", Quality.GOOD))
@@ -81,9 +83,7 @@ def scenario() -> tuple[list[Reading], list[Event]]:
     # the cover is lifted twice (one incident), then the tilted cover mh-0002 above
     events.append(Event("mh-0001", "cover_open", "c1", T0 + 1830.0, {}))
     events.append(Event("mh-0001", "cover_open", "c2", T0 + 1900.0, {}))
-    # a vehicle every 6 min on each scale; some overloaded (6 axles: 49 t + 5 %); on wim-0002 the second
-    # overloaded vehicle comes after the first one's alarm cleared itself (auto_clear_s 3600): nobody closed
-    # the case, so it attaches there
+    # a vehicle every 6 min on each scale; some overloaded (6 axles: 49 t + 5 %), one also over the axle limit
     for i in range(30):
         for scale, heavy in (("wim-0001", i % 3 == 0), ("wim-0002", i in (5, 17))):
             gross = 62_000 if heavy else 38_000

@@ -38,12 +38,13 @@ def test_wim_and_cover_events_are_replayed_into_alarms_and_cases() -> None:
     assert sum(k is TransitionKind.CLEARED for k, _s in wim) == 3
     assert report.rules["wim-overload"].raised == 3
     assert report.rules["manhole-cover-open"].raised == 1
-    # one case per scale while its vehicles' alarms are active, a new one after they cleared
-    assert report.rules["wim-overload"].cases_opened == 2
+    # one enforcement case per overloaded vehicle (the category table's ``correlate: vehicle``)
+    assert report.rules["wim-overload"].cases_opened == 3
     assert report.rules["manhole-cover-open"].cases_opened == 1
     cases = predict_cases(report.transitions, history.registry, fixed_on_clear=False)
     assert sorted((c.service_code, c.corr_key, len(c.alarms)) for c in cases) == [
-        ("B0101", "incident:mh-0001", 1), ("S9901", "device:wim-0001:wim-overload", 3)]
+        ("B0101", "incident:mh-0001", 1), ("S9901", "vehicle:wim-0001:wim-0001/v1", 1),
+        ("S9901", "vehicle:wim-0001:wim-0001/v3", 1), ("S9901", "vehicle:wim-0001:wim-0001/v4", 1)]
 
 
 class _PagedEvents:
