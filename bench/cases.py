@@ -12,7 +12,7 @@ Per backend:
   + dispatch + 3 audit rows per transaction) on the loaded table;
 * storm: a minute's worth of alarms (``--storm-alarms``, default 10 000 = 10 000 alarms/min)
   from a city in a storm — lamps of dead feeders (correlated per circuit), overloaded vehicles
-  on weigh-in-motion scales, water gauges raising and escalating — correlated and attached
+  on weigh-in-motion scales (a case each), water gauges raising and escalating — correlated and attached
   through the real store, once one alarm per transaction (``apply_alarm``, a bridge keeping
   up) and once as a backlog in transactions of ``--storm-batch`` (``apply_alarms``, a bridge
   behind; its batches alternate with PostgreSQL's pipelining on and off); alarms/s absorbed and
@@ -169,7 +169,8 @@ def storm_stream(n: int, run: str) -> list[tuple[AlarmTransition, DeviceInfo]]:
     """``n`` alarm transitions of one storm minute, time-ordered, with the device each comes from.
 
     Per 10 alarms: 6 from lamps (2 000 lamps on 40 circuits: ``lampFailure`` then ``supplyVoltage``;
-    the circuit key correlates them), 2 overloaded vehicles (40 scales), 2 from 400 water gauges
+    the circuit key correlates them), 2 overloaded vehicles on 40 scales (each vehicle its own
+    enforcement case under the category table's ``correlate: vehicle``), 2 from 400 water gauges
     (raised minor, escalated to major, then critical: the case's urgency rises and it is dispatched).
     """
     lamps = [DeviceInfo(f"lamp-{run}-{i}", "lamp", "lamp", grid=GRIDS[i % len(GRIDS)], circuit=f"c-{run}-{i % 40}")
