@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from case_bridge import workflow
 from case_bridge.deadlines import Basis, WorkingCalendar
 from case_bridge.errors import UnknownCategory
 from contracts.alarms import Severity
@@ -157,12 +158,44 @@ class CaseRule(StrictModel):
     correlate: Literal["device", "incident", "circuit", "grid"] = "device"
 
 
+Seat = Literal["duty_officer", "case_handler", "supervisor", "admin", "supervision", "command"]
+
+
+class CentreRoles(StrictModel):
+    """Which console login roles act for which centre (一级监督、二级指挥), per city.
+
+    The default keeps the duty officer out of case work; a city that merges its command centre
+    and duty room lists ``duty_officer`` under ``command``. ``admin`` runs the system, not cases,
+    and ``case_handler`` is scoped to its own unit, so neither may sit in a centre.
+    """
+
+    supervision: tuple[Seat, ...] = ("supervision", "supervisor")  # 监督中心: 受理/立案, 核查, 结案
+    command: tuple[Seat, ...] = ("command", "supervisor")  # 指挥中心: 派遣, 改派, 督办, 延期/挂账
+    unit: tuple[Seat, ...] = ("case_handler",)  # 责任单位: 接收, 回退, 处置反馈, 申请延期/改派
+    urge_window_h: float = Field(4.0, gt=0)  # 督办 allowed on cases overdue or due within this many hours
+
+    @model_validator(mode="after")
+    def _seats_ok(self) -> CentreRoles:
+        for centre in ("supervision", "command"):
+            for i, seat in enumerate(getattr(self, centre)):
+                if seat in ("admin", "case_handler"):
+                    raise ValueError(f"roles.{centre}[{i}]: {seat!r} may not act for a centre")
+        for i, seat in enumerate(self.unit):
+            if seat == "admin":
+                raise ValueError(f"roles.unit[{i}]: 'admin' may not act for a unit")
+        return self
+
+    def seats(self) -> dict[str, tuple[workflow.Role, ...]]:
+        return workflow.seat_roles(self.supervision, self.command, self.unit)
+
+
 class CategoryTable(StrictModel):
     calendar: CalendarConfig = CalendarConfig()
     limit_sets: dict[str, dict[Urgency, Limits]] = Field(default_factory=dict)  # for YAML anchors; not used directly
     categories: tuple[CategoryDef, ...]
     rules: tuple[CaseRule, ...] = ()
     reassign_clock: ReassignClock = "restart"  # the city's rule for 改派; a category may override it
+    roles: CentreRoles = CentreRoles()  # which console roles act for the supervision / command centre
 
     @model_validator(mode="after")
     def _refs_ok(self) -> CategoryTable:

@@ -482,6 +482,10 @@ def _levels_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransi
     if target is not None:
         lv = c.levels[c.severities.index(target)]
         ev["threshold"] = lv.raise_at
+    # the condition that clears the alarm (every level released), for the case's verification evidence
+    clears = [x.clear_at for x in c.levels]
+    ev["clear_at"] = min(clears) if c.above else max(clears)
+    ev["direction"] = "above" if c.above else "below"
     _set_condition(st, c, device, Change(target, t, value, ev), out)
 
 
