@@ -392,7 +392,7 @@ OVERRIDE_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
 
 
 def sensor_gate(case: Case, action: Action | str, role: Role | None, alarms: Sequence[AlarmView],
-                override_reason: str | None, readings: Sequence[StreetReading] = ()) -> dict[str, Any] | None:
+                override_reason: str | None, *, readings: Sequence[StreetReading] = ()) -> dict[str, Any] | None:
     """Whether a person's ``action`` on ``case`` may go ahead given its linked ``alarms`` and the
     street's latest ``readings`` (the shell fetches them; an alarm cleared by staleness or an
     acknowledgement does not verify a case whose latest reading is still outside the clear condition).

@@ -394,7 +394,8 @@ class CaseStore:
             if expected_version is not None and expected_version != case.version:
                 raise CaseConflict(case_id, expected_version, case.version)
             workflow.apply(case.position, action, r)  # state and role first: their refusal says more
-            override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason, readings)
+            override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason,
+                                          readings=readings)
             if override is not None:
                 tx.execute("UPDATE cases SET overridden = 1 WHERE id = ?", (case_id,))
                 self._audit(tx, case_id, now, actor, r.value if r else None, "override", case.state, case.state,

@@ -292,8 +292,8 @@ def seat_roles(supervision: Iterable[str], command: Iterable[str], unit: Iterabl
     sup, cmd, hdl = set(supervision), set(command), set(unit)
     out: dict[str, tuple[Role, ...]] = {}
     for seat in SEATS:
-        roles = [r for r, seats in ((Role.SUPERVISOR, sup), (Role.DISPATCHER, cmd), (Role.HANDLER, hdl)) if seat in seats]
-        out[seat] = tuple(roles)
+        centres = ((Role.SUPERVISOR, sup), (Role.DISPATCHER, cmd), (Role.HANDLER, hdl))
+        out[seat] = tuple(r for r, seats in centres if seat in seats)
     return out
 
 
