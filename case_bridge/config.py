@@ -310,6 +310,8 @@ class NotifySettings(StrictModel):
     targets: tuple[NotifyTarget, ...] = ()
     primary: tuple[str, ...] = ()  # target names notified first
     escalate_to: tuple[str, ...] = ()  # notified when a critical alarm stays unacknowledged
+    #: unit id -> its own channels (the unit's group robot, e-mail): 督办 urges go there, else to ``primary``
+    unit_targets: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     escalate_after_s: float = Field(600.0, gt=0)
     min_severity: Severity = Severity.MAJOR
     dedup_window_s: float = Field(3600.0, ge=0)
@@ -323,6 +325,10 @@ class NotifySettings(StrictModel):
         for ref in [*self.primary, *self.escalate_to]:
             if ref not in names:
                 raise ValueError(f"unknown notify target {ref!r}")
+        for unit, refs in self.unit_targets.items():
+            for i, ref in enumerate(refs):
+                if ref not in names:
+                    raise ValueError(f"unit_targets.{unit}[{i}]: unknown notify target {ref!r}")
         return self
 
 

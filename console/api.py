@@ -290,8 +290,9 @@ def get_case(case_id: str, ctx: CtxDep, p: Annotated[Principal, Depends(need(Per
     now = ctx.clock()
     audit = [{"t": e.t, "actor": e.actor, "action": e.action, "result": e.result, "detail": e.detail}
              for e in ctx.stores.audit.entries(f"case:{c.id}", limit=50)]
-    return {"case": serialize.case(c, now), "timeline": serialize.timeline(ctx.stores.cases.timeline(c.id)),
-            "actions": case_actions(ctx, p, c), "audit": audit}
+    timeline = ctx.stores.cases.timeline(c.id)
+    return {"case": serialize.case(c, now), "timeline": serialize.timeline(timeline),
+            "urges": serialize.urges(timeline), "actions": case_actions(ctx, p, c), "audit": audit}
 
 
 @router.post("/cases/{case_id}/actions", tags=["cases"], summary="Take a workflow action on a case")

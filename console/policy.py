@@ -123,3 +123,13 @@ def may_act(principal: Principal, case_unit: str | None, action: str) -> bool:
 def filter_actions(principal: Principal, case_unit: str | None, actions: list[str]) -> list[str]:
     """The workflow actions (already allowed by the state machine) this user may take here."""
     return [a for a in actions if may_act(principal, case_unit, a)]
+
+
+def may_take(principal: Principal, case_unit: str | None, pos: workflow.Position, action: str,
+             seats: Mapping[str, Sequence[workflow.Role]] = workflow.SEAT_ROLES) -> bool:
+    """One cell of the role x action x own/foreign unit x state matrix: the state machine, the
+    centre(s) the login role acts for (the city's ``roles`` config) and the object-level check."""
+    if principal.role is None:
+        return False
+    mine = workflow.seat_actions(pos, principal.role.value, {k: tuple(v) for k, v in seats.items()})
+    return action in {a.value for a in mine} and may_act(principal, case_unit, action)
