@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +19,15 @@ from case_bridge.config import CentreRoles
 from cloud_ingest.store import WriteBatch
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.reading import Reading
-from tests.support.console_demo import DEMO_USERS, PASSWORD, DemoEnv, RecordingAcks, _demo_hash, build_demo, demo_settings
+from tests.support.console_demo import (
+    DEMO_USERS,
+    PASSWORD,
+    DemoEnv,
+    RecordingAcks,
+    _demo_hash,
+    build_demo,
+    demo_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +53,7 @@ def login(client: TestClient, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def act(client: TestClient, who: dict[str, str], cid: int, action: str, **body: object) -> tuple[int, dict]:  # type: ignore[type-arg]
+def act(client: TestClient, who: dict[str, str], cid: int, action: str, **body: object) -> tuple[int, Any]:
     r = client.post(f"/api/v1/cases/{cid}/actions", headers=who, json={"action": action, **body})
     return r.status_code, r.json()
 
