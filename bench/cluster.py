@@ -47,7 +47,8 @@ import psycopg  # noqa: E402
 import yaml  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from citywatch.cluster import NatsCluster, plan_nodes, provision_ingest_consumer, touch_mqtt  # noqa: E402
+from citywatch.cluster import NatsCluster, plan_nodes, touch_mqtt  # noqa: E402
+from cloud_ingest.provision import provision_ingest_consumer  # noqa: E402
 from contracts import topics  # noqa: E402
 from contracts.config import parse_mqtt_url  # noqa: E402
 from contracts.payloads import encode_telemetry  # noqa: E402

@@ -113,6 +113,8 @@ class CategoryDef(StrictModel):
     route: Literal["locality_first", "agency_first"] = "locality_first"
     limits: dict[Urgency, Limits]
     reassign_clock: ReassignClock | None = None  # None: the table's (city's) rule
+    #: 处置前后照片: a person's 处置 report (report_fix) needs a before and an after photo on the case
+    photos_required: bool = False
 
     @field_validator("limits")
     @classmethod
@@ -154,8 +156,9 @@ class CaseRule(StrictModel):
     auto_dispatch_from: Severity | None = None  # None: left for a handler to accept (reported)
     auto_close: bool = False  # close right after a sensor-verified fix
     #: one open case per: ``device`` and condition; ``incident`` = device, whichever of this rule's
-    #: conditions fired (cover open + tilt of one manhole); lamp ``circuit``; ``grid`` and condition
-    correlate: Literal["device", "incident", "circuit", "grid"] = "device"
+    #: conditions fired (cover open + tilt of one manhole); lamp ``circuit``; ``grid`` and condition;
+    #: ``vehicle``: one weighed vehicle, whichever of its overload rules fired (identity from the evidence)
+    correlate: Literal["device", "incident", "circuit", "grid", "vehicle"] = "device"
 
 
 Seat = Literal["duty_officer", "case_handler", "supervisor", "admin", "supervision", "command"]

@@ -57,6 +57,18 @@ class SensorNotClear(IllegalTransition):
         super().__init__(state, action, (), f"{'; '.join(shown)}; a supervisor may override with a written reason")
 
 
+class PhotosMissing(IllegalTransition):
+    """处置 reported without the before/after photos the category requires; names the missing stages."""
+
+    def __init__(self, state: str, action: str, missing: tuple[str, ...]) -> None:
+        self.missing = missing
+        super().__init__(state, action, (), f"this category requires photos: attach {', '.join(missing)} first")
+
+
+class MediaRejected(CaseError):
+    """An upload that is not an accepted image (by its magic bytes) or is too large."""
+
+
 class CaseNotFound(CaseError):
     def __init__(self, case_id: int) -> None:
         self.case_id = case_id

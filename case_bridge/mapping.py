@@ -8,8 +8,10 @@ street → district), then to the owning agency. Whoever is left is the command 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
 from case_bridge.config import CaseKind, CaseRule, Catalog, CategoryDef, Urgency
 from contracts.alarms import AlarmTransition, Severity
@@ -85,9 +87,28 @@ def responsible_unit(catalog: Catalog, category: CategoryDef, owner: str | None,
     return catalog.units.fallback_unit
 
 
-def correlation_key(case_rule: CaseRule, rule: str, device: str, info: DeviceInfo | None) -> str:
+def vehicle_identity(evidence: Mapping[str, Any] | None) -> str | None:
+    """The weighed vehicle an alarm is about (``evidence.vehicle.id``, else the record's event id)."""
+    if not evidence:
+        return None
+    vehicle = evidence.get("vehicle")
+    if isinstance(vehicle, Mapping) and isinstance(vehicle.get("id"), str) and vehicle["id"]:
+        return str(vehicle["id"])
+    record = evidence.get("record")
+    if isinstance(record, Mapping) and isinstance(record.get("event_id"), str) and record["event_id"]:
+        return str(record["event_id"])
+    return None
+
+
+def correlation_key(case_rule: CaseRule, rule: str, device: str, info: DeviceInfo | None,
+                    evidence: Mapping[str, Any] | None = None) -> str:
     """One open case per key: per (device, condition), per device incident, per grid and condition,
-    or per circuit.
+    per circuit, or per weighed vehicle.
+
+    A vehicle is one enforcement case whichever of its overload rules fired (gross and axle
+    overload of one truck): the key is the vehicle's identity from the alarm evidence, without the
+    rule name; each further truck on the same scale opens its own case. An alarm without a vehicle
+    identity falls back to the per-(device, condition) key.
 
     An incident is what one device says in several conditions about one thing in the street (a
     manhole's cover open, tilt and displacement): the key carries no rule name, so the rule's
@@ -99,11 +120,33 @@ def correlation_key(case_rule: CaseRule, rule: str, device: str, info: DeviceInf
     """
     if case_rule.correlate == "circuit" and info is not None and info.circuit:
         return f"circuit:{info.circuit}"
+    if case_rule.correlate == "vehicle":
+        vehicle = vehicle_identity(evidence)
+        if vehicle is not None:
+            return f"vehicle:{device}:{vehicle}"
     if case_rule.correlate == "incident":
         return f"incident:{device}"
     if case_rule.correlate == "grid" and info is not None and info.grid:
         return f"grid:{info.grid}:{rule}"
     return f"device:{device}:{rule}"
+
+
+def vehicle_summary(vehicle: Mapping[str, Any]) -> str:
+    """A weighed vehicle in one line for the case description: plate, lane, axles, gross vs limit."""
+    parts: list[str] = []
+    if vehicle.get("plate"):
+        parts.append(f"plate {vehicle['plate']}")
+    if vehicle.get("lane") is not None:
+        parts.append(f"lane {vehicle['lane']}")
+    if vehicle.get("axles"):
+        parts.append(f"{vehicle['axles']} axles")
+    gross, limit, pct = vehicle.get("gross_kg"), vehicle.get("gross_limit_kg"), vehicle.get("gross_over_pct")
+    if isinstance(gross, int | float):
+        text = f"gross {gross:g} kg"
+        if isinstance(limit, int | float) and isinstance(pct, int | float):
+            text += f" / limit {limit:g} kg ({pct:+g} %)"
+        parts.append(text)
+    return f" — {', '.join(parts)}" if parts else ""
 
 
 def urgency_for(case_rule: CaseRule, severity: Severity) -> Urgency:
@@ -126,12 +169,15 @@ def map_alarm(catalog: Catalog, tr: AlarmTransition, info: DeviceInfo | None) ->
     owner = info.owner if info else None
     unit = responsible_unit(catalog, category, owner, grid)
     value = "" if tr.value is None else f" value={tr.value:g}"
+    vehicle = tr.evidence.get("vehicle") if isinstance(tr.evidence, dict) else None
+    if isinstance(vehicle, dict):
+        value += vehicle_summary(vehicle)
     return CaseDraft(
         category=category,
         urgency=urgency_for(case_rule, tr.severity),
         unit=unit,
         locality=locality(catalog, grid),
-        corr_key=correlation_key(case_rule, tr.rule, tr.device, info),
+        corr_key=correlation_key(case_rule, tr.rule, tr.device, info, tr.evidence),
         auto_dispatch=should_auto_dispatch(case_rule, tr.severity),
         auto_close=case_rule.auto_close,
         description=f"[IoT] {category.name}: {tr.rule} on {tr.device} ({tr.severity.value}){value}",

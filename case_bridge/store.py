@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from case_bridge import deadlines, lifecycle, policy, workflow
+from case_bridge import deadlines, lifecycle, media, policy, workflow
 from case_bridge.config import Catalog, CategoryDef, UnitDef, Urgency, load_catalog
 from case_bridge.db import PostgresDb, SqliteDb, Tx, connect, migrate
 from case_bridge.errors import CaseConflict, CaseNotFound, StoreConflict, StoreError
@@ -396,11 +396,31 @@ class CaseStore:
             workflow.apply(case.position, action, r)  # state and role first: their refusal says more
             override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason,
                                           readings=readings)
+            media.photo_gate(case.state, action, r, self.catalog.category(case.service_code).photos_required,
+                             media.media_of(case.data))
             if override is not None:
                 tx.execute("UPDATE cases SET overridden = 1 WHERE id = ?", (case_id,))
                 self._audit(tx, case_id, now, actor, r.value if r else None, "override", case.state, case.state,
                             override["reason"], None, override)
             return self._transition_tx(tx, case, action, actor, r, note, request_id, now, unit=unit, data=data)
+
+    def add_media(self, case_id: int, entry: dict[str, Any], actor: str, role: Role | str | None,
+                  now: float | None = None) -> Case:
+        """Record one stored file on the case (``data["media"]``) with an audit row, in one transaction.
+
+        The file is already written (content-addressed, see :mod:`case_bridge.media`); this only makes
+        it part of the case. The case's version is left alone: a photo does not race a workflow action.
+        """
+        now = time.time() if now is None else now
+        r = parse_role(role) if role is not None else None
+        with self.db.tx() as tx:
+            case = self._get_tx(tx, case_id, now, for_update=True)
+            data = dict(case.data)
+            data["media"] = [*media.media_of(case.data), entry]
+            tx.execute("UPDATE cases SET data = ?, updated_at = ? WHERE id = ?", (_dumps(data), now, case_id))
+            self._audit(tx, case_id, now, actor, r.value if r else None, "attach_media", case.state, case.state,
+                        f"{entry.get('stage')} photo {entry.get('id')}", None, entry)
+            return self._get_tx(tx, case_id, now)
 
     def apply_alarm(self, tr: AlarmTransition, device: DeviceInfo | None, now: float | None = None) -> AlarmOutcome:
         """Apply one alarm transition idempotently, as :func:`case_bridge.policy.decide` says.

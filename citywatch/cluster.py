@@ -33,17 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud_ingest.errors import IngestError
+from cloud_ingest.provision import (  # re-exported: the cluster tools provision what the ingesters share
+    MQTT_STREAM,
+    provision_ingest_consumer,
+)
 from contracts.errors import CitywatchError
 
 log = logging.getLogger(__name__)
 
 CLUSTER_NAME = "citywatch"
-#: the server's own stream of MQTT QoS 1 publishes (internal name, pinned with the server version)
-MQTT_STREAM = "$MQTT_msgs"
-MQTT_SUBJECT_PREFIX = "$MQTT.msgs."
-#: the ingesters' shared durable consumer on :data:`MQTT_STREAM`
-INGEST_DURABLE = "ingest"
-INGEST_KINDS = ("telemetry", "events", "status")
 
 
 class ClusterError(CitywatchError):
@@ -400,10 +399,6 @@ def running_cluster(specs: Sequence[NodeSpec], workdir: Path, include: str | Non
 # ------------------------------------------------------------------ provisioning
 
 
-def ingest_filter_subjects(kinds: Sequence[str] = INGEST_KINDS) -> list[str]:
-    return [f"{MQTT_SUBJECT_PREFIX}citywatch.v1.gw.*.{k}" for k in kinds]
-
-
 def touch_mqtt(mqtt_url: str, username: str | None = None, password: str | None = None,
                timeout_s: float = 60.0) -> None:
     """One MQTT connect/disconnect: the server creates its ``$MQTT_*`` streams on the first MQTT client.
@@ -440,63 +435,13 @@ def touch_mqtt(mqtt_url: str, username: str | None = None, password: str | None 
     raise ClusterError(f"{mqtt_url}: {last} within {timeout_s:.0f} s")
 
 
-async def provision_ingest_consumer(
-    nats_urls: Sequence[str],
-    *,
-    durable: str = INGEST_DURABLE,
-    ack_wait_s: float = 30.0,
-    max_ack_pending: int = 20000,
-    timeout_s: float = 30.0,
-    user: str | None = None,
-    password: str | None = None,
-) -> None:
-    """Create (idempotently) the ingesters' durable pull consumer on ``$MQTT_msgs``.
-
-    Call after an MQTT client has connected once (the stream exists then) and before any gateway
-    publishes: the stream has interest retention, so a message with no consumer is not kept.
-    """
-    import nats
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-    from nats.js.errors import NotFoundError
-
-    nc = await nats.connect(servers=list(nats_urls), user=user, password=password, connect_timeout=5,
-                            max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-    try:
-        js = nc.jetstream(timeout=5)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                await js.stream_info(MQTT_STREAM)
-                break
-            except (NotFoundError, TimeoutError, nats.errors.Error) as exc:
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"stream {MQTT_STREAM} not found: connect an MQTT client first") from exc
-                await asyncio.sleep(0.2)
-        cfg = ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait_s,
-            max_deliver=-1,
-            max_ack_pending=max_ack_pending,
-            filter_subjects=ingest_filter_subjects(),
-        )
-        while True:
-            try:
-                await js.add_consumer(MQTT_STREAM, cfg)
-                return
-            except (TimeoutError, nats.errors.Error) as exc:
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"cannot create durable {durable} on {MQTT_STREAM}: {exc}") from exc
-                await asyncio.sleep(0.3)
-    finally:
-        await nc.close()
-
-
 def provision(cluster: NatsCluster) -> None:
     """Make the cluster ready for gateways: MQTT streams exist and the ingest durable holds interest."""
     touch_mqtt(cluster.mqtt_urls[0])
-    asyncio.run(provision_ingest_consumer(cluster.nats_urls))
+    try:
+        asyncio.run(provision_ingest_consumer(cluster.nats_urls))
+    except IngestError as exc:
+        raise ClusterError(str(exc)) from exc
 
 
 # ------------------------------------------------------------------ CLI: citywatch cluster

@@ -37,10 +37,10 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from citywatch.cluster import INGEST_DURABLE, MQTT_STREAM, MQTT_SUBJECT_PREFIX, provision_ingest_consumer
 from cloud_ingest.config import IngestSettings
 from cloud_ingest.errors import IngestError, StoreError
 from cloud_ingest.metrics import IngestMetrics
+from cloud_ingest.provision import INGEST_DURABLE, MQTT_STREAM, MQTT_SUBJECT_PREFIX, provision_ingest_consumer
 from cloud_ingest.service import Ingester, Item, add_to_batch
 from cloud_ingest.store.base import SeqMark, Store, WriteBatch
 from cloud_ingest.validate import Accepted, Rejected, classify
@@ -49,6 +49,9 @@ from mqttlink.source import Delivery
 from mqttlink.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
+
+#: a gateway quiet this long gets its published watermark re-checked against the store
+WATERMARK_SETTLE_S = 1.0
 
 
 class JetStreamSettings(StrictModel):
@@ -130,6 +133,7 @@ class JetStreamIngester(Ingester):
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self.fetched = 0
         self.redelivered = 0
+        self._settle_at: dict[str, float] = {}  # gateway -> when to re-check the watermark it published
 
     # ------------------------------------------------------------ MQTT: publish-only, for ack watermarks
 
@@ -143,12 +147,44 @@ class JetStreamIngester(Ingester):
         for gw in list(self.tracker.boots):
             self._publish_ack(gw)
 
+    def _publish_ack(self, gw: str) -> None:
+        super()._publish_ack(gw)
+        self._settle_at[gw] = time.monotonic() + WATERMARK_SETTLE_S
+
+    async def _settle_watermarks(self, stop: asyncio.Event) -> None:
+        """Re-check a published watermark once the gateway has been quiet for WATERMARK_SETTLE_S.
+
+        Several ingesters publish to the same retained topic, and each sees only the batches it
+        fetched: one that committed seq 165 can publish "165" just after another published "200"
+        for 166..200, and the retained message then stays behind for good (a gateway would
+        resend what it believes unacknowledged; a quiet one never would). Every publisher asks
+        the store again after it settles and publishes the newer value, so the last retained
+        message is the committed watermark within about WATERMARK_SETTLE_S.
+        """
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATERMARK_SETTLE_S / 4)
+            now = time.monotonic()
+            for gw in [g for g, at in self._settle_at.items() if at <= now]:
+                del self._settle_at[gw]
+                moved = False
+                try:
+                    for boot in list(self.tracker.boots.get(gw, [])):
+                        key = (gw, boot)
+                        extra = await asyncio.to_thread(self.store.committed_seqs, gw, boot, self.tracker.wm[key])
+                        moved = self.tracker.add(key, extra) or moved
+                except StoreError as exc:  # the next batch or gap tick catches up
+                    log.debug("watermark re-check failed: %s", exc)
+                if moved:
+                    self._publish_ack(gw)
+
     async def _advance_watermarks(self, seqs: list[SeqMark], st: Store) -> None:
         """Publish every touched gateway's watermark, changed or not.
 
         Several ingesters publish to the same retained topic, so an older watermark can land
-        after a newer one; a gateway then resends, and whoever commits the duplicates re-publishes
-        the current value (the store's committed seqs are shared, so all agree on it).
+        after a newer one: :meth:`_settle_watermarks` repairs that; a gateway that resends
+        meanwhile gets the current value from whoever commits the duplicates (the store's
+        committed seqs are shared, so all agree on it).
         """
         gws = {s.gw for s in seqs}
         for gw in gws:
@@ -200,6 +236,7 @@ class JetStreamIngester(Ingester):
             await self._ensure_durable(nc)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._pull(nc, stop), name="ingest.pull")
+                tg.create_task(self._settle_watermarks(stop), name="ingest.settle")
                 tg.create_task(super().run(stop), name="ingest.pipeline")
             if self._ack_tasks:
                 await asyncio.gather(*self._ack_tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ from typing import Any
 from case_bridge import Case, CaseStore, RateRow, deadlines
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
 from case_bridge.incidence import Incidence, incidence
+from case_bridge.media import media_of
 from case_bridge.policy import StreetReading
 from case_bridge.workflow import TERMINAL, Role, State, seat_actions, seat_role
 from cloud_ingest.errors import IngestError
@@ -124,7 +125,28 @@ class CaseAdapter:
             description=c.description, lat=c.lat, lon=c.lon, address=c.address or "", source=c.source,
             status_note="延期待批 extension pending" if c.extension_pending else "", due_at=c.due_at,
             on_time=deadlines.handled_on_time(c.handled_at, c.due_at, c.overridden), overridden=c.overridden,
+            vehicle=_vehicle_of(c.data), media=tuple(media_of(c.data)),
+            media_url=str(c.data.get("media_url") or ""),
+            contact={str(k): str(v) for k, v in (c.data.get("contact") or {}).items()},
+            photos_required=self._photos_required(c.service_code),
         )
+
+    def _photos_required(self, service_code: str) -> bool:
+        try:
+            return self.store.catalog.category(service_code).photos_required
+        except UnknownCategory:
+            return False
+
+    def add_media(self, case_id: str, entry: dict[str, Any], *, actor: str, role: str, now: float) -> CaseView:
+        cid = _case_id(case_id)
+        if cid is None:
+            raise Conflict(f"no case {case_id!r}")
+        try:
+            return self._view(self.store.add_media(cid, entry, actor, role, now))
+        except CaseNotFound as exc:
+            raise Conflict(str(exc)) from exc
+        except CaseError as exc:
+            raise StoreUnavailable(f"case store: {exc}") from exc
 
     def categories(self) -> list[Category]:
         return [Category(c.service_code, c.name, "部件" if c.kind.value == "component" else "事件",
@@ -211,7 +233,8 @@ class CaseAdapter:
                 category=report.service_code, description=report.description, lat=report.lat, lon=report.lon,
                 address=report.address or None, source="open311", source_key=report.request_id,
                 reporter=report.reporter, actor=f"apikey:{report.reporter}", request_id=report.request_id,
-                data={"contact": report.contact, "attributes": report.attributes}, now=now,
+                data={"contact": report.contact, "attributes": report.attributes, "media_url": report.media_url},
+                now=now,
             )
         except UnknownCategory as exc:
             raise BadRequest(str(exc)) from exc
@@ -234,6 +257,14 @@ class CaseAdapter:
             return incidence(self.store, start, end)
         except CaseError as exc:
             raise StoreUnavailable(f"case store: {exc}") from exc
+
+
+def _vehicle_of(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The WIM vehicle evidence of the alarm that opened the case (``rules.wim``), if any."""
+    alarm = data.get("alarm")
+    evidence = alarm.get("evidence") if isinstance(alarm, dict) else None
+    vehicle = evidence.get("vehicle") if isinstance(evidence, dict) else None
+    return vehicle if isinstance(vehicle, dict) else None
 
 
 class RulesAlarmAdapter:

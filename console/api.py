@@ -14,14 +14,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from case_bridge.errors import MediaRejected
+from case_bridge.media import STAGES, check_upload
 from case_bridge.policy import SENSOR_GATED, StreetReading
 from cloud_ingest.rollup import auto_bucket_s
-from console import serialize, thresholds
+from console import media_files, serialize, thresholds
 from console.auth import DUMMY_HASH, csrf_token, issue_token, verify_password
 from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, need, principal_of, writer
 from console.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound, RateLimited, StoreUnavailable
 from console.live import LiveEvent, stream
-from console.policy import Perm, Principal, case_scope, case_visible, filter_actions, has
+from console.policy import (
+    Perm,
+    Principal,
+    case_scope,
+    case_visible,
+    contact_visible,
+    filter_actions,
+    has,
+    media_upload_allowed,
+)
 from console.schemas import AckBody, ActionBody, LoginBody, TokenOut
 from console.views import CaseFilter, CaseView
 
@@ -291,8 +302,9 @@ def get_case(case_id: str, ctx: CtxDep, p: Annotated[Principal, Depends(need(Per
     audit = [{"t": e.t, "actor": e.actor, "action": e.action, "result": e.result, "detail": e.detail}
              for e in ctx.stores.audit.entries(f"case:{c.id}", limit=50)]
     timeline = ctx.stores.cases.timeline(c.id)
-    return {"case": serialize.case(c, now), "timeline": serialize.timeline(timeline),
-            "urges": serialize.urges(timeline), "actions": case_actions(ctx, p, c), "audit": audit}
+    return {"case": serialize.case(c, now, contact=contact_visible(p, c.unit)),
+            "timeline": serialize.timeline(timeline), "urges": serialize.urges(timeline),
+            "actions": case_actions(ctx, p, c), "audit": audit}
 
 
 @router.post("/cases/{case_id}/actions", tags=["cases"], summary="Take a workflow action on a case")
@@ -314,6 +326,51 @@ def act_on_case(case_id: str, body: ActionBody, ctx: CtxDep,
               request_id=request_id, override=body.override_reason)
     ctx.hub.publish(LiveEvent("case", serialize.case(updated, now), unit=updated.unit))
     return {"case": serialize.case(updated, now), "actions": case_actions(ctx, p, updated)}
+
+
+@router.post("/cases/{case_id}/media", status_code=201, tags=["cases"],
+             summary="Attach a photo (raw JPEG/PNG/WebP body; stage before | after | report)",
+             openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                                        for t in ("image/jpeg", "image/png", "image/webp")}}})
+async def upload_media(case_id: str, request: Request, ctx: CtxDep,
+                       p: Annotated[Principal, Depends(writer(Perm.CASES_ACT))],
+                       stage: Annotated[str, Query(pattern="^(before|after|report)$")] = "after") -> dict[str, Any]:
+    """The body is the image itself (no multipart dependency); its type is read from its magic bytes."""
+    from starlette.concurrency import run_in_threadpool
+
+    c = await run_in_threadpool(load_case, ctx, p, case_id)
+    if not media_upload_allowed(p, c.unit):
+        raise NotFound(f"no case {case_id!r}")  # as for reading: another unit's case does not exist
+    if not request.headers.get("content-type", "").startswith("image/"):
+        raise BadRequest("send the photo as the raw body with Content-Type image/jpeg, image/png or image/webp")
+    data = await request.body()
+    try:
+        kind = check_upload(data, ctx.settings.media_max_bytes)
+    except MediaRejected as exc:
+        ctx.audit(p.actor, "case.media", f"case:{c.id}", 400, error=str(exc))
+        raise BadRequest(str(exc)) from exc
+    assert stage in STAGES and p.role is not None
+    now = ctx.clock()
+    name, digest = await run_in_threadpool(media_files.store, ctx.settings.media_dir, c.id, data, kind)
+    entry = {"id": uuid.uuid4().hex[:16], "stage": stage, "content_type": kind, "size_bytes": len(data),
+             "sha256": digest, "file": name, "t": now, "by": p.actor}
+    updated = await run_in_threadpool(lambda: ctx.stores.cases.add_media(c.id, entry, actor=p.actor,
+                                                                         role=p.role.value if p.role else "",
+                                                                         now=now))
+    ctx.audit(p.actor, "case.media", f"case:{c.id}", 201, stage=stage, media=entry["id"], bytes=len(data))
+    return {"media": serialize.media_item(c.id, entry), "case": serialize.case(updated, now)}
+
+
+@router.get("/cases/{case_id}/media/{media_id}", tags=["cases"], summary="One photo of a case (case access rules)")
+def get_media(case_id: str, media_id: str, ctx: CtxDep,
+              p: Annotated[Principal, Depends(need(Perm.CASES_READ))]) -> Response:
+    c = load_case(ctx, p, case_id)
+    entry = next((m for m in c.media if m.get("id") == media_id), None)
+    if entry is None:
+        raise NotFound(f"no photo {media_id[:32]!r} on case {c.id}")
+    body = media_files.read(ctx.settings.media_dir, str(entry.get("file", "")))
+    return Response(body, media_type=str(entry.get("content_type")),
+                    headers={"Cache-Control": "private, no-store", "Content-Disposition": "inline"})
 
 
 GATED_ACTIONS = frozenset(a.value for a in SENSOR_GATED)

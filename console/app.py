@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -36,10 +37,19 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 
 
+MEDIA_UPLOAD = re.compile(r"^/api/v1/cases/[^/]+/media$")
+
+
+def body_limit(settings: ConsoleSettings, path: str) -> int:
+    """A photo upload may be as large as ``media_max_bytes``; every other body ``max_body_bytes``."""
+    return max(settings.media_max_bytes, settings.max_body_bytes) if MEDIA_UPLOAD.match(path) else \
+        settings.max_body_bytes
+
+
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413, declared or streamed (OWASP API4)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[str], int]) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
@@ -47,7 +57,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes()
+        limit = self.max_bytes(scope.get("path", ""))
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -198,7 +208,7 @@ def create_app(
         log.exception("console: unhandled error")
         return _error(500, "internal", "internal error; see the console log")
 
-    app.add_middleware(BodyLimit, max_bytes=lambda: ctx.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=lambda path: body_limit(ctx.settings, path))
 
     app.add_middleware(SecurityHeaders, tile_sources=onemap.tile_sources(settings.map))
 

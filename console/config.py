@@ -184,6 +184,8 @@ class ConsoleSettings(StrictModel):
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     write_rate: RateSpec = RateSpec(per_minute=120, burst=30)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    media_dir: Path = Path("data/media")  # case photos (处置前后照片), one sub-directory per case
+    media_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)  # one upload
     max_page_size: int = Field(default=200, ge=1, le=10_000)
     ingest_store_url: str = "sqlite:///data/citywatch.db"  # the ingest section's store_url
     alarm_store_url: str = "sqlite:///data/rules.db"  # the rule engine's AlarmStore

@@ -8,6 +8,7 @@ states map to ``open``/``closed``; the exact state goes into ``status_notes`` (ä
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
@@ -91,8 +92,22 @@ def request(case: CaseView, tz: tzinfo, now: float) -> dict[str, Any]:
         "zipcode": "",
         "lat": case.lat,
         "long": case.lon,
-        "media_url": "",
+        # the reporter's own link only: photos uploaded to the case are private (case access rules)
+        "media_url": case.media_url,
     }
+
+
+MAX_MEDIA_URL = 1000
+
+
+def media_url(text: str) -> str:
+    """A reporter's ``media_url``: kept (and shown publicly, it is theirs) when it is an http(s) URL."""
+    url = text.strip()
+    if not url:
+        return ""
+    if len(url) > MAX_MEDIA_URL or not re.match(r"^https?://[^\s<>\"]+$", url):
+        raise BadRequest(f"media_url must be an http(s) URL of at most {MAX_MEDIA_URL} characters")
+    return url
 
 
 def error(code: int, description: str) -> dict[str, Any]:

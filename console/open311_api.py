@@ -174,6 +174,7 @@ async def post_request(fmt: Fmt, request: Request, ctx: CtxDep) -> Response:
         description = form.get("description", "")
         if len(description) > fmt311.MAX_DESCRIPTION:
             raise BadRequest(f"description longer than {fmt311.MAX_DESCRIPTION} characters")
+        media_url = fmt311.media_url(form.get("media_url", ""))
     except BadRequest as exc:
         ctx.audit(client.actor, "open311.post", "open311", 400, error=str(exc))
         raise Open311Error(fmt, 400, str(exc)) from exc
@@ -185,7 +186,7 @@ async def post_request(fmt: Fmt, request: Request, ctx: CtxDep) -> Response:
     request_id = "o311-" + hashlib.sha256(f"{client.username}\x00{idem or body.decode()}".encode()).hexdigest()[:32]
     report = NewReport(service_code=code, description=description, lat=lat, lon=lon,
                        address=address or address_id, reporter=client.username, contact=contact,
-                       request_id=request_id, attributes=attributes)
+                       request_id=request_id, attributes=attributes, media_url=media_url)
     from starlette.concurrency import run_in_threadpool
 
     now = ctx.clock()

@@ -28,7 +28,7 @@ from console.errors import AuthError, ConsoleError, Forbidden, NotFound
 from console.labels import ACTIONS, KINDS, METRICS, ROLES, SEVERITIES, STATES, URGENCIES, rule_label, zh_en
 from console.lamps import circuits
 from console.open311 import parse_form
-from console.policy import Perm, Principal, case_scope, case_visible, has
+from console.policy import Perm, Principal, case_scope, case_visible, contact_visible, has, media_upload_allowed
 from console.svg import sparkline
 from console.views import AlarmView, CaseFilter, CaseView, DeviceView, TimelineEntry
 from lighting.schedule import position, upcoming
@@ -234,8 +234,9 @@ def case_page(case_id: str, request: Request) -> HTMLResponse:
     now = ctx.clock()
     timeline = ctx.stores.cases.timeline(c.id)
     chart = case_chart(ctx, c, timeline, now)
-    return _page(request, "case.html", p, c=serialize.case(c, now), timeline=timeline, urges=serialize.urges(timeline),
-                 actions=case_actions(ctx, p, c), chart=chart, now=now, units=ctx.stores.cases.units())
+    return _page(request, "case.html", p, c=serialize.case(c, now, contact=contact_visible(p, c.unit)),
+                 timeline=timeline, urges=serialize.urges(timeline), actions=case_actions(ctx, p, c), chart=chart,
+                 now=now, units=ctx.stores.cases.units(), can_upload=media_upload_allowed(p, c.unit))
 
 
 def case_chart(ctx: Ctx, c: CaseView, timeline: list[TimelineEntry], now: float) -> dict[str, Any]:

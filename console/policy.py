@@ -37,19 +37,21 @@ class Perm(StrEnum):
     USERS_ADMIN = "users:admin"
     CONFIG_RELOAD = "config:reload"
     AUDIT_READ = "audit:read"
+    CONTACT_READ = "contact:read"  # a reporter's name, phone, e-mail (supervision and command only)
     DOCS_READ = "docs:read"
 
 
 _COMMON = frozenset({Perm.DEVICES_READ, Perm.ALARMS_READ, Perm.DOCS_READ})
 
 ROLE_PERMS: dict[Role, frozenset[Perm]] = {
-    Role.DUTY_OFFICER: _COMMON | {Perm.ALARMS_ACK, Perm.CASES_READ, Perm.STATS_READ, Perm.LAMPS_CONTROL},
+    Role.DUTY_OFFICER: _COMMON | {Perm.ALARMS_ACK, Perm.CASES_READ, Perm.STATS_READ, Perm.LAMPS_CONTROL,
+                                  Perm.CONTACT_READ},
     Role.CASE_HANDLER: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT},
     Role.SUPERVISOR: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ, Perm.AUDIT_READ,
-                                Perm.LAMPS_CONTROL},
-    Role.ADMIN: _COMMON | {Perm.USERS_ADMIN, Perm.CONFIG_RELOAD, Perm.STATS_READ, Perm.AUDIT_READ},
-    Role.SUPERVISION: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.STATS_READ},
-    Role.COMMAND: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ},
+                                Perm.LAMPS_CONTROL, Perm.CONTACT_READ},
+    Role.ADMIN: _COMMON | {Perm.USERS_ADMIN, Perm.CONFIG_RELOAD, Perm.STATS_READ, Perm.AUDIT_READ, Perm.CONTACT_READ},
+    Role.SUPERVISION: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.STATS_READ, Perm.CONTACT_READ},
+    Role.COMMAND: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ, Perm.CONTACT_READ},
 }
 
 # roles whose case rights are limited to their own unit
@@ -133,3 +135,15 @@ def may_take(principal: Principal, case_unit: str | None, pos: workflow.Position
         return False
     mine = workflow.seat_actions(pos, principal.role.value, {k: tuple(v) for k, v in seats.items()})
     return action in {a.value for a in mine} and may_act(principal, case_unit, action)
+
+
+def contact_visible(principal: Principal, case_unit: str | None) -> bool:
+    """Whether a reporter's contact (name, phone, e-mail) on this case is shown to ``principal``:
+    only to the command and supervision seats that may read the case — never to a handler (who
+    reaches the reporter through the centre), never to a machine client or the public Open311 GETs."""
+    return not principal.api_key and case_visible(principal, case_unit) and has(principal, Perm.CONTACT_READ)
+
+
+def media_upload_allowed(principal: Principal, case_unit: str | None) -> bool:
+    """Attaching a photo is acting on the case: the same object-level rule as a workflow action."""
+    return case_visible(principal, case_unit) and has(principal, Perm.CASES_ACT)

@@ -33,8 +33,23 @@ def sort_alarms(alarms: list[AlarmView]) -> list[AlarmView]:
     return sorted(alarms, key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), a.state == "acknowledged", -a.raised_at))
 
 
-def case(c: CaseView, now: float) -> dict[str, Any]:
+MEDIA_FIELDS = ("id", "stage", "content_type", "size_bytes", "t", "by")
+
+
+def media_item(case_id: str, m: dict[str, Any]) -> dict[str, Any]:
+    """A photo as the API shows it: its metadata and the case-scoped URL (never the storage path)."""
+    out = {k: m.get(k) for k in MEDIA_FIELDS}
+    out["url"] = f"/api/v1/cases/{case_id}/media/{m.get('id')}"
+    return out
+
+
+def case(c: CaseView, now: float, *, contact: bool = False) -> dict[str, Any]:
+    """The case as JSON; the reporter's ``contact`` only when the caller may see it
+    (:func:`console.policy.contact_visible`), so every other output leaves it out by default."""
     out = asdict(c)
+    if not contact:
+        del out["contact"]
+    out["media"] = [media_item(c.id, m) for m in c.media]
     out["state_label"] = zh_en(STATES, c.state)
     out["urgency_label"] = zh_en(URGENCIES, c.urgency)
     out["open"] = c.is_open

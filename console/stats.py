@@ -22,6 +22,7 @@ from case_bridge.incidence import Incidence
 from console.context import Ctx, ctx_of, need
 from console.errors import BadRequest, NotFound
 from console.export import Cell, Column, Table, to_csv, to_xlsx
+from console.geo import wgs84_to_gcj02
 from console.policy import Perm, Principal
 from console.views import Statistics, StatRow
 
@@ -180,6 +181,15 @@ def geojson(inc: Incidence) -> dict[str, Any]:
             "max_cases": max((pl.cases for pl in inc.places), default=0)}
 
 
+def heat_rows(inc: Incidence, gcj02: bool) -> list[list[Any]]:
+    """Places as ``[lat, lon, cases, address]`` in the map's display datum (the heat layer on the one map)."""
+    out: list[list[Any]] = []
+    for pl in inc.places:
+        lat, lon = wgs84_to_gcj02(pl.lat, pl.lon) if gcj02 else (pl.lat, pl.lon)
+        out.append([round(lat, 6), round(lon, 6), pl.cases, pl.address])
+    return out
+
+
 def trend_points(values: list[int], width: float = 720, height: float = 120, pad: float = 4) -> str:
     """``points`` of a polyline over counts with zero at the bottom (a count trend starts from nothing)."""
     if not values:
@@ -235,6 +245,16 @@ def stats_places(ctx: Annotated[Ctx, Depends(ctx_of)], _p: StatsReader, days: Da
                  end: StartQ = None) -> Response:
     p = _period(ctx, days, start, end)
     return JSONResponse(geojson(ctx.stores.cases.incidence(p.start, p.end)), media_type="application/geo+json")
+
+
+@router.get("/heat", tags=["statistics"],
+            summary="High-incidence places as [lat, lon, cases, address] in the map datum (the map heat layer)")
+def stats_heat(ctx: Annotated[Ctx, Depends(ctx_of)], _p: StatsReader, days: DaysQ = None, start: StartQ = None,
+               end: StartQ = None) -> dict[str, Any]:
+    p = _period(ctx, days, start, end)
+    inc = ctx.stores.cases.incidence(p.start, p.end)
+    return {"fields": ["lat", "lon", "cases", "address"], "rows": heat_rows(inc, ctx.settings.map.gcj02),
+            "max_cases": max((pl.cases for pl in inc.places), default=0), "start": p.start, "end": p.end}
 
 
 _MEDIA = {"csv": "text/csv; charset=utf-8",

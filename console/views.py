@@ -110,6 +110,11 @@ class CaseView:
     due_at: float | None = None  # overall handling deadline from dispatch (Open311 expected_datetime)
     on_time: bool | None = None  # fix reported within the handling limit (None: no limit ran or no fix)
     overridden: bool = False  # verified/closed by a supervisor over an active alarm: never on time
+    vehicle: dict[str, Any] | None = None  # WIM enforcement evidence (rules.wim), shown when present
+    media: tuple[dict[str, Any], ...] = ()  # photos on the case (case_bridge.media entries)
+    media_url: str = ""  # the reporter's own Open311 media_url (public: it came from the reporter)
+    contact: dict[str, str] = field(default_factory=dict)  # reporter contact: never public, see policy
+    photos_required: bool = False  # the category needs before/after photos to report 处置
 
     @property
     def is_open(self) -> bool:
@@ -189,6 +194,7 @@ class NewReport:
     contact: dict[str, str]
     request_id: str  # idempotency key
     attributes: dict[str, str] = field(default_factory=dict)
+    media_url: str = ""  # the reporter's photo link (Open311 media_url)
 
 
 class DevicePort(Protocol):
@@ -216,6 +222,7 @@ class CasePort(Protocol):
                    now: float, override_reason: str | None = None, unit: str | None = None,
                    readings: Sequence[StreetReading] = ()) -> CaseView: ...
     def create_reported(self, report: NewReport, now: float) -> CaseView: ...
+    def add_media(self, case_id: str, entry: dict[str, Any], *, actor: str, role: str, now: float) -> CaseView: ...
     def statistics(self, start: float, end: float, now: float) -> Statistics: ...
     def incidence(self, start: float, end: float) -> Incidence: ...
 

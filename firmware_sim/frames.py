@@ -185,10 +185,13 @@ def split_rtu_request(buf: bytes) -> RtuChunk:
             return _wait_or_skip(buf)
         frame = buf[:total]
         return RtuChunk(total, frame) if crc_ok(frame) else RtuChunk(1, None)
-    # unknown function: the shortest prefix with a matching CRC is the frame
+    # unknown function: the shortest prefix with a matching CRC is the frame, unless a complete
+    # frame of a known function starts inside it. Trying up to 252 lengths against a 16-bit CRC
+    # matches by chance about once in 260 garbage bytes, and that "frame" would swallow the head
+    # of the real request behind it.
     for total in range(4, min(len(buf), MAX_RTU_ADU) + 1):
         if crc_ok(buf[:total]):
-            return RtuChunk(total, buf[:total])
+            return RtuChunk(1, None) if _known_frame_after(buf, starts_before=total) else RtuChunk(total, buf[:total])
     if len(buf) >= MAX_RTU_ADU:
         return RtuChunk(1, None)
     return _wait_or_skip(buf)
@@ -198,9 +201,9 @@ def _wait_or_skip(buf: bytes) -> RtuChunk:
     return RtuChunk(1, None) if _known_frame_after(buf) else RtuChunk(0, None)
 
 
-def _known_frame_after(buf: bytes) -> bool:
+def _known_frame_after(buf: bytes, starts_before: int | None = None) -> bool:
     """True when a complete CRC-valid frame of a known function starts after the first byte (garbage ahead)."""
-    for start in range(1, len(buf) - 3):
+    for start in range(1, min(len(buf) - 3, starts_before if starts_before is not None else len(buf))):
         pdu_len = _request_pdu_len(buf[start + 1 :])
         if pdu_len is None:
             continue

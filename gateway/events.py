@@ -141,6 +141,15 @@ class BodyKey:
     max_items: int = 0  # > 0: a list of at most this many numbers
     count_key: str | None = None  # the list's length is this key's value minus ``count_less``
     count_less: int = 0
+    text: bool = False  # a string (or list of strings) of at most ``hi`` characters, not a number
+
+
+#: Keys a record event may carry besides its registers: what a camera next to a WIM scale adds
+#: (ANPR plate, image references). They never come from Modbus, so no profile declares them.
+CAMERA_KEYS: dict[str, BodyKey] = {
+    "plate": BodyKey(False, 1, 16, text=True),
+    "images": BodyKey(False, 1, 512, max_items=8, text=True),
+}
 
 
 def _key_of(f: Field, max_items: int = 0, count_key: str | None = None, count_less: int = 0) -> BodyKey:
@@ -163,6 +172,8 @@ def event_schemas(profiles: Sequence[Profile]) -> dict[str, dict[str, BodyKey]]:
         if p.records is not None:
             r = p.records
             keys = out.setdefault(r.event_kind, {})
+            for name, spec in CAMERA_KEYS.items():
+                keys.setdefault(name, spec)
             for item in r.body:
                 if item.field is not None:
                     keys.setdefault(item.key, _key_of(r.field(item.field)))
@@ -191,8 +202,15 @@ def check_event(schemas: Mapping[str, Mapping[str, BodyKey]], kind: str, body: M
         if spec is None:
             return f"bad_event_body: body.{name[:40]} is not declared for {kind}"
         items = value if spec.max_items else [value]
+        what = "strings" if spec.text else "numbers"
         if spec.max_items and (not isinstance(value, list) or len(value) > spec.max_items):
-            return f"bad_event_body: body.{name} must be a list of at most {spec.max_items} numbers"
+            return f"bad_event_body: body.{name} must be a list of at most {spec.max_items} {what}"
+        if spec.text:
+            bad = next((x for x in items if not isinstance(x, str) or not spec.lo <= len(x) <= spec.hi), None)
+            if bad is not None:
+                size = f"{spec.lo:g}..{spec.hi:g}"
+                return f"bad_event_body: body.{name}={str(bad)[:40]!r} is not a string of {size} chars"
+            continue
         for x in items:
             if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
                 return f"bad_event_body: body.{name}={str(x)[:40]} is not a number"

@@ -109,7 +109,11 @@ class MqttLink:
         self._in_loop(self._loop.add_reader, fd, self._read)
 
     def _cb_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        fd = self._sock_fd
+        # forget the descriptor now: once the socket is closed the kernel hands the same number to
+        # the next socket (another link connecting in the executor), and a second removal later
+        # (``_drop_socket``) would unregister that link's reader and writer, leaving its CONNECT
+        # unsent and its CONNACK unread ("no CONNACK within 10 s" in the all-in-one)
+        fd, self._sock_fd = self._sock_fd, None
         if fd is not None:
             self._in_loop(self._remove_fd, fd)
 
@@ -251,7 +255,7 @@ class MqttLink:
             self._misc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._misc_task
-        fd = self._sock_fd
+        fd, self._sock_fd = self._sock_fd, None
         if fd is not None:
             self._remove_fd(fd)
         sock = self._client.socket()

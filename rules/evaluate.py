@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from contracts.payloads import AlarmAck, OpenCases
 from contracts.reading import DeviceInfo, Event, Quality, Reading
+from rules import wim
 from rules.lifecycle import (
     Alarm,
     FlapPolicy,
@@ -671,17 +672,19 @@ def _wim(st: EngineState, c: Compiled, ev: Event, out: list[AlarmTransition]) ->
     combo = bool(body.get("combination", False))
     limit = rule.limit_kg(axles, combo)
     record = {"event_id": ev.id, **body}
+    vehicle = wim.vehicle_evidence(ev.device, ev.id, ev.ts, body, rule)  # one identity for all its alarms
     if limit is not None and gross > limit * (1.0 + rule.tolerance_pct / 100.0):
         over_pct = (gross / limit - 1.0) * 100.0
         sev = Severity.CRITICAL if over_pct > rule.critical_over_pct else rule.severity
-        evidence = {"record": record, "limit_kg": limit, "over_pct": round(over_pct, 2)}
+        evidence = {"record": record, "limit_kg": limit, "over_pct": round(over_pct, 2), "vehicle": vehicle}
         evidence["tolerance_pct"] = rule.tolerance_pct
         _event_alarm(st, rule.name, ev, Change(sev, ev.ts + rule.auto_clear_s, float(gross), evidence), out)
     if rule.axle_limit_kg is not None and isinstance(axle_kg, list):
         over = [i for i, w in enumerate(axle_kg) if isinstance(w, int | float) and w > rule.axle_limit_kg]
         if over:
             top = max(float(axle_kg[i]) for i in over)
-            evidence = {"record": record, "axle_limit_kg": rule.axle_limit_kg, "axles_over": over}
+            evidence = {"record": record, "axle_limit_kg": rule.axle_limit_kg, "axles_over": over,
+                        "vehicle": vehicle}
             _event_alarm(st, rule.axle_rule, ev, Change(rule.severity, ev.ts + rule.auto_clear_s, top, evidence), out)
 
 
@@ -693,10 +696,9 @@ def _event_alarm(st: EngineState, rule: str, ev: Event, ch: Change, out: list[Al
     aid = f"{alarm_id_for(device, rule, ev.ts)}-{ev.id}"
     if aid in st.alarms:
         return
-    case_id = st.open_cases.get(device, {}).get(rule)
-    if case_id is not None:
-        evidence = {**evidence, "case_id": case_id, "attach": True}
-    alarm = Alarm(aid, device, rule, sev, ev.ts, value, case_id=case_id, auto_clear_t=ch.t)
+    # no "attach to the device's open case" hint: each event (a vehicle) is its own incident, and the
+    # case bridge correlates it by its identity (``correlate: vehicle``), not by device and rule
+    alarm = Alarm(aid, device, rule, sev, ev.ts, value, case_id=None, auto_clear_t=ch.t)
     alarm.evidence = evidence
     st.alarms[aid] = alarm
     out.append(AlarmTransition(aid, device, rule, TransitionKind.RAISED, sev, ev.ts, value, evidence))

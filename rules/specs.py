@@ -315,6 +315,38 @@ _DEFAULT_GROSS_T = {2: 18.0, 3: 25.0, 4: 31.0, 5: 43.0, 6: 49.0}
 _DEFAULT_COMBO_T = {3: 27.0, 4: 36.0, 5: 43.0, 6: 49.0}
 
 
+class AxleBand(StrictModel):
+    """One row of an axle-group limit table: groups whose largest inner spacing is below ``below_m``."""
+
+    below_m: float = Field(gt=0.0)
+    limit_kg: float = Field(gt=0.0)
+
+
+class AxleLimits(StrictModel):
+    """Axle-load limits by axle configuration (GB 1589-2016 表3, as the city configures them).
+
+    A scale measures loads and spacings only, so the configuration is read from the spacings:
+    consecutive axles closer than ``group_spacing_m`` form one group (二轴组, 三轴组); the first
+    axle is the steering axle (single tyres), any other lone axle is a ``single_kg`` axle. A
+    group's limit is the first band (ascending ``below_m``) above its largest inner spacing; a
+    group no band covers, or of four or more axles, has no limit (shown, never judged).
+    """
+
+    group_spacing_m: float = Field(default=1.8, gt=0.0)
+    steer_kg: float = Field(gt=0.0)
+    single_kg: float = Field(gt=0.0)
+    tandem: tuple[AxleBand, ...] = ()
+    tridem: tuple[AxleBand, ...] = ()
+
+    @field_validator("tandem", "tridem")
+    @classmethod
+    def _ascending(cls, value: tuple[AxleBand, ...]) -> tuple[AxleBand, ...]:
+        edges = [b.below_m for b in value]
+        if edges != sorted(set(edges)):
+            raise ValueError(f"bands must be in strictly ascending below_m order, got {edges}")
+        return value
+
+
 class WimOverloadRule(_RuleBase):
     """Per vehicle record: gross weight above the limit for its axle count (+ tolerance).
 
@@ -322,7 +354,8 @@ class WimOverloadRule(_RuleBase):
     combinations 3/4 axles: 27/36 t). A record is a combination when its body says
     ``"combination": true``. ``axle_limit_kg`` (optional) raises ``axle_rule`` for any single
     axle above it. Each overload is its own alarm carrying the record; it clears itself after
-    ``auto_clear_s`` (it is an event, not a state).
+    ``auto_clear_s`` (it is an event, not a state). ``axle_limits`` (optional) is the per-axle
+    table the evidence of each alarm shows (:mod:`rules.wim`); it does not change what raises.
     """
 
     kind: Literal["wim_overload"] = "wim_overload"
@@ -334,6 +367,7 @@ class WimOverloadRule(_RuleBase):
     axle_limit_kg: float | None = Field(default=None, gt=0.0)
     axle_rule: str = Field(default="wim-axle-overload", pattern=RULE_NAME)
     auto_clear_s: float = Field(default=3600.0, ge=0.0)
+    axle_limits: AxleLimits | None = None
     severity: Severity = Severity.MAJOR
     flapping: Flapping | None = None
 

@@ -33,6 +33,24 @@
     } catch (e) { b.disabled = false; b.textContent = "重试 retry: " + e.message; }
   });
 
+  // ---------------------------------------------------------------- case photos (raw image body, type checked server-side)
+  document.addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button.upload");
+    if (!b) return;
+    const form = b.closest("form.photo-upload");
+    const file = form.querySelector("input[type=file]").files[0];
+    const err = form.querySelector(".error");
+    if (!file) { err.hidden = false; err.textContent = "请选择照片 choose a photo"; return; }
+    b.disabled = true;
+    try {
+      const url = "/api/v1/cases/" + encodeURIComponent(form.dataset.case) + "/media?stage=" + encodeURIComponent(form.querySelector("select").value);
+      const r = await fetch(url, { method: "POST", credentials: "same-origin", headers: { "Content-Type": file.type || "image/jpeg", "X-CSRF-Token": csrf }, body: file });
+      const data = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error((data.error && data.error.message) || r.statusText);
+      window.location.reload();
+    } catch (e) { b.disabled = false; err.hidden = false; err.textContent = e.message; }
+  });
+
   // ---------------------------------------------------------------- case actions
   let reloading = false;  // our own action reloads the page; the live echo of it must not reload it again
   document.addEventListener("click", async (ev) => {

@@ -81,6 +81,7 @@
       bases[b.name] = group;
     }
     const names = Object.keys(bases);
+    const overlays = {};
     if (names.length) bases[names[0]].addTo(map);
     if (cfg.district) {
       const doc = await getJSON("/api/v1/map/district");
@@ -102,9 +103,17 @@
       } }).addTo(map);
       L.layerGroup(streetLabels).addTo(map);
       if (!names.length) mapEl.classList.add("vector-base");
-      const overlays = { "示例城区 district": district };
-      if (names.length > 1 || cfg.district) L.control.layers(names.length > 1 ? bases : {}, overlays, { collapsed: true }).addTo(map);
+      overlays["示例城区 district"] = district;
     }
+    // high-incidence places of the last 30 days (统计 readers only): a heat overlay, off until chosen
+    try {
+      const heat = await getJSON("/api/v1/statistics/heat?days=30");
+      const top = heat.max_cases || 1;
+      overlays["案件热力 case heat (30 d)"] = L.layerGroup(heat.rows.map(([lat, lon, n, addr]) => L.circleMarker([lat, lon],
+        { className: "heat-spot", radius: 8 + 22 * Math.sqrt(n / top), stroke: false, fillColor: "#d92d20", fillOpacity: 0.15 + 0.45 * n / top })
+        .bindTooltip((addr || "") + " · " + n + " 件 cases")));
+    } catch (e) { /* no statistics permission: no heat overlay */ }
+    if (names.length > 1 || Object.keys(overlays).length) L.control.layers(names.length > 1 ? bases : {}, overlays, { collapsed: true }).addTo(map);
     const first = await getJSON("/api/v1/map/devices");
     // the clusters need a view first: the configured one, else the district, else the devices
     if (cfg.center) map.setView(cfg.center, cfg.zoom);

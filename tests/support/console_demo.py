@@ -187,8 +187,10 @@ class DemoEnv:
 
 
 def build_demo(directory: str, *, n_devices: int = 16, now: float, settings: Any = None, acks: Any = None,
-               clock: Any = None, background: Any = None, hub: Any = None, lighting: Any = None) -> DemoEnv:
-    """Real SQLite stores in ``directory``, seeded, and a console app over them."""
+               clock: Any = None, background: Any = None, hub: Any = None, lighting: Any = None,
+               case_store: CaseStore | None = None) -> DemoEnv:
+    """Real SQLite stores in ``directory``, seeded, and a console app over them (``case_store``: use
+    this one instead, e.g. on PostgreSQL)."""
     from case_bridge import open_case_store
     from cloud_ingest.store import open_store
     from console.adapters import CaseAdapter, DeviceAdapter, RulesAlarmAdapter
@@ -199,7 +201,7 @@ def build_demo(directory: str, *, n_devices: int = 16, now: float, settings: Any
     from rules.store import open_alarm_store
 
     ts = open_store(f"sqlite:///{directory}/timeseries.db")
-    cs = open_case_store(f"sqlite:///{directory}/cases.db")
+    cs = case_store if case_store is not None else open_case_store(f"sqlite:///{directory}/cases.db")
     al = open_alarm_store(f"sqlite:///{directory}/rules.db")
     devices = make_devices(n_devices)
     seed_timeseries(ts, devices, now)

@@ -24,7 +24,8 @@ from typing import Any
 import psycopg
 import yaml
 
-from citywatch.cluster import NatsCluster, plan_nodes, provision_ingest_consumer, touch_mqtt
+from citywatch.cluster import NatsCluster, plan_nodes, touch_mqtt
+from cloud_ingest.provision import provision_ingest_consumer
 from tests.support.chain import (
     REPO,
     Chain,

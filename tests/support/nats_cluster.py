@@ -18,10 +18,10 @@ from citywatch.cluster import (
     NatsCluster,
     nats_server_binary,
     plan_nodes,
-    provision_ingest_consumer,
     running_cluster,
     touch_mqtt,
 )
+from cloud_ingest.provision import provision_ingest_consumer
 from tests.support.services import missing
 
 

@@ -41,6 +41,28 @@ def wait_case(c: Chain, timeout_s: float, what: str, **match: Any) -> Any:
     return c.wait_for(look, timeout_s, what, every_s=0.5)
 
 
+def first_case(c: Chain, timeout_s: float, what: str, **match: Any) -> Any:
+    """The earliest matching case once there is one (each overloaded vehicle opens its own)."""
+    def look() -> Any:
+        hits = find(all_cases(c), **match)
+        return min(hits, key=lambda x: x.id) if hits else None
+
+    return c.wait_for(look, timeout_s, what, every_s=0.5)
+
+
+def vehicle_of(c: Chain, case: Any) -> str:
+    """The one vehicle (WIM event id) behind an enforcement case: every linked alarm names the same."""
+    ids = {str(a.evidence["record"]["event_id"]) for a in linked(c, case.id) if "record" in a.evidence}
+    assert len(ids) == 1, (case.id, ids)
+    assert case.corr_key == f"vehicle:{case.device}:{case.device}/{next(iter(ids))}", case.corr_key
+    return ids.pop()
+
+
+def conditions(per_key: dict[str, int]) -> set[str]:
+    """Correlation keys with each vehicle key (``vehicle:<scale>:<scale>/<event id>``) as ``vehicle:<scale>:*``."""
+    return {k.rsplit(":", 1)[0] + ":*" if k.startswith("vehicle:") else k for k in per_key}
+
+
 def linked(c: Chain, case_id: int) -> list[Any]:
     store = c.case_store()
     try:
@@ -67,11 +89,12 @@ def state_of(c: Chain, case_id: int) -> str:
 
 
 def expected_conditions() -> set[str]:
-    """The correlation keys the district raises (road water, cover, burnt lamp, circuit outage, overload)."""
+    """The conditions the district raises (road water, cover, burnt lamp, circuit outage, overloaded
+    vehicles: one case each, keyed by the vehicle); compare with :func:`conditions`."""
     return {
         "device:wl-e2e-01:road-water-depth",
         "incident:mh-e2e-01",
         "circuit:c-e2e-01",
         "circuit:c-e2e-02",
-        "device:wim-e2e-01:wim-overload",
+        "vehicle:wim-e2e-01:*",
     }

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.chain.chain_expect import all_cases, expected_conditions, one_case_per_condition, options
+from tests.e2e.chain.chain_expect import all_cases, conditions, expected_conditions, one_case_per_condition, options
 from tests.support.chain import Chain, chain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -98,7 +98,7 @@ def test_chain_survives_kills_pauses_and_an_uplink_cut_losing_nothing_and_openin
             assert p.alive, f"{name} is not running after the faults:\n{p.tail()}"
 
         # every expected condition gets its case, once
-        c.wait_for(lambda: expected_conditions() <= set(one_case_per_condition(all_cases(c))), 120,
+        c.wait_for(lambda: expected_conditions() <= conditions(one_case_per_condition(all_cases(c))), 120,
                    "a case for every expected condition")
         c.quiesce()
         time.sleep(2.0)  # late alarms from the replayed backlog reach the bridge

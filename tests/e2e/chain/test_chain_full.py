@@ -16,12 +16,15 @@ import pytest
 from tests.e2e.chain.chain_expect import (
     act,
     all_cases,
+    conditions,
     expected_conditions,
     find,
+    first_case,
     linked,
     one_case_per_condition,
     options,
     state_of,
+    vehicle_of,
     wait_case,
 )
 from tests.support.chain import chain
@@ -58,8 +61,9 @@ def test_chain_storm_cover_lamps_truck_raise_the_right_cases_and_verified_fixes_
             "both lamps of circuit c-e2e-02 on the one outage case",
         )
 
-        # -- the overloaded truck: an enforcement case (local extension S9901) with the vehicle record
-        truck = wait_case(c, 40, "overload case", device="wim-e2e-01", rule="wim-overload")
+        # -- an overloaded truck: an enforcement case (local extension S9901) per vehicle, with its record
+        truck = first_case(c, 40, "overload case", device="wim-e2e-01", rule="wim-overload")
+        vehicle_of(c, truck)
         assert truck.service_code == "S9901"
         assert truck.kind == "event"
         evidence = [a.evidence for a in linked(c, truck.id)]
@@ -96,8 +100,10 @@ def test_chain_storm_cover_lamps_truck_raise_the_right_cases_and_verified_fixes_
         # -- exactly one case per condition, and every expected condition has its case
         cases = all_cases(c)
         per_key = one_case_per_condition(cases)
-        assert expected_conditions() <= set(per_key), per_key
+        assert expected_conditions() <= conditions(per_key), per_key
         assert all(n == 1 for n in per_key.values()), per_key
+        trucks = find(cases, device="wim-e2e-01", rule="wim-overload")
+        assert len({vehicle_of(c, t) for t in trucks}) == len(trucks), "one enforcement case per vehicle"
         assert find(cases, corr_key="device:wl-e2e-01:road-water-depth")[0].state == "closed"
 
         # -- nothing lost on the way

@@ -85,6 +85,11 @@ async def test_map_board_and_chart(served: tuple[str, Any], tmp_path: Path) -> N
         assert await page.locator(".leaflet-overlay-pane path.street").count() == 7
         assert await page.locator(".leaflet-overlay-pane path.river").count() == 1
         assert await page.locator(".grid-label", has_text="灵隐-1").count() == 1
+        # ---- the high-incidence places as a heat overlay on the same map, chosen from the layer control
+        await page.hover(".leaflet-control-layers")
+        await page.locator(".leaflet-control-layers-overlays label", has_text="案件热力").click()
+        await page.wait_for_selector(".leaflet-overlay-pane path.heat-spot", timeout=10_000)
+        assert await page.locator(".leaflet-overlay-pane path.heat-spot").count() >= 1
         # ---- every device is on the map: single markers plus the counts on the clusters
         await page.wait_for_function(
             "n => [...document.querySelectorAll('.leaflet-marker-pane .mk')].length + [...document.querySelectorAll("

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.chain.chain_expect import all_cases, expected_conditions, one_case_per_condition, options
+from tests.e2e.chain.chain_expect import all_cases, conditions, expected_conditions, one_case_per_condition, options
 from tests.support.nats_chain import NatsChain, nats_chain
 
 pytestmark = [pytest.mark.integration]
@@ -75,7 +75,7 @@ def test_cluster_chaos_loses_nothing_raises_no_alarm_twice_and_opens_one_case_pe
             print(f"[{time.monotonic() - t0:5.1f}s] {what}", flush=True)
         for name, p in c.procs.items():
             assert p.alive or name == "loadgen", f"{name} is not running after the faults:\n{p.tail()}"
-        c.wait_for(lambda: expected_conditions() <= set(one_case_per_condition(all_cases(c))), 150,
+        c.wait_for(lambda: expected_conditions() <= conditions(one_case_per_condition(all_cases(c))), 150,
                    "a case for every expected condition")
         c.quiesce(180)
         time.sleep(2.0)  # late alarms from the replayed backlog reach the bridge

@@ -17,6 +17,7 @@ import pytest
 from citywatch.cluster import NatsCluster
 from cloud_ingest.jetstream import JetStreamIngester, JetStreamSettings
 from cloud_ingest.store import Store, open_store
+from cloud_ingest.store.base import SeqMark, WriteBatch
 from contracts.config import MqttSettings, parse_mqtt_url
 from tests.integration.ingest.ingest_support import AckWatcher, Publisher, count_rows, make_readings, settings
 
@@ -86,6 +87,37 @@ async def test_two_ingesters_share_the_durable_and_the_retained_watermark_reache
             assert ok, (watcher.acks, [i.fetched for i in ings], count_rows(store, t0 - 1, t0 + 1000))
             assert all(i.fetched > 0 for i in ings), [i.fetched for i in ings]
         assert count_rows(store, t0 - 1, t0 + 1000) == 200 * 10
+    finally:
+        pub.close()
+        watcher.close()
+        store.close()
+
+
+async def test_a_watermark_published_behind_another_ingesters_commits_is_repaired(
+    nats3: NatsCluster, tmp_path: Path
+) -> None:
+    """The CI race made deterministic: seqs 3..40 are committed by "another ingester" (straight into the
+    shared store) while this one knows only 1..2, so it publishes "2" after the other's "40". Without
+    a re-check against the store the retained watermark stays at 2 and a quiet gateway never resends."""
+    store = open_store(f"sqlite:///{tmp_path / 'ts.db'}")
+    t0 = time.time() - 60
+    batches = make_readings(3, 40, 2, t0)
+    watcher = AckWatcher(*hp(nats3.mqtt_urls[1]), v5=False)
+    pub = Publisher(*hp(nats3.mqtt_urls[0]), v5=False)
+    try:
+        await asyncio.to_thread(granted_subscription, watcher)
+        async with ingesters(nats3, store, 1):
+            pub.telemetry("gw-c", "b1", 1, batches[0])
+            await asyncio.to_thread(pub.wait)
+            assert await asyncio.to_thread(watcher.wait_for, "gw-c", "b1", 1, 30), watcher.acks
+            other = WriteBatch(
+                readings=[r for rs in batches[2:] for r in rs],
+                seqs=[SeqMark("gw-c", "b1", seq, "telemetry", len(rs)) for seq, rs in enumerate(batches[2:], 3)],
+            )
+            await asyncio.to_thread(store.write, other)
+            pub.telemetry("gw-c", "b1", 2, batches[1])
+            await asyncio.to_thread(pub.wait)
+            assert await asyncio.to_thread(watcher.wait_for, "gw-c", "b1", 40, 20), watcher.acks
     finally:
         pub.close()
         watcher.close()

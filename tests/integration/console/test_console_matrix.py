@@ -42,6 +42,12 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, dict[str, tuple[int, int]
      {"duty": (403, 403), "handler-a": (200, 404), "sup": (409, 409), "admin": (403, 403)}),
     ("POST", "/api/v1/cases/{case}/actions", {"action": "park", "note": "seasonal"},
      {"duty": (403, 403), "handler-a": (409, 404), "sup": (200, 200), "admin": (403, 403)}),
+    # a photo upload: access first (403 no cases:act, 404 another unit's case), then the body (400: not an image)
+    ("POST", "/api/v1/cases/{case}/media?stage=after", {},
+     {"duty": (403, 403), "handler-a": (400, 404), "sup": (400, 400), "admin": (403, 403)}),
+    # a photo read: only through a readable case (test_console_evidence_pg reads real photos)
+    ("GET", "/api/v1/cases/{case}/media/{{media_id}}", None,
+     {"duty": (404, 404), "handler-a": (404, 404), "sup": (404, 404), "admin": (403, 403)}),
     ("GET", "/api/v1/statistics", None,
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
     ("GET", "/api/v1/admin/users", None,
@@ -131,7 +137,7 @@ def test_every_api_route_is_in_the_matrix() -> None:
     from console import api, lamps, onemap, stats
 
     covered = {p.split("?")[0].replace("{alarm}", "{alarm_id}").replace("{case}", "{case_id}")
-               .replace("wl-0000", "{device_id}") for _m, p, _b2, _e in ROUTES}
+               .replace("wl-0000", "{device_id}").replace("{{media_id}}", "{media_id}") for _m, p, _b2, _e in ROUTES}
     routes = {r.path for router in (api.router, lamps.router, onemap.router, stats.router)
               for r in router.routes}  # type: ignore[attr-defined]
     missing = routes - covered - {"/api/v1/auth/login", "/api/v1/live", "/api/v1/categories", "/api/v1/units",

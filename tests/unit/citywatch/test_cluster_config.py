@@ -8,13 +8,13 @@ from citywatch.cluster import (
     SERVICE_PERMISSIONS,
     default_ports,
     gateway_permissions,
-    ingest_filter_subjects,
     nats_subject,
     plan_nodes,
     render_node_config,
     render_users,
 )
 from cloud_ingest.jetstream import redelivery_verdict, topic_of
+from cloud_ingest.provision import ingest_filter_subjects
 from cloud_ingest.validate import Accepted, Rejected
 
 

@@ -12,7 +12,19 @@ import pytest
 from case_bridge.incidence import AreaCount, Incidence, PlaceCount
 from console.errors import BadRequest, NotFound
 from console.export import Column, Table, csv_cell, sheet_name, to_csv, to_xlsx
-from console.stats import daily, dates_period, export_bytes, geojson, heat_dots, period, tables, trend_points, weekly
+from console.geo import wgs84_to_gcj02
+from console.stats import (
+    daily,
+    dates_period,
+    export_bytes,
+    geojson,
+    heat_dots,
+    heat_rows,
+    period,
+    tables,
+    trend_points,
+    weekly,
+)
 from console.views import Statistics, StatRow
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -128,3 +140,10 @@ def test_drawing_helpers() -> None:
     dots = heat_dots(INC)
     assert [d.label for d in dots] == ["湖滨路 8 号 · 1", "灵隐路下穿 1 号 · 3"]  # the hottest drawn last (on top)
     assert dots[1].r > dots[0].r and dots[1].opacity > dots[0].opacity
+
+
+def test_heat_rows_are_in_the_map_datum() -> None:
+    assert heat_rows(INC, gcj02=False)[0] == [30.248, 120.13, 3, "灵隐路下穿 1 号"]
+    lat, lon, n, _ = heat_rows(INC, gcj02=True)[0]
+    assert n == 3 and [round(lat, 6), round(lon, 6)] == [round(v, 6) for v in wgs84_to_gcj02(30.248, 120.13)]
+    assert 0.001 < abs(lat - 30.248) + abs(lon - 120.13) < 0.01  # a Chinese base map's offset, a few hundred metres

@@ -178,6 +178,13 @@ def test_rtu_frame_behind_any_garbage_is_found(garbage: bytes, which: bytes) -> 
     assert frames and frames[-1] == which
 
 
+def test_an_unknown_function_crc_match_does_not_swallow_the_request_behind_it() -> None:
+    # 0xfc + the head of SPEC_WRITE_COILS happen to pass the CRC as an unknown-function frame
+    # (hypothesis found it): the complete FC15 request inside wins, the stray byte is dropped
+    frames, dropped, rest = _drain(b"\xfc" + SPEC_WRITE_COILS)
+    assert frames == [SPEC_WRITE_COILS] and dropped == 1 and rest == b""
+
+
 @given(st.binary(max_size=300))
 def test_rtu_decoder_never_raises_and_always_progresses(data: bytes) -> None:
     frames, dropped, rest = _drain(data)
