@@ -107,3 +107,11 @@ def test_roles_config_is_validated_not_fixed(roles: dict[str, object], where: st
     with pytest.raises(ValidationError) as err:
         CategoryTable.model_validate({"categories": [], "roles": roles})
     assert where in str(err.value)
+
+
+def test_centre_seats_read_the_reporters_contact_handlers_do_not() -> None:
+    from console.policy import contact_visible
+
+    for role in (Role.SUPERVISION, Role.COMMAND):
+        assert contact_visible(Principal("c", role), FOREIGN)
+    assert not contact_visible(Principal("h", Role.CASE_HANDLER, OWN), OWN)
