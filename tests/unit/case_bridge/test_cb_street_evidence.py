@@ -207,3 +207,15 @@ def test_unit_targets_must_name_known_targets() -> None:
     with pytest.raises(ValueError, match=r"unit_targets.lingyin-street\[0\]: unknown notify target 'nope'"):
         NotifySettings.model_validate({"unit_targets": {"lingyin-street": ["nope"]}})
 
+
+
+def test_unit_targets_must_name_units_of_the_units_table() -> None:
+    from case_bridge.cli import check_unit_targets
+    from contracts.errors import ConfigError
+
+    targets = [{"name": "t", "type": "webhook", "url": "http://127.0.0.1:9/t"}]
+    ok = NotifySettings.model_validate({"targets": targets, "unit_targets": {"lingyin-street": ["t"]}})
+    check_unit_targets(ok, load_catalog(), "cloud.yaml")
+    bad = NotifySettings.model_validate({"targets": targets, "unit_targets": {"lingyin": ["t"]}})
+    with pytest.raises(ConfigError, match=r"cloud.yaml: notify.unit_targets.lingyin: not a unit of the units table"):
+        check_unit_targets(bad, load_catalog(), "cloud.yaml")
