@@ -51,6 +51,10 @@ from rules.specs import (
 from rules.sun import sun_is_up
 
 TICK_S = 1.0  # staleness and self-clearing alarms are checked at most once per second of `now`
+#: the state log is compacted once it holds this many entries per known device: a restart reads at most
+#: that much log, and a compaction (one row per device logged since the last) is amortised over as many
+#: readings
+LOG_ENTRIES_PER_DEVICE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +223,11 @@ class EngineState:
     next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
+    # not persisted: checkpoint bookkeeping (see take_checkpoint)
+    # "device|metric" changed by a reading alone -> (device, metric, the rules on that metric)
+    series_dirty: dict[str, tuple[str, str, Sequence[Compiled]]] = field(default_factory=dict)
+    uncompacted: set[str] = field(default_factory=set)  # devices with entries in the state log
+    log_entries: int = 0  # entries in the state log since the last compaction
     # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
     part_keys: dict[str, tuple[DevicePlan | None, Sequence[str], tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -334,8 +343,63 @@ class EngineState:
         return cls.from_json(merged)
 
     def take_dirty(self) -> set[str]:
+        """Every device changed since the last call (a reading's series counts as its device)."""
         dirty, self.dirty = self.dirty, set()
+        dirty.update(v[0] for v in self.series_dirty.values())
+        self.series_dirty = {}
         return dirty
+
+    def series_entry(self, skey: str, device: str, metric: str, comps: Sequence[Compiled]) -> list[Any]:
+        """What readings changed in one (device, metric) series, as a compact list (see :func:`fold_state_log`).
+
+        A reading alone only overwrites the series' watermark and latest value, the device's last-seen
+        time and the latches and scratch of the rules on that metric; anything that can delete state
+        (an alarm raised or cleared, a birth, an acknowledgement) marks the whole device ``dirty``.
+        ``[device, metric, last_ts, latest, last_seen, [key, latch, ...], [key, scratch, ...]]``.
+        """
+        latches: list[Any] = []
+        scratch: list[Any] = []
+        lt, sc = self.latches, self.scratch
+        for c in comps:
+            k = c.key
+            latch = lt.get(k)
+            if latch is not None:
+                latches += (k, [latch.on, latch.since])
+            v = sc.get(k)
+            if v is not None:
+                scratch += (k, v)
+        latest = self.latest[device][metric]
+        return [device, metric, self.last_ts[skey], latest, self.last_seen[device], latches, scratch]
+
+    def take_checkpoint(
+        self, condition_names: Sequence[str], max_log_entries: int
+    ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], bool]:
+        """What the next commit persists: ``(device parts, series entries, compact)``.
+
+        Normally a delta for the state log: whole parts of the devices marked ``dirty`` plus one small
+        entry per series a reading changed, so the write follows what changed, not the device count or
+        the size of a device's state. Once ``max_log_entries`` have been logged since the last
+        compaction, it is a compaction instead: the whole part of every device logged since, which
+        replaces those devices' rows and empties the log (0 compacts every time: one row per device).
+        """
+        full, self.dirty = self.dirty, set()
+        series_dirty, self.series_dirty = self.series_dirty, {}
+        by_device: dict[str, list[Alarm]] = {}
+        for al in self.alarms.values():
+            by_device.setdefault(al.device, []).append(al)
+        if self.log_entries + len(full) + len(series_dirty) >= max_log_entries:
+            devices = self.uncompacted | full
+            devices.update(v[0] for v in series_dirty.values())
+            self.uncompacted = set()
+            self.log_entries = 0
+            return {d: self.device_json(d, condition_names, by_device) for d in devices}, [], True
+        parts = {d: self.device_json(d, condition_names, by_device) for d in full}
+        entry = self.series_entry
+        series = [entry(k, *v) for k, v in series_dirty.items() if v[0] not in full]
+        self.uncompacted |= full
+        self.uncompacted.update(e[0] for e in series)
+        self.log_entries += len(parts) + len(series)
+        return parts, series, False
 
     def take_dirty_parts(self, condition_names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The state parts of every device changed since the last call (what a step persists)."""
@@ -387,6 +451,35 @@ class EngineState:
             next_tick_t=_time_or_never(obj.get("next_tick_t", 0.0)),
             next_stale_t=_time_or_never(obj.get("next_stale_t", 0.0)),
         )
+
+
+def fold_state_log(parts: dict[str, dict[str, Any]], records: Iterable[dict[str, Any]]) -> set[str]:
+    """Apply state-log records (oldest first) to device parts in place; return the devices they touched.
+
+    A record is ``{"p": {device: whole part}, "s": [series entry, ...]}`` (:meth:`EngineState.take_checkpoint`):
+    a whole part replaces the device's, a series entry overwrites the few values a reading changed.
+    """
+    touched: set[str] = set()
+    for rec in records:
+        for device, part in rec.get("p", {}).items():
+            parts[device] = part
+            touched.add(device)
+        for device, metric, last_ts, latest, last_seen, latches, scratch in rec.get("s", ()):
+            part = parts.get(device)
+            if part is None:
+                part = parts[device] = {}
+            touched.add(device)
+            if last_ts is not None:
+                part.setdefault("last_ts", {})[f"{device}|{metric}"] = last_ts
+            if latest is not None:
+                part.setdefault("latest", {}).setdefault(device, {})[metric] = latest
+            if last_seen is not None:
+                part["last_seen"] = {device: last_seen}
+            if latches:
+                part.setdefault("latches", {}).update(zip(latches[::2], latches[1::2], strict=True))
+            if scratch:
+                part.setdefault("scratch", {}).update(zip(scratch[::2], scratch[1::2], strict=True))
+    return touched
 
 
 def _time_or_never(value: Any) -> float:
@@ -600,11 +693,13 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     if last is not None and t <= last:
         return  # duplicate or late: never re-evaluated, never raises anew
     st.last_ts[skey] = t
-    st.dirty.add(device)
     seen = st.last_seen.get(device)
     if seen is None or t > seen:
         st.last_seen[device] = t
     plan = _plan(rs, st, device)
+    comps = plan.by_metric.get(metric)
+    # what the next checkpoint logs for this series; _set_condition marks the whole device when an alarm changes
+    st.series_dirty[skey] = (device, metric, comps or ())
     value = r.value
     flagged = r.quality is not Quality.GOOD
     good = not flagged and math.isfinite(value)
@@ -621,7 +716,6 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
             st.next_stale_t = min(st.next_stale_t, t)  # it has a deadline again
-    comps = plan.by_metric.get(metric)
     if not comps:
         return
     for c in comps:
@@ -874,4 +968,5 @@ __all__ = [
     "RuleSet",
     "active_alarms",
     "evaluate",
+    "fold_state_log",
 ]
