@@ -350,26 +350,29 @@ class EngineState:
         return dirty
 
     def series_entry(self, skey: str, device: str, metric: str, comps: Sequence[Compiled]) -> list[Any]:
-        """What readings changed in one (device, metric) series, as a compact list (see :func:`fold_state_log`).
+        """What readings changed in one (device, metric) series, as one flat list (see :func:`fold_state_log`).
 
         A reading alone only overwrites the series' watermark and latest value, the device's last-seen
         time and the latches and scratch of the rules on that metric; anything that can delete state
         (an alarm raised or cleared, a birth, an acknowledgement) marks the whole device ``dirty``.
-        ``[device, metric, last_ts, latest, last_seen, [key, latch, ...], [key, scratch, ...]]``.
+        ``[device, metric, last_ts, latest, last_seen, n, (key, on, since) * n, (key, scratch) * m]``: one
+        new container per entry, as a checkpoint builds one per changed series (allocation is its cost).
         """
-        latches: list[Any] = []
-        scratch: list[Any] = []
-        lt, sc = self.latches, self.scratch
+        out = [device, metric, self.last_ts[skey], self.latest[device][metric], self.last_seen[device], 0]
+        lt = self.latches
+        n = 0
         for c in comps:
-            k = c.key
-            latch = lt.get(k)
+            latch = lt.get(c.key)
             if latch is not None:
-                latches += (k, [latch.on, latch.since])
-            v = sc.get(k)
+                out += (c.key, latch.on, latch.since)
+                n += 1
+        out[5] = n
+        sc = self.scratch
+        for c in comps:
+            v = sc.get(c.key)
             if v is not None:
-                scratch += (k, v)
-        latest = self.latest[device][metric]
-        return [device, metric, self.last_ts[skey], latest, self.last_seen[device], latches, scratch]
+                out += (c.key, v)
+        return out
 
     def take_checkpoint(
         self, condition_names: Sequence[str], max_log_entries: int
@@ -464,21 +467,22 @@ def fold_state_log(parts: dict[str, dict[str, Any]], records: Iterable[dict[str,
         for device, part in rec.get("p", {}).items():
             parts[device] = part
             touched.add(device)
-        for device, metric, last_ts, latest, last_seen, latches, scratch in rec.get("s", ()):
+        for entry in rec.get("s", ()):
+            device, metric, last_ts, latest, last_seen, n = entry[:6]
             part = parts.get(device)
             if part is None:
                 part = parts[device] = {}
             touched.add(device)
-            if last_ts is not None:
-                part.setdefault("last_ts", {})[f"{device}|{metric}"] = last_ts
-            if latest is not None:
-                part.setdefault("latest", {}).setdefault(device, {})[metric] = latest
-            if last_seen is not None:
-                part["last_seen"] = {device: last_seen}
-            if latches:
-                part.setdefault("latches", {}).update(zip(latches[::2], latches[1::2], strict=True))
-            if scratch:
-                part.setdefault("scratch", {}).update(zip(scratch[::2], scratch[1::2], strict=True))
+            part.setdefault("last_ts", {})[f"{device}|{metric}"] = last_ts
+            part.setdefault("latest", {}).setdefault(device, {})[metric] = latest
+            part["last_seen"] = {device: last_seen}
+            end = 6 + 3 * n
+            latches = part.setdefault("latches", {})
+            for i in range(6, end, 3):
+                latches[entry[i]] = [entry[i + 1], entry[i + 2]]
+            scratch = part.setdefault("scratch", {})
+            for i in range(end, len(entry), 2):
+                scratch[entry[i]] = entry[i + 1]
     return touched
 
 

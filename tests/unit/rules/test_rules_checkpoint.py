@@ -140,8 +140,9 @@ def test_a_reading_logs_its_series_not_its_device() -> None:
     assert sorted((e[0], e[1]) for e in entries) == [("wl-0001", "depth"), ("wl-0002", "battery")]
     depth = next(e for e in entries if e[0] == "wl-0001")
     assert depth[2] == T0 + 120 and depth[3] == [T0 + 120, 0.02, True] and depth[4] == T0 + 120
-    assert set(depth[5][::2]) == {"depth|wl-0001", "fault|wl-0001"}  # the latches of the rules on depth
-    assert set(depth[6][::2]) == {"rising|wl-0001", "fault|wl-0001"}
+    n = depth[5]
+    assert set(depth[6 : 6 + 3 * n : 3]) == {"depth|wl-0001", "fault|wl-0001"}  # the latches of the rules on depth
+    assert set(depth[6 + 3 * n :: 2]) == {"rising|wl-0001", "fault|wl-0001"}  # and their scratch
     assert state.take_checkpoint(names, 1000) == ({}, [], False)  # taken: nothing changed since
 
 
