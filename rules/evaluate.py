@@ -224,8 +224,8 @@ class EngineState:
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
     # not persisted: checkpoint bookkeeping (see take_checkpoint)
-    # "device|metric" changed by a reading alone -> (device, metric, the rules on that metric)
-    series_dirty: dict[str, tuple[str, str, Sequence[Compiled]]] = field(default_factory=dict)
+    # "device|metric" changed by a reading alone -> its state-log entry (series_entry)
+    series_dirty: dict[str, list[Any]] = field(default_factory=dict)
     uncompacted: set[str] = field(default_factory=set)  # devices with entries in the state log
     log_entries: int = 0  # entries in the state log since the last compaction
     # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
@@ -345,20 +345,21 @@ class EngineState:
     def take_dirty(self) -> set[str]:
         """Every device changed since the last call (a reading's series counts as its device)."""
         dirty, self.dirty = self.dirty, set()
-        dirty.update(v[0] for v in self.series_dirty.values())
+        dirty.update(e[0] for e in self.series_dirty.values())
         self.series_dirty = {}
         return dirty
 
-    def series_entry(self, skey: str, device: str, metric: str, comps: Sequence[Compiled]) -> list[Any]:
-        """What readings changed in one (device, metric) series, as one flat list (see :func:`fold_state_log`).
+    def series_entry(self, device: str, metric: str, comps: Sequence[Compiled]) -> list[Any]:
+        """What a reading changed in one (device, metric) series, as one flat list (see :func:`fold_state_log`).
 
-        A reading alone only overwrites the series' watermark and latest value, the device's last-seen
-        time and the latches and scratch of the rules on that metric; anything that can delete state
-        (an alarm raised or cleared, a birth, an acknowledgement) marks the whole device ``dirty``.
-        ``[device, metric, last_ts, latest, last_seen, n, (key, on, since) * n, (key, scratch) * m]``: one
-        new container per entry, as a checkpoint builds one per changed series (allocation is its cost).
+        A reading alone only overwrites the series' latest value and watermark (its sample time), raises the
+        device's last-seen time to at most that, and steps the latches and scratch of the rules on that
+        metric; anything that can delete state (an alarm raised or cleared, a birth, an acknowledgement, an
+        event) marks the whole device ``dirty`` instead. ``[device, metric, latest, n, (key, on, since) * n,
+        (key, scratch) * m]``: one new container per entry (allocation is what a checkpoint costs), latches and
+        scratch by reference, so the entry serialises their values at commit time.
         """
-        out = [device, metric, self.last_ts[skey], self.latest[device][metric], self.last_seen[device], 0]
+        out = [device, metric, self.latest[device][metric], 0]
         lt = self.latches
         n = 0
         for c in comps:
@@ -366,7 +367,7 @@ class EngineState:
             if latch is not None:
                 out += (c.key, latch.on, latch.since)
                 n += 1
-        out[5] = n
+        out[3] = n
         sc = self.scratch
         for c in comps:
             v = sc.get(c.key)
@@ -392,13 +393,12 @@ class EngineState:
             by_device.setdefault(al.device, []).append(al)
         if self.log_entries + len(full) + len(series_dirty) >= max_log_entries:
             devices = self.uncompacted | full
-            devices.update(v[0] for v in series_dirty.values())
+            devices.update(e[0] for e in series_dirty.values())
             self.uncompacted = set()
             self.log_entries = 0
             return {d: self.device_json(d, condition_names, by_device) for d in devices}, [], True
         parts = {d: self.device_json(d, condition_names, by_device) for d in full}
-        entry = self.series_entry
-        series = [entry(k, *v) for k, v in series_dirty.items() if v[0] not in full]
+        series = [e for e in series_dirty.values() if e[0] not in full]
         self.uncompacted |= full
         self.uncompacted.update(e[0] for e in series)
         self.log_entries += len(parts) + len(series)
@@ -468,17 +468,20 @@ def fold_state_log(parts: dict[str, dict[str, Any]], records: Iterable[dict[str,
             parts[device] = part
             touched.add(device)
         for entry in rec.get("s", ()):
-            device, metric, last_ts, latest, last_seen, n = entry[:6]
+            device, metric, latest, n = entry[:4]
             part = parts.get(device)
             if part is None:
                 part = parts[device] = {}
             touched.add(device)
-            part.setdefault("last_ts", {})[f"{device}|{metric}"] = last_ts
+            t = latest[0]  # a reading's sample time is its series' watermark
+            part.setdefault("last_ts", {})[f"{device}|{metric}"] = t
             part.setdefault("latest", {}).setdefault(device, {})[metric] = latest
-            part["last_seen"] = {device: last_seen}
-            end = 6 + 3 * n
+            seen = part.get("last_seen", {}).get(device)
+            if seen is None or t > seen:  # last seen is the newest sample time of any series
+                part["last_seen"] = {device: t}
+            end = 4 + 3 * n
             latches = part.setdefault("latches", {})
-            for i in range(6, end, 3):
+            for i in range(4, end, 3):
                 latches[entry[i]] = [entry[i + 1], entry[i + 2]]
             scratch = part.setdefault("scratch", {})
             for i in range(end, len(entry), 2):
@@ -702,8 +705,6 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
         st.last_seen[device] = t
     plan = _plan(rs, st, device)
     comps = plan.by_metric.get(metric)
-    # what the next checkpoint logs for this series; _set_condition marks the whole device when an alarm changes
-    st.series_dirty[skey] = (device, metric, comps or ())
     value = r.value
     flagged = r.quality is not Quality.GOOD
     good = not flagged and math.isfinite(value)
@@ -720,8 +721,16 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
             st.next_stale_t = min(st.next_stale_t, t)  # it has a deadline again
-    if not comps:
-        return
+    if comps:
+        _conditions(st, comps, r, good, out)
+    # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
+    # series replaces it); _set_condition marks the whole device when an alarm changes
+    st.series_dirty[skey] = st.series_entry(device, metric, comps or ())
+
+
+def _conditions(st: EngineState, comps: list[Compiled], r: Reading, good: bool, out: list[AlarmTransition]) -> None:
+    """Step the rules on one reading's metric."""
+    device, metric, t, value = r.device, r.metric, r.ts, r.value
     for c in comps:
         kind = c.kind
         if kind == "sensor_fault":

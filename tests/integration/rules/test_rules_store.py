@@ -75,7 +75,7 @@ def test_state_log_is_folded_into_rows_on_load(store: AlarmStore) -> None:
     part_a = {"last_ts": {"a|depth": T0}, "latest": {"a": {"depth": [T0, 0.1, True]}}, "latches": {}, "active": {}}
     store.commit(StateDelta({"v": 1}, {"a": part_a}), [])  # a compaction: rows
     store.commit(StateDelta({"v": 2}, {"b": {"x": 1}}, compact=False), [])  # whole parts logged
-    entry = ["a", "depth", t, [t, 0.3, True], t, 1, "depth|a", [True], [t], "rising|a", {"t": [t]}]
+    entry = ["a", "depth", [t, 0.3, True], 1, "depth|a", [True], [t], "rising|a", {"t": [t]}]
     store.commit(StateDelta({"v": 3}, {}, [entry], compact=False), [tr(TransitionKind.RAISED, Severity.MINOR, 60)])
     store.commit(StateDelta({"v": 4}, {"b": {"x": 2}}, compact=False), [])  # log order: the newer part wins
     want_a = {"last_ts": {"a|depth": t}, "latest": {"a": {"depth": [t, 0.3, True]}},

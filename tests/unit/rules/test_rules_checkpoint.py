@@ -139,10 +139,10 @@ def test_a_reading_logs_its_series_not_its_device() -> None:
     assert parts == {} and not compact  # wl-0003 did not report: nothing of it is serialised
     assert sorted((e[0], e[1]) for e in entries) == [("wl-0001", "depth"), ("wl-0002", "battery")]
     depth = next(e for e in entries if e[0] == "wl-0001")
-    assert depth[2] == T0 + 120 and depth[3] == [T0 + 120, 0.02, True] and depth[4] == T0 + 120
-    n = depth[5]
-    assert set(depth[6 : 6 + 3 * n : 3]) == {"depth|wl-0001", "fault|wl-0001"}  # the latches of the rules on depth
-    assert set(depth[6 + 3 * n :: 2]) == {"rising|wl-0001", "fault|wl-0001"}  # and their scratch
+    assert depth[2] == [T0 + 120, 0.02, True]  # the latest value: its time is the watermark and the last seen
+    n = depth[3]
+    assert set(depth[4 : 4 + 3 * n : 3]) == {"depth|wl-0001", "fault|wl-0001"}  # the latches of the rules on depth
+    assert set(depth[4 + 3 * n :: 2]) == {"rising|wl-0001", "fault|wl-0001"}  # and their scratch
     assert state.take_checkpoint(names, 1000) == ({}, [], False)  # taken: nothing changed since
 
 
