@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -153,13 +154,12 @@ def bench_store(db: str | None, name: str) -> Iterator[AlarmStore]:
                 store.close()
         return
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     dbname = f"citywatch_bench_rules_{os.getpid()}_{name}"
     with psycopg.connect(db, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
-        store = open_alarm_store(make_conninfo(**{**conninfo_to_dict(db), "dbname": dbname}))
+        store = open_alarm_store(urlsplit(db)._replace(path=f"/{dbname}").geturl())
         try:
             yield store
         finally:
