@@ -224,8 +224,10 @@ class EngineState:
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
     # not persisted: checkpoint bookkeeping (see take_checkpoint)
-    # "device|metric" changed by a reading alone -> its state-log entry (series_entry)
+    # "device|metric" changed by a reading alone -> its state-log entry (series_entry; [device] alone when
+    # checkpoints is False)
     series_dirty: dict[str, list[Any]] = field(default_factory=dict)
+    checkpoints: bool = True  # build state-log entries as readings are evaluated; False: never persisted
     uncompacted: set[str] = field(default_factory=set)  # devices with entries in the state log
     log_entries: int = 0  # entries in the state log since the last compaction
     # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
@@ -386,6 +388,8 @@ class EngineState:
         compaction, it is a compaction instead: the whole part of every device logged since, which
         replaces those devices' rows and empties the log (0 compacts every time: one row per device).
         """
+        if not self.checkpoints:
+            raise ValueError("take_checkpoint on an EngineState built with checkpoints=False")
         full, self.dirty = self.dirty, set()
         series_dirty, self.series_dirty = self.series_dirty, {}
         by_device: dict[str, list[Alarm]] = {}
@@ -725,7 +729,7 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
         _conditions(st, comps, r, good, out)
     # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
     # series replaces it); _set_condition marks the whole device when an alarm changes
-    st.series_dirty[skey] = st.series_entry(device, metric, comps or ())
+    st.series_dirty[skey] = st.series_entry(device, metric, comps or ()) if st.checkpoints else [device]
 
 
 def _conditions(st: EngineState, comps: list[Compiled], r: Reading, good: bool, out: list[AlarmTransition]) -> None:
