@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from case_bridge.config import CasesSettings
 from case_bridge.errors import CaseError, StoreConflict, StoreError
-from case_bridge.model import AlarmOutcome, Case
+from case_bridge.model import AlarmOutcome, AuditEntry, Case
 from case_bridge.notify import Notice, Notifier
 from case_bridge.store import CaseStore
 from contracts import topics
@@ -71,6 +71,19 @@ def overdue_notice(case: Case, unit_name: str) -> Notice:
         "major",
         {"case_id": case.id, "unit": case.unit, "state": case.state, "deadline": case.deadline},
     )
+
+
+def urge_notice(case: Case, entry: AuditEntry, unit_name: str) -> Notice:
+    """督办: what the unit reads when the command centre urges one of its cases. Pure."""
+    late = entry.data.get("overdue_s")
+    when = ("" if late is None else f"已超期 overdue {late / 3600:.1f} h" if late > 0
+            else f"距时限 due in {-late / 3600:.1f} h")
+    lines = [f"{case.state_label} @ {unit_name}", when, f"督办 {entry.actor}: {entry.note}".rstrip(": "),
+             case.description]
+    return Notice(f"urge:{case.id}:{entry.id}", f"督办 案件 #{case.id} {case.category_name}",
+                  tuple(x for x in lines if x), "major",
+                  {"case_id": case.id, "unit": case.unit, "state": case.state, "deadline": case.deadline,
+                   "urged_by": entry.actor, "overdue_s": late})
 
 
 class CaseBridge:
@@ -323,19 +336,25 @@ class CaseBridge:
     def tick(self, now: float, since: float) -> list[AlarmOutcome]:
         """Sensor verification, open-case reconciliation (console-made transitions), escalations."""
         outcomes = self.store.due_verifications(now, self.settings.verify_hold_s, self.settings.verify_grace_s)
+        urges = self.store.urges_since(since - 1.0, now) if self.notifier is not None and self.notifier.enabled \
+            else []
         changed: set[str] = set(self.store.devices_changed_since(since - 1.0))
         for o in outcomes:
             changed.update(o.devices)
             if self.notifier is not None and self.notifier.enabled and o.case is not None \
                     and "fail_verification" in o.actions:
                 c = o.case
+                why = self.store.timeline(c.id)[-1].note  # the return's note names the failing readings
                 self.notifier.notify(Notice(
                     f"case:{c.id}:returned:{c.version}", f"核查未通过 案件 #{c.id} {c.category_name}",
-                    (f"传感器仍报警, 案件已回退 → {c.unit}", c.description), c.severity or "major", {"case_id": c.id}))
+                    (f"传感器仍报警, 案件已回退 → {c.unit}", why, c.description), c.severity or "major",
+                    {"case_id": c.id}))
         self._publish_open(changed)
         if self.notifier is not None and self.notifier.enabled:
             for c in self.store.deadlines_passed(since, now):
                 self.notifier.notify(overdue_notice(c, self._unit_name(c.unit)), now=now)
+            for entry, c in urges:  # 督办 from the console: the unit hears it on its own channels
+                self.notifier.notify_unit(urge_notice(c, entry, self._unit_name(c.unit)), c.unit, now=now)
             self.notifier.tick(now)
         return outcomes
 

@@ -7,6 +7,10 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from case_bridge.config import Catalog, NotifySettings
 
 log = logging.getLogger("citywatch.cases")
 
@@ -43,6 +47,15 @@ async def _either(a: asyncio.Event, b: asyncio.Event, out: asyncio.Event) -> Non
     out.set()
 
 
+def check_unit_targets(notify: NotifySettings, catalog: Catalog, source: str) -> None:
+    """``notify.unit_targets`` names units of the units table (the two live in different files)."""
+    from contracts.errors import ConfigError
+
+    for unit in notify.unit_targets:
+        if catalog.unit(unit) is None:
+            raise ConfigError(source, f"notify.unit_targets.{unit}", unit, "not a unit of the units table")
+
+
 def cmd_cases(args: argparse.Namespace) -> int:
     from case_bridge.bridge import CaseBridge
     from case_bridge.config import load_cases_settings, load_catalog, load_notify_settings
@@ -68,6 +81,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
     if args.mqtt_url:
         mqtt_settings = mqtt_settings.model_copy(update={"url": args.mqtt_url})
     catalog = load_catalog(resolve(settings.categories_file, cfg_path), resolve(settings.units_file, cfg_path))
+    check_unit_targets(notify, catalog, str(cfg_path))
     if args.check:
         print(f"ok: {len(catalog.table.categories)} categories, {len(catalog.table.rules)} rules, "
               f"{len(catalog.units.units)} units, {len(notify.targets)} notify targets, "

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from case_bridge import workflow
 from case_bridge.deadlines import Basis, WorkingCalendar
 from case_bridge.errors import UnknownCategory
 from contracts.alarms import Severity
@@ -160,12 +161,44 @@ class CaseRule(StrictModel):
     correlate: Literal["device", "incident", "circuit", "grid", "vehicle"] = "device"
 
 
+Seat = Literal["duty_officer", "case_handler", "supervisor", "admin", "supervision", "command"]
+
+
+class CentreRoles(StrictModel):
+    """Which console login roles act for which centre (一级监督、二级指挥), per city.
+
+    The default keeps the duty officer out of case work; a city that merges its command centre
+    and duty room lists ``duty_officer`` under ``command``. ``admin`` runs the system, not cases,
+    and ``case_handler`` is scoped to its own unit, so neither may sit in a centre.
+    """
+
+    supervision: tuple[Seat, ...] = ("supervision", "supervisor")  # 监督中心: 受理/立案, 核查, 结案
+    command: tuple[Seat, ...] = ("command", "supervisor")  # 指挥中心: 派遣, 改派, 督办, 延期/挂账
+    unit: tuple[Seat, ...] = ("case_handler",)  # 责任单位: 接收, 回退, 处置反馈, 申请延期/改派
+    urge_window_h: float = Field(4.0, gt=0)  # 督办 allowed on cases overdue or due within this many hours
+
+    @model_validator(mode="after")
+    def _seats_ok(self) -> CentreRoles:
+        for centre in ("supervision", "command"):
+            for i, seat in enumerate(getattr(self, centre)):
+                if seat in ("admin", "case_handler"):
+                    raise ValueError(f"roles.{centre}[{i}]: {seat!r} may not act for a centre")
+        for i, seat in enumerate(self.unit):
+            if seat == "admin":
+                raise ValueError(f"roles.unit[{i}]: 'admin' may not act for a unit")
+        return self
+
+    def seats(self) -> dict[str, tuple[workflow.Role, ...]]:
+        return workflow.seat_roles(self.supervision, self.command, self.unit)
+
+
 class CategoryTable(StrictModel):
     calendar: CalendarConfig = CalendarConfig()
     limit_sets: dict[str, dict[Urgency, Limits]] = Field(default_factory=dict)  # for YAML anchors; not used directly
     categories: tuple[CategoryDef, ...]
     rules: tuple[CaseRule, ...] = ()
     reassign_clock: ReassignClock = "restart"  # the city's rule for 改派; a category may override it
+    roles: CentreRoles = CentreRoles()  # which console roles act for the supervision / command centre
 
     @model_validator(mode="after")
     def _refs_ok(self) -> CategoryTable:
@@ -280,6 +313,8 @@ class NotifySettings(StrictModel):
     targets: tuple[NotifyTarget, ...] = ()
     primary: tuple[str, ...] = ()  # target names notified first
     escalate_to: tuple[str, ...] = ()  # notified when a critical alarm stays unacknowledged
+    #: unit id -> its own channels (the unit's group robot, e-mail): 督办 urges go there, else to ``primary``
+    unit_targets: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     escalate_after_s: float = Field(600.0, gt=0)
     min_severity: Severity = Severity.MAJOR
     dedup_window_s: float = Field(3600.0, ge=0)
@@ -293,6 +328,10 @@ class NotifySettings(StrictModel):
         for ref in [*self.primary, *self.escalate_to]:
             if ref not in names:
                 raise ValueError(f"unknown notify target {ref!r}")
+        for unit, refs in self.unit_targets.items():
+            for i, ref in enumerate(refs):
+                if ref not in names:
+                    raise ValueError(f"unit_targets.{unit}[{i}]: unknown notify target {ref!r}")
         return self
 
 

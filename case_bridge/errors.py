@@ -3,7 +3,7 @@
     CitywatchError
     └── CaseError
         ├── IllegalTransition   the workflow refuses this action in this state (or for this role)
-        │   └── SensorNotClear  verify/close refused: a linked alarm is still active
+        │   └── SensorNotClear  verify/close refused: a linked alarm is active or the latest reading is not clear
         ├── CaseNotFound        no case with that id
         ├── CaseConflict        the case changed since the caller read it (expected_version)
         ├── UnknownCategory     a category code that is not in the category table
@@ -47,10 +47,14 @@ class IllegalTransition(CaseError):
 class SensorNotClear(IllegalTransition):
     """核查/结案 of a sensor case refused while a linked alarm is active; names each alarm's latest reading."""
 
-    def __init__(self, state: str, action: str, alarms: tuple[tuple[str, float | None, float], ...]) -> None:
+    def __init__(self, state: str, action: str, alarms: tuple[tuple[str, float | None, float], ...],
+                 readings: str = "") -> None:
         self.alarms = alarms  # (alarm id, latest value, time of the latest transition)
-        shown = "; ".join(f"alarm {a} active, latest value {v} at {_utc(t)}" for a, v, t in alarms)
-        super().__init__(state, action, (), f"{shown}; a supervisor may override with a written reason")
+        self.readings = readings  # the latest readings outside their clear condition, as text
+        shown = [f"alarm {a} active, latest value {v} at {_utc(t)}" for a, v, t in alarms]
+        if readings:
+            shown.append(f"latest readings outside the clear condition: {readings}")
+        super().__init__(state, action, (), f"{'; '.join(shown)}; a supervisor may override with a written reason")
 
 
 class PhotosMissing(IllegalTransition):

@@ -214,6 +214,14 @@ class Notifier:
         self._poke()
         return queued
 
+    def notify_unit(self, notice: Notice, unit: str, now: float | None = None) -> list[str]:
+        """Queue ``notice`` for ``unit``'s own channels (``unit_targets``), else the primary targets."""
+        now = self._clock() if now is None else now
+        targets = self.settings.unit_targets.get(unit) or self.settings.primary
+        queued = self.store.enqueue_notice(targets, notice_json(notice), now, self.settings.dedup_window_s)
+        self._poke()
+        return queued
+
     def cancel_escalation(self, alarm_id: str) -> None:
         self.store.cancel_escalation(alarm_id)
 

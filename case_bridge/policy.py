@@ -28,6 +28,7 @@ means a new field in :class:`PolicyConfig` or :class:`Situation` and a new comma
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,11 +71,76 @@ class Situation:
 
 
 @dataclass(frozen=True, slots=True)
+class ClearCondition:
+    """When a rule's alarm clears: ``metric`` below ``clear_at`` (``above`` rules) or above it (``below``)."""
+
+    rule: str
+    metric: str
+    clear_at: float
+    above: bool = True
+
+    def holds(self, value: float) -> bool:
+        return value < self.clear_at if self.above else value > self.clear_at
+
+    @property
+    def text(self) -> str:
+        return f"{self.metric} {'<' if self.above else '>'} {self.clear_at:g}"
+
+    def json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "metric": self.metric, "clear_at": self.clear_at,
+                "direction": "above" if self.above else "below", "text": self.text}
+
+    @staticmethod
+    def from_evidence(rule: str, evidence: dict[str, Any]) -> ClearCondition | None:
+        """The condition a threshold alarm's evidence names (``metric``, ``clear_at``, ``direction``), if any."""
+        try:
+            return ClearCondition(rule, str(evidence["metric"]), float(evidence["clear_at"]),
+                                  evidence.get("direction", "above") != "below")
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class StreetReading:
+    """The latest reading of one device for a rule's metric, and the condition that clears its alarm.
+
+    The shell reads it (time-series store ``latest``, or the alarm's own last sample) and passes it
+    in; ``value`` None means no reading is known, which contradicts nothing.
+    """
+
+    device: str
+    condition: ClearCondition
+    value: float | None
+    t: float | None
+
+    @property
+    def clear(self) -> bool:
+        return self.value is None or self.condition.holds(self.value)
+
+    def json(self) -> dict[str, Any]:
+        return {"device": self.device, "metric": self.condition.metric, "value": self.value, "t": self.t,
+                "clear": self.clear, "condition": self.condition.json()}
+
+
+def event_window(t_event: float, t_last: float | None, pad_s: float = 3 * 3600.0) -> tuple[float, float]:
+    """The chart window around an alarm: ``pad_s`` before it and after the last reading that matters.
+
+    The event sits inside the window, never squeezed against an edge (the end may lie in the future).
+    """
+    last = t_event if t_last is None else max(t_event, t_last)
+    return t_event - pad_s, max(t_event + pad_s, last + pad_s / 3)
+
+
+@dataclass(frozen=True, slots=True)
 class VerificationDue:
-    """A handled case and the latest state of its alarms, read when its verification may be due."""
+    """A handled case and the latest state of its alarms, read when its verification may be due.
+
+    ``readings`` are the street's latest readings with their clear conditions (empty: none known).
+    """
 
     case: Case
     alarms: tuple[AlarmView, ...]
+    readings: tuple[StreetReading, ...] = ()
 
 
 # ------------------------------------------------------------------ commands
@@ -258,15 +324,63 @@ def _verification(due: VerificationDue, config: PolicyConfig, now: float) -> Dec
                                      config.verify_grace_s)
     if verdict.verdict is Verdict.WAIT:
         return Decision("wait", case_id=case.id)
+    readings = street_readings(due.alarms, due.readings)
+    if verdict.verdict is Verdict.VERIFY and not all(r.clear for r in readings):
+        return Decision("wait", case_id=case.id)  # alarm cleared (stale, acknowledged) but the street disagrees
     devices = tuple(sorted({a.device for a in due.alarms}))
     reason = str(verdict.evidence["reason"])
     if verdict.verdict is Verdict.FAIL:
-        cmds: tuple[Command, ...] = (Transition(case.id, Action.FAIL_VERIFICATION, reason, verdict.evidence),)
+        evidence = return_evidence(verdict.evidence, [a for a in due.alarms if a.active], readings)
+        note = f"{reason}: {readings_text(readings)}" if readings else reason
+        cmds: tuple[Command, ...] = (Transition(case.id, Action.FAIL_VERIFICATION, note, evidence),)
         return Decision("updated", cmds, case.id, devices)
     cmds = (Transition(case.id, Action.VERIFY, reason, verdict.evidence),)
     if case.auto_close:
         cmds += (Transition(case.id, Action.CLOSE, "closed after sensor verification"),)
     return Decision("updated", cmds, case.id, devices)
+
+
+def street_readings(alarms: Sequence[AlarmView], readings: Sequence[StreetReading]) -> tuple[StreetReading, ...]:
+    """The readings to judge by: those passed in, else each alarm's own last sample with the clear
+    condition its evidence names (the rule engine's value and time when the alarm last changed)."""
+    if readings:
+        return tuple(readings)
+    out: list[StreetReading] = []
+    for a in alarms:
+        cond = ClearCondition.from_evidence(a.rule, a.evidence)
+        if cond is not None:
+            value = a.evidence.get("value", a.value)
+            out.append(StreetReading(a.device, cond, None if value is None else float(value), a.last_t))
+    return tuple(out)
+
+
+def readings_text(readings: Sequence[StreetReading]) -> str:
+    """One line per reading for notes, refusals and notices: value, time and the clear condition."""
+    return "; ".join(
+        f"{r.device} {r.condition.metric} {r.value:g} at {_utc(r.t)} (clears at {r.condition.text})"
+        if r.value is not None and r.t is not None else f"{r.device} {r.condition.metric}: no reading"
+        for r in readings
+    )
+
+
+def return_evidence(base: dict[str, Any], active: Sequence[AlarmView], readings: Sequence[StreetReading],
+                    pad_s: float = 3 * 3600.0) -> dict[str, Any]:
+    """核查不通过 evidence: the verdict's, plus the readings that failed it and the chart window around them."""
+    out = dict(base)
+    out["readings"] = [r.json() for r in readings]
+    failing = [r for r in readings if not r.clear] or list(readings)
+    if failing:
+        r = failing[0]
+        raised = min((a.raised_at or a.last_t for a in active if a.device == r.device), default=r.t)
+        t_event = raised if raised is not None else (r.t or 0.0)
+        start, end = event_window(t_event, r.t, pad_s)
+        out["chart"] = {"device": r.device, "metric": r.condition.metric, "start": start, "end": end,
+                        "mark": t_event, "clear_at": r.condition.clear_at}
+    return out
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # ------------------------------------------------------------------ a person's verify / close
@@ -278,12 +392,15 @@ OVERRIDE_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
 
 
 def sensor_gate(case: Case, action: Action | str, role: Role | None, alarms: Sequence[AlarmView],
-                override_reason: str | None) -> dict[str, Any] | None:
-    """Whether a person's ``action`` on ``case`` may go ahead given its linked ``alarms``.
+                override_reason: str | None, *, readings: Sequence[StreetReading] = ()) -> dict[str, Any] | None:
+    """Whether a person's ``action`` on ``case`` may go ahead given its linked ``alarms`` and the
+    street's latest ``readings`` (the shell fetches them; an alarm cleared by staleness or an
+    acknowledgement does not verify a case whose latest reading is still outside the clear condition).
 
     Returns ``None`` (no override needed) or the override record to audit; raises
-    :class:`SensorNotClear` (alarm active, no reason) or :class:`IllegalTransition` (a reason
-    from a role that may not override, or on an action that is not gated).
+    :class:`SensorNotClear` (alarm active or a reading outside its clear condition, no reason) or
+    :class:`IllegalTransition` (a reason from a role that may not override, or on an action that
+    is not gated).
     """
     act = Action(action)
     reason = (override_reason or "").strip()
@@ -291,13 +408,20 @@ def sensor_gate(case: Case, action: Action | str, role: Role | None, alarms: Seq
         if reason:
             raise IllegalTransition(case.state, act.value, (), "an override reason applies only to verify or close")
         return None
-    active = [a for a in alarms if a.active] if case.source == "iot" else []
-    if not active:
+    iot = case.source == "iot"
+    active = [a for a in alarms if a.active] if iot else []
+    outside = [r for r in readings if not r.clear] if iot else []
+    if not active and not outside:
         return None
     if not reason:
-        raise SensorNotClear(case.state, act.value, tuple((a.alarm_id, a.value, a.last_t) for a in active))
+        raise SensorNotClear(case.state, act.value, tuple((a.alarm_id, a.value, a.last_t) for a in active),
+                             readings=readings_text(outside))
     if role not in OVERRIDE_ROLES:
         who = role.value if role is not None else "unknown"
         raise IllegalTransition(case.state, act.value, (), f"role {who!r} may not override an active alarm")
-    return {"reason": reason, "alarms": [{"alarm_id": a.alarm_id, "device": a.device, "rule": a.rule,
-                                          "value": a.value, "t": a.last_t} for a in active]}
+    record: dict[str, Any] = {"reason": reason, "alarms": [{"alarm_id": a.alarm_id, "device": a.device,
+                                                            "rule": a.rule, "value": a.value, "t": a.last_t}
+                                                           for a in active]}
+    if outside:
+        record["readings"] = [r.json() for r in outside]
+    return record

@@ -245,6 +245,30 @@ class CaseStore:
             )
         return [_case(r, until) for r in rows]
 
+    def urges_since(self, after: float, until: float, limit: int = 200) -> list[tuple[AuditEntry, Case]]:
+        """督办 entries written in (after, until] with their cases, oldest first, for the bridge to notify.
+
+        An urge bumps its case's ``updated_at``, so the ``cases_updated`` index narrows the search
+        to recently changed cases before their audit rows are read (no scan of the whole trail).
+        """
+        with self.db.read() as tx:
+            rows = tx.execute(
+                "SELECT a.id, a.case_id, a.t, a.actor, a.role, a.action, a.from_state, a.to_state, a.note, "
+                "a.request_id, a.data FROM cases c JOIN case_audit a ON a.case_id = c.id "
+                "WHERE c.updated_at > ? AND a.action = ? AND a.t > ? AND a.t <= ? ORDER BY a.id LIMIT ?",
+                (after, Action.URGE.value, after, until, limit),
+            )
+            out: list[tuple[AuditEntry, Case]] = []
+            for r in rows:
+                entry = AuditEntry(int(r[0]), int(r[1]), float(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                                   orjson.loads(r[10]))
+                out.append((entry, self._get_tx(tx, entry.case_id, until)))
+        return out
+
+    def seats(self) -> dict[str, tuple[Role, ...]]:
+        """The city's console seat -> workflow roles table (``roles:`` in the category table)."""
+        return self.catalog.table.roles.seats()
+
     def devices_with_open_cases(self) -> list[str]:
         with self.db.read() as tx:
             rows = tx.execute(
@@ -345,6 +369,7 @@ class CaseStore:
         expected_version: int | None = None,
         data: dict[str, Any] | None = None,
         override_reason: str | None = None,
+        readings: Sequence[policy.StreetReading] = (),
     ) -> Case:
         """Apply one workflow action, with its audit row, in one transaction.
 
@@ -353,7 +378,10 @@ class CaseStore:
         same case returns the case unchanged (safe client retries). ``unit`` re-targets a
         dispatch (派遣 to another unit). A verify/close of a sensor case while a linked alarm is
         active raises :class:`SensorNotClear` unless a supervisor gives ``override_reason``
-        (:func:`case_bridge.policy.sensor_gate`); the override gets its own audit row.
+        (:func:`case_bridge.policy.sensor_gate`), and so does one whose latest ``readings`` (the
+        caller reads them from the time-series store) are outside the clear condition; the
+        override gets its own audit row. ``urge`` (督办) is refused unless the case is overdue or
+        due within the city's ``roles.urge_window_h``.
         """
         now = time.time() if now is None else now
         r = parse_role(role) if role is not None else None
@@ -366,7 +394,8 @@ class CaseStore:
             if expected_version is not None and expected_version != case.version:
                 raise CaseConflict(case_id, expected_version, case.version)
             workflow.apply(case.position, action, r)  # state and role first: their refusal says more
-            override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason)
+            override = policy.sensor_gate(case, action, r, self._alarms_tx(tx, case_id), override_reason,
+                                          readings=readings)
             media.photo_gate(case.state, action, r, self.catalog.category(case.service_code).photos_required,
                              media.media_of(case.data))
             if override is not None:
@@ -614,6 +643,8 @@ class CaseStore:
         pos = workflow.apply(case.position, action, role)
         act = Action(action)
         workflow.check_details(case.state, act, note, case.unit, unit)
+        if act is Action.URGE and role is not Role.SYSTEM:
+            workflow.check_urge(case.state, case.deadline, now, self.catalog.table.roles.urge_window_h * 3600.0)
         if unit is not None and self.catalog.unit(unit) is None:
             raise StoreError(f"unknown unit {unit!r}")
         cat = self.catalog.category(case.service_code)
@@ -638,6 +669,9 @@ class CaseStore:
             audit_data["unit"] = {"from": case.unit, "to": new_unit}
         if act is Action.REASSIGN:  # which 改派 rule applied, so the statistics can be read right
             audit_data["deadline_rule"] = reassign_clock
+        if act is Action.URGE:  # how late the case was when urged, for the notice and the statistics
+            audit_data.update(unit=case.unit, deadline=case.deadline,
+                              overdue_s=None if case.deadline is None else round(now - case.deadline, 1))
         self._audit(tx, case.id, now, actor, role.value if role else None, act.value, case.state, pos.state.value,
                     note, request_id, audit_data)
         return self._get_tx(tx, case.id, now)

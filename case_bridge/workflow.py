@@ -20,6 +20,9 @@ Main path::
 - 延期 (extension) is not a state: ``request_extension`` sets a pending flag while the case
   stays where it is; ``approve_extension`` / ``deny_extension`` clear it (approval extends
   the deadline).
+- ``urge`` (督办/催办) is not a state either: the command centre presses the unit on a dispatched or
+  in-handling case that is overdue or due within the city's ``roles.urge_window_h``
+  (:func:`check_urge`); the audit row records it and the bridge notifies the unit.
 - ``rejected`` (注销 at filing), ``cancelled`` and ``closed`` are terminal.
 
 Roles (who may do what) follow the classic split: the supervision centre (监督中心) files,
@@ -30,6 +33,7 @@ the responsible unit (责任单位) accepts, returns, reports the fix and asks f
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -99,6 +103,7 @@ class Action(StrEnum):
     DENY_EXTENSION = "deny_extension"
     REASSIGN = "reassign"
     REQUEST_REASSIGN = "request_reassign"
+    URGE = "urge"
 
     @property
     def label_zh(self) -> str:
@@ -130,6 +135,7 @@ ACTION_LABELS: dict[str, tuple[str, str]] = {
     "deny_extension": ("驳回延期", "deny extension"),
     "reassign": ("改派", "reassign"),
     "request_reassign": ("申请退回/改派", "request reassignment"),
+    "urge": ("督办", "urge"),
     "report": ("上报", "report"),
     "attach": ("关联告警", "alarm attached"),
     "escalate": ("升级", "escalated"),
@@ -146,7 +152,8 @@ class Role(StrEnum):
 
 
 # the console's login roles, mapped onto workflow roles: the duty officer sits in the command centre
-ROLE_ALIASES: dict[str, Role] = {"duty_officer": Role.DISPATCHER, "case_handler": Role.HANDLER}
+ROLE_ALIASES: dict[str, Role] = {"duty_officer": Role.DISPATCHER, "case_handler": Role.HANDLER,
+                                 "supervision": Role.SUPERVISOR, "command": Role.DISPATCHER}
 
 
 def parse_role(value: Role | str) -> Role:
@@ -196,6 +203,8 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.RETURNED, Action.REASSIGN): State.DISPATCHED,
     (State.DISPATCHED, Action.REQUEST_REASSIGN): State.RETURNED,
     (State.IN_HANDLING, Action.REQUEST_REASSIGN): State.RETURNED,
+    (State.DISPATCHED, Action.URGE): State.DISPATCHED,
+    (State.IN_HANDLING, Action.URGE): State.IN_HANDLING,
     (State.PARKED, Action.RESUME): State.DISPATCHED,
     (State.PARKED, Action.CANCEL): State.CANCELLED,
 }
@@ -218,6 +227,7 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.APPROVE_EXTENSION,
             Action.DENY_EXTENSION,
             Action.REASSIGN,
+            Action.URGE,
         }
     ),
     Role.HANDLER: frozenset(
@@ -260,27 +270,45 @@ def allowed_actions(pos: Position, role: Role | None = None) -> tuple[Action, ..
     return tuple(a for a in acts if a in permitted)
 
 
-#: the console's login roles (seats) and the workflow roles each acts as: a supervisor sits in the
-#: supervision and the command centre at once; the duty officer watches alarms and takes no case action
+#: the console's login roles (seats). ``supervision`` (监督中心: 受理/立案, 核查, 结案) and ``command``
+#: (指挥中心: 派遣, 改派, 督办, 延期/挂账 approval) are the two centres; ``supervisor`` sits in both;
+#: ``duty_officer`` watches alarms and takes no case action unless the city's ``roles`` config puts it
+#: in the command centre (a city that merges the two); ``admin`` never acts on cases.
+SEATS: tuple[str, ...] = ("duty_officer", "case_handler", "supervisor", "admin", "supervision", "command")
+
+#: the default seat -> workflow roles mapping (``roles:`` in categories.yaml changes it per city)
 SEAT_ROLES: dict[str, tuple[Role, ...]] = {
     "case_handler": (Role.HANDLER,),
     "supervisor": (Role.SUPERVISOR, Role.DISPATCHER),
     "duty_officer": (),
     "admin": (),
+    "supervision": (Role.SUPERVISOR,),
+    "command": (Role.DISPATCHER,),
 }
 
 
-def seat_actions(pos: Position, seat: str) -> tuple[Action, ...]:
+def seat_roles(supervision: Iterable[str], command: Iterable[str], unit: Iterable[str]) -> dict[str, tuple[Role, ...]]:
+    """The seat -> workflow roles table from a city's centre lists (which seats act for which centre)."""
+    sup, cmd, hdl = set(supervision), set(command), set(unit)
+    out: dict[str, tuple[Role, ...]] = {}
+    for seat in SEATS:
+        centres = ((Role.SUPERVISOR, sup), (Role.DISPATCHER, cmd), (Role.HANDLER, hdl))
+        out[seat] = tuple(r for r, seats in centres if seat in seats)
+    return out
+
+
+def seat_actions(pos: Position, seat: str, seats: Mapping[str, tuple[Role, ...]] = SEAT_ROLES) -> tuple[Action, ...]:
     """Actions a console seat may take from ``pos`` through any of its workflow roles (stable order)."""
     out: list[Action] = []
-    for role in SEAT_ROLES.get(seat, ()):
+    for role in seats.get(seat, ()):
         out.extend(a for a in allowed_actions(pos, role) if a not in out)
     return tuple(out)
 
 
-def seat_role(pos: Position, seat: str, action: Action | str) -> Role | None:
+def seat_role(pos: Position, seat: str, action: Action | str,
+              seats: Mapping[str, tuple[Role, ...]] = SEAT_ROLES) -> Role | None:
     """The workflow role a console seat takes ``action`` as from ``pos`` (None: it may not)."""
-    return next((r for r in SEAT_ROLES.get(seat, ()) if action in allowed_actions(pos, r)), None)
+    return next((r for r in seats.get(seat, ()) if action in allowed_actions(pos, r)), None)
 
 
 def apply(pos: Position, action: Action | str, role: Role | None = None) -> Position:
@@ -328,6 +356,17 @@ def check_details(state: str, action: Action | str, note: str, current_unit: str
             raise IllegalTransition(state, act.value, (), f"name a unit other than {current_unit!r} to re-assign to")
     elif unit is not None and act is not Action.DISPATCH:
         raise IllegalTransition(state, act.value, (), "only a dispatch or a re-assignment may name a unit")
+
+
+def check_urge(state: str, deadline: float | None, now: float, window_s: float) -> None:
+    """督办 is for a case that is overdue or due within ``window_s``; raises :class:`IllegalTransition` otherwise."""
+    if deadline is None:
+        raise IllegalTransition(state, Action.URGE.value, (), "the case runs no deadline to urge against")
+    left_s = deadline - now
+    if left_s > window_s:
+        raise IllegalTransition(state, Action.URGE.value, (),
+                                f"due in {left_s / 3600:.1f} h; urging is for cases overdue or due within "
+                                f"{window_s / 3600:g} h")
 
 
 class Stage(StrEnum):

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from case_bridge import Case, CaseStore, RateRow, deadlines
 from case_bridge.errors import CaseConflict, CaseError, CaseNotFound, IllegalTransition, UnknownCategory
 from case_bridge.incidence import Incidence, incidence
 from case_bridge.media import media_of
-from case_bridge.workflow import TERMINAL, State, seat_actions, seat_role
+from case_bridge.policy import StreetReading
+from case_bridge.workflow import TERMINAL, Role, State, seat_actions, seat_role
 from cloud_ingest.errors import IngestError
 from cloud_ingest.store import Store
 from console.errors import BadRequest, Conflict, StoreUnavailable
@@ -112,6 +114,7 @@ class CaseAdapter:
     def __init__(self, store: CaseStore) -> None:
         self.store = store
         self._unit_names = {u.id: u.name for u in store.units()}
+        self._seats = store.seats()
 
     def _view(self, c: Case) -> CaseView:
         return CaseView(
@@ -193,19 +196,23 @@ class CaseAdapter:
             entries = self.store.timeline(cid)
         except CaseNotFound:
             return []
-        return [TimelineEntry(e.t, e.actor, e.action, e.from_state, e.to_state, e.note) for e in entries]
+        return [TimelineEntry(e.t, e.actor, e.action, e.from_state, e.to_state, e.note, e.data) for e in entries]
+
+    def seats(self) -> dict[str, tuple[Role, ...]]:
+        return dict(self._seats)
 
     def allowed_actions(self, case: CaseView, role: str) -> list[str]:
         c = self.store.get(int(case.id))
-        return [a.value for a in seat_actions(c.position, role)]
+        return [a.value for a in seat_actions(c.position, role, self._seats)]
 
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
-                   now: float, override_reason: str | None = None, unit: str | None = None) -> CaseView:
+                   now: float, override_reason: str | None = None, unit: str | None = None,
+                   readings: Sequence[StreetReading] = ()) -> CaseView:
         cid = _case_id(case_id)
         if cid is None:
             raise Conflict(f"no case {case_id!r}")
         c = self.store.get(cid)
-        wf_role = seat_role(c.position, role, action)
+        wf_role = seat_role(c.position, role, action, self._seats)
         if wf_role is None:
             raise Conflict(f"role {role} may not {action!r} in state {c.state!r}")
         if unit is not None and self.store.catalog.unit(unit) is None:
@@ -213,7 +220,7 @@ class CaseAdapter:
         try:
             updated = self.store.transition(cid, action, actor, note=note, request_id=request_id, now=now,
                                             role=wf_role, expected_version=c.version,
-                                            override_reason=override_reason, unit=unit)
+                                            override_reason=override_reason, unit=unit, readings=readings)
         except (IllegalTransition, CaseConflict) as exc:
             raise Conflict(str(exc)) from exc
         except CaseError as exc:

@@ -16,8 +16,9 @@ from fastapi.responses import StreamingResponse
 
 from case_bridge.errors import MediaRejected
 from case_bridge.media import STAGES, check_upload
+from case_bridge.policy import SENSOR_GATED, StreetReading
 from cloud_ingest.rollup import auto_bucket_s
-from console import media_files, serialize
+from console import media_files, serialize, thresholds
 from console.auth import DUMMY_HASH, csrf_token, issue_token, verify_password
 from console.context import SESSION_COOKIE, Ctx, client_ip, ctx_of, need, principal_of, writer
 from console.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound, RateLimited, StoreUnavailable
@@ -300,8 +301,9 @@ def get_case(case_id: str, ctx: CtxDep, p: Annotated[Principal, Depends(need(Per
     now = ctx.clock()
     audit = [{"t": e.t, "actor": e.actor, "action": e.action, "result": e.result, "detail": e.detail}
              for e in ctx.stores.audit.entries(f"case:{c.id}", limit=50)]
+    timeline = ctx.stores.cases.timeline(c.id)
     return {"case": serialize.case(c, now, contact=contact_visible(p, c.unit)),
-            "timeline": serialize.timeline(ctx.stores.cases.timeline(c.id)),
+            "timeline": serialize.timeline(timeline), "urges": serialize.urges(timeline),
             "actions": case_actions(ctx, p, c), "audit": audit}
 
 
@@ -316,9 +318,10 @@ def act_on_case(case_id: str, body: ActionBody, ctx: CtxDep,
     assert p.role is not None
     now = ctx.clock()
     request_id = body.request_id or uuid.uuid4().hex
+    readings = street_readings(ctx, c) if body.action in GATED_ACTIONS else ()
     updated = ctx.stores.cases.transition(c.id, body.action, actor=p.actor, role=p.role.value, note=body.note,
                                            request_id=request_id, now=now, override_reason=body.override_reason,
-                                           unit=body.unit)
+                                           unit=body.unit, readings=readings)
     ctx.audit(p.actor, f"case.{body.action}", f"case:{c.id}", 200, frm=c.state, to=updated.state,
               request_id=request_id, override=body.override_reason)
     ctx.hub.publish(LiveEvent("case", serialize.case(updated, now), unit=updated.unit))
@@ -368,6 +371,29 @@ def get_media(case_id: str, media_id: str, ctx: CtxDep,
     body = media_files.read(ctx.settings.media_dir, str(entry.get("file", "")))
     return Response(body, media_type=str(entry.get("content_type")),
                     headers={"Cache-Control": "private, no-store", "Content-Disposition": "inline"})
+
+
+GATED_ACTIONS = frozenset(a.value for a in SENSOR_GATED)
+
+
+def street_readings(ctx: Ctx, c: CaseView) -> tuple[StreetReading, ...]:
+    """The latest reading of a sensor case's device for its rule, with the rule's clear condition.
+
+    The shell half of the sensor gate: the time-series store's latest value and the rule files'
+    clear level are read here and passed to the pure gate (:func:`case_bridge.policy.sensor_gate`).
+    """
+    if c.source != "iot" or not c.device or not c.rule:
+        return ()
+    d = ctx.stores.devices.device(c.device)
+    if d is None:
+        return ()
+    rules = ctx.cache.get("rules", 1e12, lambda: thresholds.load(ctx.settings.rules_files))
+    out: list[StreetReading] = []
+    for cond in thresholds.clear_conditions(rules, d):
+        if cond.rule == c.rule:
+            m = d.latest.get(cond.metric)
+            out.append(StreetReading(d.id, cond, None if m is None else m.value, None if m is None else m.ts))
+    return tuple(out)
 
 
 @router.get("/categories", tags=["cases"], summary="Case categories (Open311 services)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,7 @@ from console.auth import LoginBackoff, RateLimiter, csrf_token, match_api_key, r
 from console.config import ConsoleSettings, UserSpec
 from console.errors import AuthError, Forbidden, RateLimited
 from console.live import Hub
-from console.policy import Perm, Principal, has
+from console.policy import Perm, Principal, Role, centre_grants, has
 from console.views import AckPort, AlarmPort, CasePort, DevicePort
 from lighting.schedule import LightingSettings
 
@@ -92,7 +92,10 @@ class Ctx:
     cache: TtlCache = field(default_factory=TtlCache)
     lighting: LightingSettings = field(default_factory=LightingSettings)  # lamp schedules to show
 
+    grants: dict[Role, frozenset[Perm]] = field(init=False)  # case rights the city's roles config adds
+
     def __post_init__(self) -> None:
+        self.grants = centre_grants(self.stores.cases.seats())
         self.apply(self.settings)
 
     def apply(self, settings: ConsoleSettings) -> None:
@@ -149,8 +152,11 @@ def principal_of(request: Request) -> Principal:
         sent = request.headers.get("x-csrf-token", "")
         if sent != csrf_token(ctx.settings.secret_key, token):
             raise Forbidden("missing or wrong X-CSRF-Token for a cookie-authenticated write")
-    request.state.principal = claims.principal()
-    return claims.principal()
+    p = claims.principal()
+    if p.role in ctx.grants:
+        p = replace(p, grants=ctx.grants[p.role])
+    request.state.principal = p
+    return p
 
 
 def need(perm: Perm) -> Callable[[Request], Principal]:

@@ -15,6 +15,8 @@ ROLES: dict[str, tuple[str, str]] = {
     "case_handler": ("处置人员", "case handler"),
     "supervisor": ("监督员", "supervisor"),
     "admin": ("管理员", "administrator"),
+    "supervision": ("监督中心", "supervision centre"),
+    "command": ("指挥中心", "command centre"),
 }
 
 KINDS: dict[str, tuple[str, str]] = {

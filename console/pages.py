@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from case_bridge.policy import event_window
 from console import board, onemap, serialize, stats, thresholds
 from console.api import case_actions, load_case, login, overview_data
 from console.auth import csrf_token, verify_token
@@ -29,7 +30,7 @@ from console.lamps import circuits
 from console.open311 import parse_form
 from console.policy import Perm, Principal, case_scope, case_visible, contact_visible, has, media_upload_allowed
 from console.svg import sparkline
-from console.views import AlarmView, CaseFilter, DeviceView
+from console.views import AlarmView, CaseFilter, CaseView, DeviceView, TimelineEntry
 from lighting.schedule import position, upcoming
 
 router = APIRouter(include_in_schema=False)
@@ -231,15 +232,28 @@ def case_page(case_id: str, request: Request) -> HTMLResponse:
     ctx = ctx_of(request)
     c = load_case(ctx, p, case_id)
     now = ctx.clock()
-    around = c.created_at
-    chart = {"start": around - 6 * 3600, "end": min(now, max(around + 6 * 3600, (c.closed_at or now))),
-             "metric": "depth"}
-    if c.device:
-        dev = ctx.stores.devices.device(c.device)
-        chart["metric"] = CHART_METRIC.get(dev.kind, "depth") if dev else "depth"
+    timeline = ctx.stores.cases.timeline(c.id)
+    chart = case_chart(ctx, c, timeline, now)
     return _page(request, "case.html", p, c=serialize.case(c, now, contact=contact_visible(p, c.unit)),
-                 timeline=ctx.stores.cases.timeline(c.id), actions=case_actions(ctx, p, c), chart=chart, now=now,
-                 units=ctx.stores.cases.units(), can_upload=media_upload_allowed(p, c.unit))
+                 timeline=timeline, urges=serialize.urges(timeline), actions=case_actions(ctx, p, c), chart=chart,
+                 now=now, units=ctx.stores.cases.units(), can_upload=media_upload_allowed(p, c.unit))
+
+
+def case_chart(ctx: Ctx, c: CaseView, timeline: list[TimelineEntry], now: float) -> dict[str, Any]:
+    """The window around the case's alarm (not the last 6 h with the event at the edge), the rule's
+    thresholds and the device's alarm bands, as the device page draws them."""
+    raised = next((e.data.get("t") for e in timeline if e.action == "report"), None)  # the alarm's sample time
+    mark = float(raised) if isinstance(raised, int | float) else c.created_at
+    start, end = event_window(mark, c.closed_at or now)
+    chart: dict[str, Any] = {"start": start, "end": end, "mark": mark, "metric": "depth", "thresholds": [],
+                             "bands": []}
+    dev = ctx.stores.devices.device(c.device) if c.device else None
+    if dev is not None:
+        ctx_chart = chart_context(ctx, dev, ctx.stores.alarms.for_device(dev.id, 50), now)
+        rule_ths = [t for t in ctx_chart["thresholds"] if t["rule"] == c.rule] or ctx_chart["thresholds"]
+        metric = next((t["metric"] for t in rule_ths), CHART_METRIC.get(dev.kind, "depth"))
+        chart.update(metric=metric, thresholds=rule_ths, bands=ctx_chart["bands"])
+    return chart
 
 
 @router.get("/stats", response_class=HTMLResponse)

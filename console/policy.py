@@ -8,10 +8,12 @@ read nor change a case of unit B. A case the user may not see is reported as *no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from case_bridge.workflow import APPROVAL_ACTIONS
+from case_bridge import workflow
+from case_bridge.workflow import APPROVAL_ACTIONS, Action
 
 
 class Role(StrEnum):
@@ -19,6 +21,8 @@ class Role(StrEnum):
     CASE_HANDLER = "case_handler"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+    SUPERVISION = "supervision"  # 监督中心: 受理/立案, 核查, 结案
+    COMMAND = "command"  # 指挥中心: 派遣, 改派, 督办, 延期/挂账 approval
 
 
 class Perm(StrEnum):
@@ -46,13 +50,36 @@ ROLE_PERMS: dict[Role, frozenset[Perm]] = {
     Role.SUPERVISOR: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ, Perm.AUDIT_READ,
                                 Perm.LAMPS_CONTROL, Perm.CONTACT_READ},
     Role.ADMIN: _COMMON | {Perm.USERS_ADMIN, Perm.CONFIG_RELOAD, Perm.STATS_READ, Perm.AUDIT_READ, Perm.CONTACT_READ},
+    Role.SUPERVISION: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.STATS_READ, Perm.CONTACT_READ},
+    Role.COMMAND: _COMMON | {Perm.CASES_READ, Perm.CASES_ACT, Perm.CASES_APPROVE, Perm.STATS_READ, Perm.CONTACT_READ},
 }
 
 # roles whose case rights are limited to their own unit
 UNIT_SCOPED: frozenset[Role] = frozenset({Role.CASE_HANDLER})
 
-# workflow actions only a supervisor may take, whatever the state machine allows
-SUPERVISOR_ACTIONS: frozenset[str] = frozenset(a.value for a in APPROVAL_ACTIONS)
+# workflow actions only an approving role (command centre) may take, whatever the state machine allows
+SUPERVISOR_ACTIONS: frozenset[str] = frozenset(a.value for a in APPROVAL_ACTIONS | {Action.URGE})
+
+
+def centre_grants(seats: Mapping[str, Sequence[workflow.Role]]) -> dict[Role, frozenset[Perm]]:
+    """Case permissions a city's ``roles`` config adds to a login role beyond :data:`ROLE_PERMS`.
+
+    A role that acts for a centre or a unit needs ``cases:act``; one in the command centre also
+    ``cases:approve``. This is how a duty officer of a city that merges the duty room and the
+    command centre gets case rights; the default config grants nothing new.
+    """
+    out: dict[Role, frozenset[Perm]] = {}
+    for role in Role:
+        wf = seats.get(role.value, ())
+        extra: set[Perm] = set()
+        if wf:
+            extra |= {Perm.CASES_READ, Perm.CASES_ACT}
+        if workflow.Role.DISPATCHER in wf:
+            extra.add(Perm.CASES_APPROVE)
+        extra -= ROLE_PERMS[role]
+        if extra:
+            out[role] = frozenset(extra)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +90,7 @@ class Principal:
     role: Role | None
     unit: str | None = None
     api_key: bool = False
+    grants: frozenset[Perm] = field(default=frozenset(), compare=False)  # from the city's roles config
 
     @property
     def actor(self) -> str:
@@ -70,7 +98,7 @@ class Principal:
 
 
 def has(principal: Principal, perm: Perm) -> bool:
-    return principal.role is not None and perm in ROLE_PERMS[principal.role]
+    return principal.role is not None and (perm in ROLE_PERMS[principal.role] or perm in principal.grants)
 
 
 def case_scope(principal: Principal) -> str | None:
@@ -97,6 +125,16 @@ def may_act(principal: Principal, case_unit: str | None, action: str) -> bool:
 def filter_actions(principal: Principal, case_unit: str | None, actions: list[str]) -> list[str]:
     """The workflow actions (already allowed by the state machine) this user may take here."""
     return [a for a in actions if may_act(principal, case_unit, a)]
+
+
+def may_take(principal: Principal, case_unit: str | None, pos: workflow.Position, action: str,
+             seats: Mapping[str, Sequence[workflow.Role]] = workflow.SEAT_ROLES) -> bool:
+    """One cell of the role x action x own/foreign unit x state matrix: the state machine, the
+    centre(s) the login role acts for (the city's ``roles`` config) and the object-level check."""
+    if principal.role is None:
+        return False
+    mine = workflow.seat_actions(pos, principal.role.value, {k: tuple(v) for k, v in seats.items()})
+    return action in {a.value for a in mine} and may_act(principal, case_unit, action)
 
 
 def contact_visible(principal: Principal, case_unit: str | None) -> bool:

@@ -61,3 +61,11 @@ def case(c: CaseView, now: float, *, contact: bool = False) -> dict[str, Any]:
 
 def timeline(entries: list[TimelineEntry]) -> list[dict[str, Any]]:
     return [asdict(e) for e in entries]
+
+
+def urges(entries: list[TimelineEntry]) -> dict[str, Any]:
+    """督办 on a case: how often the command centre urged it, and the latest urge (who, when, why)."""
+    mine = [e for e in entries if e.action == "urge"]
+    last = mine[-1] if mine else None
+    return {"count": len(mine), "last": None if last is None else {"t": last.t, "actor": last.actor, "note": last.note,
+                                                                     "overdue_s": last.data.get("overdue_s")}}

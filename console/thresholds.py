@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from case_bridge.policy import ClearCondition
 from console.views import DeviceView
 from contracts.errors import ConfigError
 from contracts.reading import DeviceInfo
@@ -54,4 +55,25 @@ def for_device(rules: Sequence[Rule], d: DeviceView) -> list[Threshold]:
         elif c.kind == "rate" and metric:
             out.append(Threshold(rule.name, metric, str(c.severities[0]), float(getattr(rule, "rate_per_h", 0.0)),
                                  "rate"))
+    return out
+
+
+def clear_conditions(rules: Sequence[Rule], d: DeviceView) -> list[ClearCondition]:
+    """Where each level rule's alarm clears on ``d`` (every level released), in the reading's scale.
+
+    The sensor gate compares the device's latest reading with it: an alarm cleared by staleness or
+    an acknowledgement does not make a reading above the clear level a confirmed fix.
+    """
+    info = DeviceInfo(d.id, d.profile, d.kind, d.lat, d.lon, grid=d.grid, owner=d.owner)
+    out: list[ClearCondition] = []
+    for rule in rules:
+        if not rule.applies_to.matches(info):
+            continue
+        c = compile_rule(rule, info)
+        metric = getattr(rule, "metric", None)
+        if c is None or c.kind != "threshold" or not metric or not c.levels:
+            continue
+        clears = [lv.clear_at for lv in c.levels]
+        level = min(clears) if c.above else max(clears)
+        out.append(ClearCondition(rule.name, metric, round(level - c.offset, 6), c.above))
     return out

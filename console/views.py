@@ -10,11 +10,14 @@ the Open311 formatter only ever see these frozen values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from case_bridge.incidence import Incidence
+    from case_bridge.policy import StreetReading
+    from case_bridge.workflow import Role as WorkflowRole
 
 from case_bridge import deadlines
 from case_bridge.workflow import State
@@ -132,6 +135,7 @@ class TimelineEntry:
     from_state: str | None
     to_state: str | None
     note: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # evidence: readings and chart of a return, an urge's lateness
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +217,10 @@ class CasePort(Protocol):
     def get(self, case_id: str) -> CaseView | None: ...
     def timeline(self, case_id: str) -> list[TimelineEntry]: ...
     def allowed_actions(self, case: CaseView, role: str) -> list[str]: ...
+    def seats(self) -> dict[str, tuple[WorkflowRole, ...]]: ...
     def transition(self, case_id: str, action: str, *, actor: str, role: str, note: str, request_id: str,
-                   now: float, override_reason: str | None = None, unit: str | None = None) -> CaseView: ...
+                   now: float, override_reason: str | None = None, unit: str | None = None,
+                   readings: Sequence[StreetReading] = ()) -> CaseView: ...
     def create_reported(self, report: NewReport, now: float) -> CaseView: ...
     def add_media(self, case_id: str, entry: dict[str, Any], *, actor: str, role: str, now: float) -> CaseView: ...
     def statistics(self, start: float, end: float, now: float) -> Statistics: ...

@@ -770,7 +770,7 @@ def _scalar_device(
     for ev in events:
         items.append((ev.ts, len(wanted), ev))
     items.sort(key=lambda x: (x[0], x[1]))
-    st = EngineState(registry={info.id: info}, next_tick_t=float("inf"))
+    st = EngineState(registry={info.id: info}, next_tick_t=float("inf"), checkpoints=False)  # never persisted
     st, out = evaluate(rs, st, (x[2] for x in items), 0.0)
     tick(rs, st, end, out)
     return out

@@ -52,6 +52,10 @@ from rules.specs import (
 from rules.sun import sun_is_up
 
 TICK_S = 1.0  # staleness and self-clearing alarms are checked at most once per second of `now`
+#: the state log is compacted once it holds this many entries per known device: a restart reads at most
+#: that much log, and a compaction (one row per device logged since the last) is amortised over as many
+#: readings
+LOG_ENTRIES_PER_DEVICE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +224,13 @@ class EngineState:
     next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
+    # not persisted: checkpoint bookkeeping (see take_checkpoint)
+    # "device|metric" changed by a reading alone -> its state-log entry (series_entry; [device] alone when
+    # checkpoints is False)
+    series_dirty: dict[str, list[Any]] = field(default_factory=dict)
+    checkpoints: bool = True  # build state-log entries as readings are evaluated; False: never persisted
+    uncompacted: set[str] = field(default_factory=set)  # devices with entries in the state log
+    log_entries: int = 0  # entries in the state log since the last compaction
     # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
     part_keys: dict[str, tuple[DevicePlan | None, Sequence[str], tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -335,8 +346,68 @@ class EngineState:
         return cls.from_json(merged)
 
     def take_dirty(self) -> set[str]:
+        """Every device changed since the last call (a reading's series counts as its device)."""
         dirty, self.dirty = self.dirty, set()
+        dirty.update(e[0] for e in self.series_dirty.values())
+        self.series_dirty = {}
         return dirty
+
+    def series_entry(self, device: str, metric: str, comps: Sequence[Compiled]) -> list[Any]:
+        """What a reading changed in one (device, metric) series, as one flat list (see :func:`fold_state_log`).
+
+        A reading alone only overwrites the series' latest value and watermark (its sample time), raises the
+        device's last-seen time to at most that, and steps the latches and scratch of the rules on that
+        metric; anything that can delete state (an alarm raised or cleared, a birth, an acknowledgement, an
+        event) marks the whole device ``dirty`` instead. ``[device, metric, latest, n, (key, on, since) * n,
+        (key, scratch) * m]``: one new container per entry (allocation is what a checkpoint costs), latches and
+        scratch by reference, so the entry serialises their values at commit time.
+        """
+        out = [device, metric, self.latest[device][metric], 0]
+        lt = self.latches
+        n = 0
+        for c in comps:
+            latch = lt.get(c.key)
+            if latch is not None:
+                out += (c.key, latch.on, latch.since)
+                n += 1
+        out[3] = n
+        sc = self.scratch
+        for c in comps:
+            v = sc.get(c.key)
+            if v is not None:
+                out += (c.key, v)
+        return out
+
+    def take_checkpoint(
+        self, condition_names: Sequence[str], max_log_entries: int
+    ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], bool]:
+        """What the next commit persists: ``(device parts, series entries, compact)``.
+
+        Normally a delta for the state log: whole parts of the devices marked ``dirty`` plus one small
+        entry per series a reading changed, so the write follows what changed, not the device count or
+        the size of a device's state. Once ``max_log_entries`` have been logged since the last
+        compaction, it is a compaction instead: the whole part of every device logged since, which
+        replaces those devices' rows and empties the log (0 compacts every time: one row per device).
+        """
+        if not self.checkpoints:
+            raise ValueError("take_checkpoint on an EngineState built with checkpoints=False")
+        full, self.dirty = self.dirty, set()
+        series_dirty, self.series_dirty = self.series_dirty, {}
+        by_device: dict[str, list[Alarm]] = {}
+        for al in self.alarms.values():
+            by_device.setdefault(al.device, []).append(al)
+        if self.log_entries + len(full) + len(series_dirty) >= max_log_entries:
+            devices = self.uncompacted | full
+            devices.update(e[0] for e in series_dirty.values())
+            self.uncompacted = set()
+            self.log_entries = 0
+            return {d: self.device_json(d, condition_names, by_device) for d in devices}, [], True
+        parts = {d: self.device_json(d, condition_names, by_device) for d in full}
+        series = [e for e in series_dirty.values() if e[0] not in full]
+        self.uncompacted |= full
+        self.uncompacted.update(e[0] for e in series)
+        self.log_entries += len(parts) + len(series)
+        return parts, series, False
 
     def take_dirty_parts(self, condition_names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The state parts of every device changed since the last call (what a step persists)."""
@@ -388,6 +459,39 @@ class EngineState:
             next_tick_t=_time_or_never(obj.get("next_tick_t", 0.0)),
             next_stale_t=_time_or_never(obj.get("next_stale_t", 0.0)),
         )
+
+
+def fold_state_log(parts: dict[str, dict[str, Any]], records: Iterable[dict[str, Any]]) -> set[str]:
+    """Apply state-log records (oldest first) to device parts in place; return the devices they touched.
+
+    A record is ``{"p": {device: whole part}, "s": [series entry, ...]}`` (:meth:`EngineState.take_checkpoint`):
+    a whole part replaces the device's, a series entry overwrites the few values a reading changed.
+    """
+    touched: set[str] = set()
+    for rec in records:
+        for device, part in rec.get("p", {}).items():
+            parts[device] = part
+            touched.add(device)
+        for entry in rec.get("s", ()):
+            device, metric, latest, n = entry[:4]
+            part = parts.get(device)
+            if part is None:
+                part = parts[device] = {}
+            touched.add(device)
+            t = latest[0]  # a reading's sample time is its series' watermark
+            part.setdefault("last_ts", {})[f"{device}|{metric}"] = t
+            part.setdefault("latest", {}).setdefault(device, {})[metric] = latest
+            seen = part.get("last_seen", {}).get(device)
+            if seen is None or t > seen:  # last seen is the newest sample time of any series
+                part["last_seen"] = {device: t}
+            end = 4 + 3 * n
+            latches = part.setdefault("latches", {})
+            for i in range(4, end, 3):
+                latches[entry[i]] = [entry[i + 1], entry[i + 2]]
+            scratch = part.setdefault("scratch", {})
+            for i in range(end, len(entry), 2):
+                scratch[entry[i]] = entry[i + 1]
+    return touched
 
 
 def _time_or_never(value: Any) -> float:
@@ -483,6 +587,10 @@ def _levels_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransi
     if target is not None:
         lv = c.levels[c.severities.index(target)]
         ev["threshold"] = lv.raise_at
+    # the condition that clears the alarm (every level released), for the case's verification evidence
+    clears = [x.clear_at for x in c.levels]
+    ev["clear_at"] = min(clears) if c.above else max(clears)
+    ev["direction"] = "above" if c.above else "below"
     _set_condition(st, c, device, Change(target, t, value, ev), out)
 
 
@@ -601,11 +709,11 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     if last is not None and t <= last:
         return  # duplicate or late: never re-evaluated, never raises anew
     st.last_ts[skey] = t
-    st.dirty.add(device)
     seen = st.last_seen.get(device)
     if seen is None or t > seen:
         st.last_seen[device] = t
     plan = _plan(rs, st, device)
+    comps = plan.by_metric.get(metric)
     value = r.value
     flagged = r.quality is not Quality.GOOD
     good = not flagged and math.isfinite(value)
@@ -622,9 +730,16 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
             st.next_stale_t = min(st.next_stale_t, t)  # it has a deadline again
-    comps = plan.by_metric.get(metric)
-    if not comps:
-        return
+    if comps:
+        _conditions(st, comps, r, good, out)
+    # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
+    # series replaces it); _set_condition marks the whole device when an alarm changes
+    st.series_dirty[skey] = st.series_entry(device, metric, comps or ()) if st.checkpoints else [device]
+
+
+def _conditions(st: EngineState, comps: list[Compiled], r: Reading, good: bool, out: list[AlarmTransition]) -> None:
+    """Step the rules on one reading's metric."""
+    device, metric, t, value = r.device, r.metric, r.ts, r.value
     for c in comps:
         kind = c.kind
         if kind == "sensor_fault":
@@ -876,4 +991,5 @@ __all__ = [
     "RuleSet",
     "active_alarms",
     "evaluate",
+    "fold_state_log",
 ]

@@ -41,7 +41,7 @@ from mqttlink.source import Delivery, MessageSource
 from mqttlink.threaded import ThreadedSource
 from rules.config import RulesSettings
 from rules.errors import AlarmStoreError
-from rules.evaluate import EngineState, GatewayStatus, Input, RuleSet, evaluate
+from rules.evaluate import LOG_ENTRIES_PER_DEVICE, EngineState, GatewayStatus, Input, RuleSet, evaluate
 from rules.sharding import owns
 from rules.specs import Rule
 from rules.store import AlarmStore, StateDelta
@@ -196,9 +196,11 @@ class RuleRunner:
             if i:
                 await asyncio.sleep(0)  # let acknowledgements and publishing run between chunks
             transitions += self._evaluate(items[i : i + chunk])
-        if items or transitions or self.state.dirty:
-            parts = self.state.take_dirty_parts(self.ruleset.condition_names)
-            snapshot = StateDelta(self.state.global_json(), parts)
+        st = self.state
+        if items or transitions or st.dirty or st.series_dirty:
+            max_log = LOG_ENTRIES_PER_DEVICE * max(len(st.registry), 1000)
+            parts, series, compact = st.take_checkpoint(self.ruleset.condition_names, max_log)
+            snapshot = StateDelta(st.global_json(), parts, series, compact)
             while True:
                 try:
                     await asyncio.to_thread(self.store.commit, snapshot, transitions)

@@ -31,6 +31,7 @@ import orjson
 
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from rules.errors import AlarmStoreError
+from rules.evaluate import fold_state_log
 from sqlstore import Migration, SqlStoreError, migrate, pg_placeholders
 
 DEFAULT_URL = "sqlite:///data/rules.db"
@@ -60,14 +61,18 @@ MIGRATIONS = (
 
 @dataclass(frozen=True, slots=True)
 class StateDelta:
-    """What one step changed in the engine state: the small global part and the touched devices' parts.
+    """What one step changed in the engine state (:meth:`EngineState.take_checkpoint`).
 
-    Persisting per device keeps a step's write proportional to what it touched (a 10 000-device
-    state is ~14 MB of JSON; a step touches a few hundred devices).
+    ``compact``: ``devices`` are whole parts that replace those devices' rows, and the state log is
+    emptied. Otherwise ``devices`` (whole parts) and ``series`` (what readings alone changed) are
+    appended to the state log as one record. Either way the write follows what changed since the
+    last commit, not the size of the state (a 10 000-device state is ~10 MB of JSON).
     """
 
     global_part: dict[str, Any]
     devices: dict[str, dict[str, Any]]
+    series: Sequence[Sequence[Any]] = ()
+    compact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,31 +161,56 @@ class _SqlStore:
             return list(self._execute(cur, sql, params).fetchall())
 
     def load_state(self) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """(global part, device parts) as committed, or None before the first commit."""
+        """(global part, device parts) as committed, or None before the first commit.
+
+        Folds the state log into the device rows first (one transaction), so a restarted runner
+        starts with an empty log and knows nothing about what was logged before it.
+        """
         with self._tx("load_state") as cur:
-            rows = list(self._execute(cur, "SELECT state FROM rules_state WHERE id = 1").fetchall())
-            if not rows:
+            rows = list(self._execute(cur, "SELECT id, state FROM rules_state ORDER BY id").fetchall())
+            if not rows or rows[0][0] != 1:
                 return None
-            parts = [orjson.loads(r[0]) for r in self._execute(cur, "SELECT state FROM rules_device_state")]
-        return orjson.loads(rows[0][0]), parts
+            parts = {d: orjson.loads(s) for d, s in self._execute(cur, "SELECT device, state FROM rules_device_state")}
+            if len(rows) > 1:
+                touched = fold_state_log(parts, (orjson.loads(r[1]) for r in rows[1:]))
+                self._write_parts(cur, {d: parts[d] for d in touched})
+                self._execute(cur, "DELETE FROM rules_state WHERE id > 1")
+        return orjson.loads(rows[0][1]), list(parts.values())
+
+    def _write_parts(self, cur: Any, parts: dict[str, dict[str, Any]]) -> None:
+        rows = [(d, orjson.dumps(part).decode()) for d, part in parts.items()]
+        if rows:
+            sql = (
+                "INSERT INTO rules_device_state (device, state) VALUES (?, ?) "
+                "ON CONFLICT (device) DO UPDATE SET state = excluded.state"
+            )
+            cur.executemany(pg_placeholders(sql) if self._pg else sql, rows)
 
     def commit(self, state: StateDelta | None, transitions: Sequence[AlarmTransition]) -> None:
-        """State delta + alarms + transitions, atomically. Re-committing the same transitions is a no-op."""
+        """State delta + alarms + transitions, atomically. Re-committing the same transitions is a no-op.
+
+        ``rules_state`` row 1 is the global part; rows 2, 3, ... are the state log since the last
+        compaction, one record per commit (``{"p": parts, "s": series entries}``), in order.
+        """
         with self._tx("commit") as cur:
             if state is not None:
+                updated_t = max((tr.t for tr in transitions), default=0.0)
                 self._execute(
                     cur,
                     "INSERT INTO rules_state (id, state, updated_t) VALUES (1, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_t = excluded.updated_t",
-                    (orjson.dumps(state.global_part).decode(), max((tr.t for tr in transitions), default=0.0)),
+                    (orjson.dumps(state.global_part).decode(), updated_t),
                 )
-                rows = [(d, orjson.dumps(part).decode()) for d, part in state.devices.items()]
-                if rows:
-                    sql = (
-                        "INSERT INTO rules_device_state (device, state) VALUES (?, ?) "
-                        "ON CONFLICT (device) DO UPDATE SET state = excluded.state"
+                if state.compact:
+                    self._write_parts(cur, state.devices)
+                    self._execute(cur, "DELETE FROM rules_state WHERE id > 1")
+                elif state.devices or state.series:
+                    record = orjson.dumps({"p": state.devices, "s": state.series}).decode()
+                    self._execute(
+                        cur,
+                        "INSERT INTO rules_state (id, state, updated_t) SELECT MAX(id) + 1, ?, ? FROM rules_state",
+                        (record, updated_t),
                     )
-                    cur.executemany(pg_placeholders(sql) if self._pg else sql, rows)
             for tr in transitions:
                 self._apply(cur, tr)
 

@@ -176,8 +176,13 @@ async def test_storm_alarm_to_closed_case(broker: Any, tmp_path: Path, shots: Pa
                 await page.click(f'button.act[data-action="{action}"]')
                 await page.locator("#case-state", has_text=label).wait_for(timeout=10_000)
                 await page.wait_for_load_state("load")
-            # the chart is drawn
+            # the chart is drawn, centred on the alarm (not at the window's edge), the rule's levels on it
             await page.wait_for_selector(".chart[data-points] .plot svg path", state="attached", timeout=15_000)
+            box = page.locator(".chart[data-device]")
+            start, end = (float(x) for x in (await box.get_attribute("data-window") or "").split(","))
+            mark = float(await box.get_attribute("data-mark") or "nan")
+            assert start + 3600 <= mark <= end - 3600, (start, mark, end)
+            assert "critical" in await page.locator(".chart .plot svg").inner_html()  # the 0.40 m level's label
             await page.screenshot(path=str(shots / "case.png"), full_page=True)
             await browser.close()
         final = env.case_store.get(case.id)

@@ -77,6 +77,8 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, dict[str, tuple[int, int]
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
     ("GET", "/api/v1/statistics/places", None,
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
+    ("GET", "/api/v1/statistics/heat?days=30", None,
+     {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
     ("GET", "/api/v1/statistics/export?table=by_unit&format=csv", None,
      {"duty": (200, 200), "handler-a": (403, 403), "sup": (200, 200), "admin": (200, 200)}),
     ("GET", "/api/v1/map/config", None,

@@ -68,3 +68,24 @@ def test_replayed_commit_is_a_no_op_and_outbox_drains(store: AlarmStore) -> None
     store.mark_published([pending[0][0]])
     assert store.unpublished() == []
     assert len(store.transitions(raised.alarm_id)) == 1
+
+
+def test_state_log_is_folded_into_rows_on_load(store: AlarmStore) -> None:
+    t = T0 + 60
+    part_a = {"last_ts": {"a|depth": T0}, "latest": {"a": {"depth": [T0, 0.1, True]}}, "latches": {}, "active": {}}
+    store.commit(StateDelta({"v": 1}, {"a": part_a}), [])  # a compaction: rows
+    store.commit(StateDelta({"v": 2}, {"b": {"x": 1}}, compact=False), [])  # whole parts logged
+    entry = ["a", "depth", [t, 0.3, True], 1, "depth|a", [True], [t], "rising|a", {"t": [t]}]
+    store.commit(StateDelta({"v": 3}, {}, [entry], compact=False), [tr(TransitionKind.RAISED, Severity.MINOR, 60)])
+    store.commit(StateDelta({"v": 4}, {"b": {"x": 2}}, compact=False), [])  # log order: the newer part wins
+    want_a = {"last_ts": {"a|depth": t}, "latest": {"a": {"depth": [t, 0.3, True]}},
+              "latches": {"depth|a": [[True], [t]]}, "active": {}, "last_seen": {"a": t},
+              "scratch": {"rising|a": {"t": [t]}}}
+    for _ in range(2):  # the first load folds the log into the rows, the second reads the rows alone
+        loaded = store.load_state()
+        assert loaded is not None and loaded[0] == {"v": 4}
+        assert sorted(loaded[1], key=lambda p: "x" in p) == [want_a, {"x": 2}]
+    store.commit(StateDelta({"v": 5}, {"b": {"x": 3}}, compact=False), [])  # the log starts again after a fold
+    loaded = store.load_state()
+    assert loaded is not None and loaded[0] == {"v": 5} and {"x": 3} in loaded[1]
+    assert [t.kind for t in store.transitions("wl-0001.depth.1")] == [TransitionKind.RAISED]

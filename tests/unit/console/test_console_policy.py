@@ -64,6 +64,7 @@ def test_object_level_actions() -> None:
 _REASSIGN_CELLS = {
     ("supervisor", "reassign"): {"dispatched", "in_handling", "returned"},
     ("case_handler", "request_reassign"): {"dispatched", "in_handling"},
+    ("command", "reassign"): {"dispatched", "in_handling", "returned"},  # 指挥中心 (added with the role)
 }
 
 
