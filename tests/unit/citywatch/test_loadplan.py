@@ -19,6 +19,7 @@ from citywatch.loadplan import (
 )
 from tests.support.nats_loadgen import load_devices
 
+DEFAULT_RULES = Path(__file__).resolve().parents[3] / "configs" / "rules" / "default.yaml"
 GWS = [f"gw-{i:02d}" for i in range(10)]
 
 
@@ -83,7 +84,7 @@ def test_storm_floods_the_chosen_fraction_of_gauges_above_the_default_thresholds
     storm = plan.storm_devices()
     assert len(storm) == round(0.25 * gauges)
     assert all("-wl" in d for d in storm)
-    rules = yaml.safe_load(Path(__file__).resolve().parents[3] / "configs" / "rules" / "default.yaml".read_text(encoding="utf-8"))["rules"]
+    rules = yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8"))["rules"]
     levels = next(r for r in rules if r["name"] == "road-water-depth")["levels"]
     major = next(lv["raise_at"] for lv in levels if lv["severity"] == "major")
     critical = next(lv["raise_at"] for lv in levels if lv["severity"] == "critical")
