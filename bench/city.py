@@ -230,6 +230,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "--broker", broker.url, "--outbox-dir", str(tmp / "outbox"),
                      "--gateway-prefix", f"gw-c{i}-", "--seed", str(i + 1), "--json"],
                     cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
+            for n in [n for n in procs if n.startswith("loadgen-")]:
+                out = procs[n].stdout
+                assert out is not None
+                if not out.readline():  # the plan line: planning done, the gateways are connecting
+                    raise SystemExit(f"{n} exited before planning; logs in {tmp}")
             t_load = time.monotonic()
             ps = {n: psutil.Process(p.pid) for n, p in procs.items()}
             assert broker.proc is not None

@@ -14,6 +14,8 @@ The async shell that writes outboxes and talks MQTT is :mod:`citywatch.loadgen`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -194,11 +196,11 @@ def make_plan(
         for kind, n in counts.items():
             spec = KINDS[kind]
             choices = [i for i, _w in spec.intervals_s]
-            weights = [w for _i, w in spec.intervals_s]
+            cum = list(itertools.accumulate(w for _i, w in spec.intervals_s))
             for j in range(n):
                 ids.append(f"{gw}-{spec.prefix}{j:0{width}d}")
                 kinds.append(kind)
-                interval = rng.choices(choices, weights)[0]
+                interval = choices[min(bisect.bisect(cum, rng.random() * cum[-1]), len(choices) - 1)]
                 intervals.append(interval)
                 natural += len(spec.metrics) / interval
         drafts.append((gw, ids, kinds, intervals))
@@ -223,7 +225,9 @@ def make_plan(
                 )
             period = max(1, round(exact))
             periods.append(period)
-            slots = buckets.setdefault(period, [[] for _ in range(period)])
+            slots = buckets.get(period)
+            if slots is None:
+                slots = buckets[period] = [[] for _ in range(period)]
             slots[rng.randrange(period)].append(i)
             planned += len(KINDS[kinds[i]].metrics) / (period * tick_s)
         plans.append(GatewayPlan(
