@@ -25,7 +25,7 @@ def _loadgen(broker: Mosquitto, tmp: Path, duration_s: float, drain_s: float) ->
         [sys.executable, "-m", "citywatch", "loadgen", "--gateways", "2", "--devices-per-gateway", "10",
          "--rate", "40", "--duration-s", str(duration_s), "--drain-timeout-s", str(drain_s),
          "--storm-fraction", "0.5", "--broker", broker.url, "--outbox-dir", str(tmp / "outbox"),
-         "--gateway-prefix", "gw-lg-", "--json"],
+         "--gateway-prefix", "gw-lg-", "--ack-timeout-s", "2", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
