@@ -292,9 +292,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "AND e.received_at BETWEEN %s AND %s", (w0_wall, w1_wall))]
             ingest_lag = _scrape_lag(metrics_port)
             reports = []
-            for n in [n for n in procs if n.startswith("loadgen-")]:
+            names = [n for n in procs if n.startswith("loadgen-")]
+            for n in names:
                 procs[n].terminate()
-                out, _ = procs[n].communicate(timeout=60)
+            for n in names:
+                try:
+                    out, _ = procs[n].communicate(timeout=120)
+                except subprocess.TimeoutExpired:  # a generator buried in backlog: its report is lost
+                    procs[n].kill()
+                    out, _ = procs[n].communicate(timeout=30)
+                    print(f"{n} did not stop within 120 s of SIGTERM; killed (no report)", flush=True)
                 for line in out.decode().splitlines():
                     with contextlib.suppress(ValueError):
                         doc = json.loads(line)
