@@ -58,11 +58,13 @@ class KindSpec:
 
 #: Metrics and intervals as the shipped profiles report them (docs/devices.md). Lamps report their
 #: supply and dimming, not relay/current, so the sun-dependent lamp rules stay quiet under load;
-#: the metrics are inside every default rule's normal range, so only the storm raises alarms.
+#: the metrics are inside every default rule's normal range, so only the storm raises alarms. A dry
+#: gauge's depth is steady (no jitter): mm of noise over compressed intervals reads as a rise of
+#: > 10 cm/h to ``road-water-rising``; the raw radar distance keeps its mm jitter (no flatline).
 KINDS: dict[str, KindSpec] = {
     "water_gauge": KindSpec(
         "water_gauge", "water_gauge", "wl", "0103", "drainage",
-        (MetricSpec("depth", "m", 0.02, 0.004), MetricSpec("distance", "m", 2.48, 0.004),
+        (MetricSpec("depth", "m", 0.02, 0.0), MetricSpec("distance", "m", 2.48, 0.004),
          MetricSpec("battery", "V", 3.62, 0.02)),
         ((60.0, 0.7), (300.0, 0.3)),
     ),

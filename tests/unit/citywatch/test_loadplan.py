@@ -108,6 +108,14 @@ def test_storm_floods_the_chosen_fraction_of_gauges_above_the_default_thresholds
     assert all(v < 0.15 for v in before.values()) and all(v < 0.15 for v in after.values())
 
 
+def test_a_dry_gauges_depth_is_steady_so_the_rate_rule_sees_no_rise() -> None:
+    plan = make_plan(["g"], 50, 10.0, mix={"water_gauge": 1.0}, tick_s=1.0, seed=2)
+    gp = plan.gateways[0]
+    depths = {r.value for t in range(max(gp.buckets) * 2) for r in readings_at(plan, gp, t, float(t))
+              if r.metric == "depth"}
+    assert depths == {0.02}
+
+
 def test_zero_storm_fraction_floods_nothing() -> None:
     assert make_plan(GWS, 50, 100.0).storm_devices() == []
 
