@@ -112,6 +112,7 @@ async def run_load(
             t0 = time.monotonic()
             t_end = t0 + duration_s
             behind = False
+            last_ts = 0.0
             while not stop.is_set():
                 due = t0 + ticks * plan.tick_s
                 if due >= t_end:
@@ -127,7 +128,8 @@ async def run_load(
                 if (-wait > plan.tick_s) != behind:
                     behind = not behind
                     log.warning("loadgen %s schedule (%.1f s late)", "behind" if behind else "back on", max(0.0, -wait))
-                ts = round(time.time(), 3)
+                # strictly increasing sample times: catching up, two ticks must not share an identity
+                ts = last_ts = max(round(time.time(), 3), round(last_ts + 0.001, 3))
                 for gp, box, up in zip(plan.gateways, boxes, uplinks, strict=True):
                     batch = readings_at(plan, gp, ticks, ts)
                     if batch:
