@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backtest": ("rules.cli", "replay stored history through rule files"),
     "cases": ("case_bridge.cli", "run the case bridge (alarms -> city-management cases)"),
     "console": ("console.cli", "serve the web console and APIs"),
+    "loadgen": ("citywatch.loadgen", "bounded load generator: N synthetic gateways x M devices, edge discipline"),
 }
 
 
