@@ -16,6 +16,7 @@ the call wait: the kernel still acknowledges TCP, and there is nothing to do but
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -167,13 +168,16 @@ class PostgresStore(Lifecycle):
             return "readings"
         first = rows[0][2] // DAY_MS
         days = {r[2] // DAY_MS for r in rows}
-        for d in sorted(days - self._days.keys()):
-            conn.execute("SELECT citywatch_ensure_partitions(%s, %s)", (d, d))
-            row = conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (f"readings_d{d}",)).fetchone()
-            self._days[d] = bool(row and row[0])
+        self._ensure_days(conn, sorted(days - self._days.keys()))  # normally done by write() beforehand
         if len(days) == 1 and self._days[first]:
             return f"readings_d{first}"
         return "readings"
+
+    def _ensure_days(self, conn: psycopg.Connection[Any], days: Sequence[int]) -> None:
+        for d in days:
+            conn.execute("SELECT citywatch_ensure_partitions(%s, %s)", (d, d))
+            row = conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (f"readings_d{d}",)).fetchone()
+            self._days[d] = bool(row and row[0])
 
     # ------------------------------------------------------------ write
 
@@ -184,6 +188,11 @@ class PostgresStore(Lifecycle):
         rows.extend(batch.rows)
         with self._lock:
             try:
+                new_days = {r[2] // DAY_MS for r in rows} - self._days.keys()
+                if new_days and not self.timescale:
+                    # its own short transaction: creating a partition locks ``readings`` exclusively,
+                    # and held through a write (and its births) it stalled every other writer and reader
+                    self._run(self._ensure_days, "write", sorted(new_days))
                 result: WriteResult = self._run(self._write, "write", batch, rows)
             except StoreError:
                 self._days.clear()  # a rolled-back transaction may have held a new partition
@@ -255,13 +264,15 @@ class PostgresStore(Lifecycle):
                 "updated_at = excluded.updated_at",
                 (gw, status.boot, status.agent, Jsonb(status.health), received_at),
             )
-            ids = [d.id for d in status.devices]
+            infos = {d.id: json.dumps(d.to_json()) for d in status.devices}  # a repeated id: the last wins
+            ids = list(infos)
             cur.execute("DELETE FROM devices WHERE gw = %s AND NOT (id = ANY(%s))", (gw, ids))
-            for d in status.devices:
+            if ids:  # one statement for the whole birth (a gateway may carry 1 000 devices)
                 cur.execute(
-                    "INSERT INTO devices VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                    "INSERT INTO devices SELECT u.id, %s, u.info::jsonb, %s FROM unnest(%s::text[], %s::text[]) "
+                    "AS u(id, info) ON CONFLICT (id) DO UPDATE SET "
                     "gw = excluded.gw, info = excluded.info, updated_at = excluded.updated_at",
-                    (d.id, gw, Jsonb(d.to_json()), received_at),
+                    (gw, received_at, ids, list(infos.values())),
                 )
         else:
             cur.execute(

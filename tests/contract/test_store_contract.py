@@ -221,6 +221,15 @@ def test_device_registry_from_status(store: Store) -> None:
     assert store.devices()[0].online
 
 
+def test_a_birth_of_a_thousand_devices_is_stored_whole_and_a_repeated_id_keeps_its_last_entry(store: Store) -> None:
+    devs = [DeviceInfo(f"wl-{i:04d}", "radar-gauge", "water_gauge", interval_s=60) for i in range(1000)]
+    devs.append(DeviceInfo("wl-0007", "radar-gauge", "water_gauge", grid="330106001", interval_s=30))
+    store.write(WriteBatch(statuses=[StatusUpdate("gw-big", Status("online", "b1", "0.1.0", devs), T0)]))
+    got = {d.info.id: d.info for d in store.devices()}
+    assert len(got) == 1000
+    assert got["wl-0007"] == devs[-1] and got["wl-0999"] == devs[999]
+
+
 def test_everything_in_one_batch_commits_together(store: Store) -> None:
     batch = WriteBatch(
         readings=[r("wl-1", "depth", 1, 1.0)],
