@@ -181,15 +181,15 @@ def _q1(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return None
 
 
-def _inserted(port: int) -> float | None:
-    """The ingester's own count of inserted readings (its /metrics), independent of table locks."""
+def _metric(port: int, sample: str) -> float | None:
+    """One sample of the ingester's /metrics (its own counters: independent of table locks)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith('citywatch_ingest_readings_total{result="inserted"}'):
+        if line.startswith(sample + " "):
             return float(line.split()[1])
     return None
 
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if dead:
                     raise SystemExit(f"{dead} exited during warm-up; logs in {tmp}")
             rows0 = _q1(ing_dsn, "SELECT count(*) FROM readings")
-            ins0 = _inserted(metrics_port)
+            ins0 = _metric(metrics_port, 'citywatch_ingest_readings_total{result="inserted"}')
             w0_wall = time.time()
             sampler.start()
             health: list[float] = []
@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     next_rss += 5.0
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
             window_s = time.monotonic() - t_w0
-            ins1 = _inserted(metrics_port)
+            ins1 = _metric(metrics_port, 'citywatch_ingest_readings_total{result="inserted"}')
             w1_wall = time.time()
             rows1 = _q1(ing_dsn, "SELECT count(*) FROM readings")
             # rows whose sample time lies in the window: throughput without warm-up backlog or lag
@@ -316,7 +316,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cases_dsn, "SELECT e.received_at - e.t_ms / 1000.0 FROM alarm_events e JOIN alarm_state s "
                 "ON s.alarm_id = e.alarm_id WHERE s.rule = 'road-water-depth' AND e.kind = 'raised' "
                 "AND e.received_at BETWEEN %s AND %s", (w0_wall, w1_wall))]
-            ingest_lag = _scrape_lag(metrics_port)
+            lag = _metric(metrics_port, "citywatch_ingest_lag_seconds")
+            ingest_lag = None if lag is None else round(lag, 3)
             reports = []
             names = [n for n in procs if n.startswith("loadgen-")]
             for n in names:
@@ -379,18 +380,6 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             p.wait(20)
         if p.poll() is None:
             p.kill()
-
-
-def _scrape_lag(port: int) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("citywatch_ingest_lag_seconds "):
-            return round(float(line.split()[1]), 3)
-    return None
 
 
 def main() -> int:
