@@ -85,6 +85,24 @@ def wait_cases(db: Path, n: int, timeout_s: float) -> dict[str, int]:
     return c
 
 
+def kill_once_writing(proc: subprocess.Popen[bytes], db: Path, before: int, timeout_s: float = 10.0) -> None:
+    """SIGKILL the bridge right after its first commit of the burst: mid-work by construction
+    (the bridge commits a backlog in batches, so a random instant often falls before or after)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            conn = sqlite3.connect(db, timeout=1)
+            try:
+                if int(conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]) > before:
+                    break
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.003)
+    proc.send_signal(signal.SIGKILL)
+
+
 def test_kill_9_between_alarm_and_case_write(broker: Mosquitto, tmp_path: Path) -> None:
     rng = random.Random(20261125)
     cfg = write_config(tmp_path, broker.port)
@@ -113,10 +131,15 @@ def test_kill_9_between_alarm_and_case_write(broker: Mosquitto, tmp_path: Path) 
     assert wait_cases(db, 1, 20).get("cases") == 1, log.read_text()
     kills = 0
     mid_work = 0  # kills that hit while alarms were received but not all written
-    for _ in range(LOOPS):
+    for loop in range(LOOPS):
         before = counts(db).get("cases", 0)
-        # the kill lands while the burst is being published and written
-        killer = threading.Timer(rng.uniform(0.02, 0.3), proc.send_signal, [signal.SIGKILL])
+        # the kill lands while the burst is being published and written: at a random instant, or
+        # (every other loop) just after the bridge's first commit of this burst
+        killer: threading.Thread
+        if loop % 2:
+            killer = threading.Thread(target=kill_once_writing, args=(proc, db, before))
+        else:
+            killer = threading.Timer(rng.uniform(0.02, 0.3), proc.send_signal, [signal.SIGKILL])
         killer.start()
         burst(BURST)  # alarms arrive while the bridge runs (or queue on its session while it is down)
         killer.join()
@@ -133,6 +156,7 @@ def test_kill_9_between_alarm_and_case_write(broker: Mosquitto, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
+    print(f"LEDGER bridge kill -9: {kills} kills, {mid_work} while cases were being written, {sent} alarms")
     assert kills == LOOPS
     assert mid_work >= 2, f"only {mid_work} kills landed while alarms were outstanding"
     assert final == {
