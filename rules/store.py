@@ -211,8 +211,11 @@ class _SqlStore:
                         "INSERT INTO rules_state (id, state, updated_t) SELECT MAX(id) + 1, ?, ? FROM rules_state",
                         (record, updated_t),
                     )
-            for tr in transitions:
-                self._apply(cur, tr)
+            self._apply_all(cur, transitions)
+
+    def _apply_all(self, cur: Any, transitions: Sequence[AlarmTransition]) -> None:
+        for tr in transitions:
+            self._apply(cur, tr)
 
     def _apply(self, cur: Any, tr: AlarmTransition) -> None:
         ev = orjson.dumps(tr.evidence).decode()
@@ -347,6 +350,55 @@ class SqliteAlarmStore(_SqlStore):
         self._conn.close()
 
 
+# One self-contained statement per transition for PostgreSQL: the outbox row is inserted and, only if it is new
+# (a replayed step inserts nothing), the alarm row is written, so no statement waits for another's result and a
+# step's transitions go to the server pipelined, in order, instead of ~2 round trips each.
+_PG_TR_INSERT = (
+    f"WITH ins AS (INSERT INTO rules_transitions ({_TR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (alarm_id, kind, t) DO NOTHING RETURNING seq) "
+)
+_PG_APPLY: dict[TransitionKind, tuple[str, str]] = {
+    TransitionKind.RAISED: (
+        _PG_TR_INSERT + f"INSERT INTO rules_alarms ({_ALARM_COLS}) SELECT ?::text, ?::text, ?::text, ?::text, "
+        "?::text, 1, ?::double precision, NULL, NULL, NULL, ?::double precision, ?::text, ?::double precision "
+        "FROM ins ON CONFLICT (alarm_id) DO NOTHING",
+        "raised",
+    ),
+    TransitionKind.ESCALATED: (
+        _PG_TR_INSERT + "UPDATE rules_alarms SET severity = ?, value = ?, updated_t = ?, max_severity = CASE "
+        "WHEN ?::text = 'critical' OR max_severity = 'critical' THEN 'critical' "
+        "WHEN ?::text = 'major' OR max_severity = 'major' THEN 'major' ELSE 'minor' END "
+        "WHERE alarm_id = ? AND EXISTS (SELECT 1 FROM ins)",
+        "severity",
+    ),
+    TransitionKind.ACKNOWLEDGED: (
+        _PG_TR_INSERT + "UPDATE rules_alarms SET acked_by = ?, acked_t = ?, updated_t = ? "
+        "WHERE alarm_id = ? AND acked_by IS NULL AND EXISTS (SELECT 1 FROM ins)",
+        "acked",
+    ),
+    TransitionKind.CLEARED: (
+        _PG_TR_INSERT + "UPDATE rules_alarms SET active = 0, cleared_t = ?, updated_t = ? "
+        "WHERE alarm_id = ? AND EXISTS (SELECT 1 FROM ins)",
+        "cleared",
+    ),
+}
+_PG_APPLY[TransitionKind.DEESCALATED] = _PG_APPLY[TransitionKind.ESCALATED]
+
+
+def _pg_apply_params(tr: AlarmTransition, ev: str) -> tuple[Any, ...]:
+    """The parameters of ``_PG_APPLY[tr.kind]``: the outbox row's, then the alarm write's (as in ``_apply``)."""
+    head = (tr.alarm_id, tr.device, tr.rule, tr.kind.value, tr.severity.value, tr.t, tr.value, ev, tr.actor)
+    sev = tr.severity.value
+    what = _PG_APPLY[tr.kind][1]
+    if what == "raised":
+        return (*head, tr.alarm_id, tr.device, tr.rule, sev, sev, tr.t, tr.value, ev, tr.t)
+    if what == "severity":
+        return (*head, sev, tr.value, tr.t, sev, sev, tr.alarm_id)
+    if what == "acked":
+        return (*head, tr.actor, tr.t, tr.t, tr.alarm_id)
+    return (*head, tr.t, tr.t, tr.alarm_id)
+
+
 class PostgresAlarmStore(_SqlStore):
     _pg = True
 
@@ -376,6 +428,15 @@ class PostgresAlarmStore(_SqlStore):
                 yield cur
         except psycopg.Error as exc:
             raise AlarmStoreError(f"alarm store {what} failed ({_redact(self.url)}): {exc}") from exc
+
+    def _apply_all(self, cur: Any, transitions: Sequence[AlarmTransition]) -> None:
+        """The step's transitions pipelined: one round trip for all of them (errors surface at the sync)."""
+        if not transitions:
+            return
+        with self._conn.pipeline():
+            for tr in transitions:
+                sql = pg_placeholders(_PG_APPLY[tr.kind][0])
+                cur.execute(sql, _pg_apply_params(tr, orjson.dumps(tr.evidence).decode()))
 
     def close(self) -> None:
         self._conn.close()
