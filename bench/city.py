@@ -52,24 +52,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
+from e2e import summary  # noqa: E402  (bench/e2e.py: the same percentiles)
 
 from tests.support.services import free_port, mosquitto, pg_database, wait_port  # noqa: E402
 
 GOAL_RATE = 50_000.0
 GOAL_P99_S = 1.0
 PER_GATEWAY = 1000
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50_s": round(pct(values, 50), 3), "p95_s": round(pct(values, 95), 3),
-            "p99_s": round(pct(values, 99), 3), "max_s": round(max(values), 3) if values else float("nan")}
 
 
 def bench_rules(tmp: Path) -> Path:

@@ -26,7 +26,7 @@ from console.errors import StoreUnavailable
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import ContractError, PayloadError
-from mqttlink.aio import MqttLink, ProtocolChoice, open_link
+from mqttlink.aio import MqttLink, open_link
 from mqttlink.backoff import backoff_delay
 from mqttlink.errors import LinkError
 
@@ -170,7 +170,6 @@ class MqttFeed:
         self._on_case_open = on_case_open
         self._settings = settings
         self._client_id = settings.client_id or f"citywatch-console-{int(time.time() * 1000) % 10**9}"
-        self._protocol: ProtocolChoice = "auto" if settings.protocol_level == 5 else "3.1.1"
         self._backoff = (reconnect_min_s, reconnect_max_s)
         self._rng = random.Random()
         self._link: MqttLink | None = None
@@ -192,8 +191,7 @@ class MqttFeed:
         try:
             while not self._stopping:
                 try:
-                    link = await open_link(self._settings, self._client_id, will=None, on_message=self.handle,
-                                           protocol=self._protocol)
+                    link = await open_link(self._settings, self._client_id, will=None, on_message=self.handle)
                 except LinkError as exc:
                     if attempt == 0:
                         log.warning("console live feed: cannot reach %s: %s; retrying", self._settings.url, exc)

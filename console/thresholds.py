@@ -7,7 +7,7 @@ there is no second copy of a threshold in the console's configuration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from console.views import DeviceView
 from contracts.errors import ConfigError
 from contracts.reading import DeviceInfo
 from rules.errors import RulesError
-from rules.evaluate import compile_rule
+from rules.evaluate import Compiled, compile_rule
 from rules.specs import Rule, load_rules
 
 
@@ -38,17 +38,18 @@ def load(paths: Sequence[Path]) -> list[Rule]:
         raise ConfigError("console.rules_files", "", [str(p) for p in paths], str(exc)) from exc
 
 
+def _compiled(rules: Sequence[Rule], d: DeviceView) -> Iterator[tuple[Rule, Compiled, str | None]]:
+    """(rule, the rule compiled for ``d``, its metric) for every rule that applies to ``d``."""
+    info = DeviceInfo(d.id, d.profile, d.kind, d.lat, d.lon, grid=d.grid, owner=d.owner)
+    for rule in rules:
+        if rule.applies_to.matches(info) and (c := compile_rule(rule, info)) is not None:
+            yield rule, c, getattr(rule, "metric", None)
+
+
 def for_device(rules: Sequence[Rule], d: DeviceView) -> list[Threshold]:
     """The levels and rates that raise alarms on ``d``, lowest severity first."""
-    info = DeviceInfo(d.id, d.profile, d.kind, d.lat, d.lon, grid=d.grid, owner=d.owner)
     out: list[Threshold] = []
-    for rule in rules:
-        if not rule.applies_to.matches(info):
-            continue
-        c = compile_rule(rule, info)
-        if c is None:
-            continue
-        metric = getattr(rule, "metric", None)
+    for rule, c, metric in _compiled(rules, d):
         if c.kind == "threshold" and metric:
             out += [Threshold(rule.name, metric, str(lv.severity), round(lv.raise_at - c.offset, 6), "level")
                     for lv in c.levels]
@@ -64,14 +65,9 @@ def clear_conditions(rules: Sequence[Rule], d: DeviceView) -> list[ClearConditio
     The sensor gate compares the device's latest reading with it: an alarm cleared by staleness or
     an acknowledgement does not make a reading above the clear level a confirmed fix.
     """
-    info = DeviceInfo(d.id, d.profile, d.kind, d.lat, d.lon, grid=d.grid, owner=d.owner)
     out: list[ClearCondition] = []
-    for rule in rules:
-        if not rule.applies_to.matches(info):
-            continue
-        c = compile_rule(rule, info)
-        metric = getattr(rule, "metric", None)
-        if c is None or c.kind != "threshold" or not metric or not c.levels:
+    for rule, c, metric in _compiled(rules, d):
+        if c.kind != "threshold" or not metric or not c.levels:
             continue
         clears = [lv.clear_at for lv in c.levels]
         level = min(clears) if c.above else max(clears)

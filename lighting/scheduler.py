@@ -58,8 +58,7 @@ class LampScheduler:
             while not stop.is_set():
                 try:
                     link = await open_link(self._mqtt, self.settings.client_id, will=None,
-                                           on_message=self._on_message,
-                                           protocol="auto" if self._mqtt.protocol_level == 5 else "3.1.1")
+                                           on_message=self._on_message)
                 except LinkError as exc:
                     if attempt == 0:
                         log.warning("lighting: cannot reach %s: %s; retrying", self._mqtt.url, exc)

@@ -271,10 +271,16 @@ async def open_link(
     will: tuple[str, bytes] | None,
     on_message: OnMessage,
     on_puback: OnPuback | None = None,
-    protocol: ProtocolChoice = "auto",
+    protocol: ProtocolChoice | None = None,
     connect_timeout_s: float = 10.0,
 ) -> MqttLink:
-    """Connect with MQTT 5, falling back to 3.1.1 when the broker refuses the version (``auto``)."""
+    """Connect with MQTT 5, falling back to 3.1.1 when the broker refuses the version (``auto``).
+
+    ``None`` follows the settings: ``protocol: "3.1.1"`` connects with 3.1.1 only, ``"5"`` tries 5
+    and falls back.
+    """
+    if protocol is None:
+        protocol = "auto" if settings.protocol_level == 5 else "3.1.1"
     first: Literal["5", "3.1.1"] = "3.1.1" if protocol == "3.1.1" else "5"
     link = MqttLink(settings, client_id, will=will, on_message=on_message, on_puback=on_puback, protocol=first,
                     connect_timeout_s=connect_timeout_s)
