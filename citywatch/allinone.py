@@ -75,7 +75,7 @@ def cloud_document(
     doc["mqtt"] = {"url": broker_url, "keepalive_s": 30, "protocol": protocol}
     doc["ingest"].update(store_url=ts_url, share_group=None, metrics_port=None, client_id="up-ingest")
     doc["rules"].update(
-        store_url=alarm_url, share_group=None, client_id="up-rules",
+        store_url=alarm_url, share_group=None, client_id="up-rules", metrics_port=None,
         files=[str(REPO / f) if not Path(f).is_absolute() else f for f in doc["rules"]["files"]],
     )
     doc["cases"].update(

@@ -7,6 +7,7 @@ the endpoint runs on the ingester's own event loop instead of prometheus-client'
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -46,7 +47,13 @@ class IngestMetrics:
         return generate_latest(self.registry)
 
 
-async def serve_metrics(metrics: IngestMetrics, host: str, port: int) -> asyncio.Server:
+class Renders(Protocol):
+    """Anything with a Prometheus text exposition (the ingester's and the rule runner's metrics)."""
+
+    def render(self) -> bytes: ...
+
+
+async def serve_metrics(metrics: Renders, host: str, port: int) -> asyncio.Server:
     """Serve ``GET /metrics`` (anything else: 404) on the running loop."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -38,6 +38,9 @@ class RulesSettings(StrictModel):
     max_payload_bytes: int = Field(default=1 << 20, ge=256)
     #: how often staleness and self-clearing alarms are checked without new input
     tick_s: float = Field(default=1.0, gt=0)
+    metrics_host: str = "127.0.0.1"
+    #: Prometheus ``/metrics`` (readings evaluated, lag, step time); null (the default) serves none
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("share_group")
     @classmethod

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from cloud_ingest.metrics import serve_metrics
 from contracts import topics
 from contracts.alarms import AlarmTransition
 from contracts.config import MqttSettings
@@ -38,11 +39,13 @@ from contracts.payloads import (
     decode_telemetry,
     encode_alarm,
 )
+from contracts.reading import Reading
 from mqttlink.source import Delivery, MessageSource
 from mqttlink.threaded import ThreadedSource
 from rules.config import RulesSettings
-from rules.errors import AlarmStoreError
+from rules.errors import AlarmStoreError, RulesError
 from rules.evaluate import LOG_ENTRIES_PER_DEVICE, EngineState, GatewayStatus, Input, RuleSet, evaluate
+from rules.metrics import RulesMetrics
 from rules.sharding import owns
 from rules.specs import Rule
 from rules.store import AlarmStore, StateDelta
@@ -123,6 +126,10 @@ class RuleRunner:
         self.ready_event: asyncio.Event | None = None
         self.steps = 0
         self._fault_delay_s = fault_ack_delay_s
+        self.metrics = RulesMetrics()
+        self.metrics_port: int | None = None  # bound port of /metrics once running (config may ask for 0)
+        self._newest_t: float | None = None  # newest sample time evaluated in the current step
+        self._store_up = True
 
     # ------------------------------------------------------------ transport callbacks
 
@@ -168,6 +175,14 @@ class RuleRunner:
         self._wake = asyncio.Event()
         self._pub_wake = asyncio.Event()
         self.ready_event = self.ready_event or asyncio.Event()
+        server = None
+        if self.cfg.metrics_port is not None:
+            try:
+                server = await serve_metrics(self.metrics, self.cfg.metrics_host, self.cfg.metrics_port)
+            except OSError as exc:
+                where = f"{self.cfg.metrics_host}:{self.cfg.metrics_port}"
+                raise RulesError(f"cannot serve metrics on {where}: {exc}") from exc
+            self.metrics_port = server.sockets[0].getsockname()[1]
         saved = await asyncio.to_thread(self.store.load_state)
         if saved is not None:
             self.state = EngineState.from_parts(*saved)
@@ -187,6 +202,8 @@ class RuleRunner:
                 tg.create_task(self._publish(stop), name="rules.publish")
         finally:
             source.stop()
+            if server is not None:
+                server.close()
 
     async def _process(self, stop: asyncio.Event) -> None:
         assert self._wake is not None
@@ -218,8 +235,10 @@ class RuleRunner:
                 gc.enable()
 
     async def _step(self, items: list[Delivery]) -> list[AlarmTransition]:
+        t0 = time.perf_counter()
         chunk = self.cfg.max_batch_messages
         transitions: list[AlarmTransition] = []
+        self._newest_t = None
         for i in range(0, max(len(items), 1), chunk):
             if i:
                 await asyncio.sleep(0)  # let acknowledgements and publishing run between chunks
@@ -229,13 +248,21 @@ class RuleRunner:
             max_log = LOG_ENTRIES_PER_DEVICE * max(len(st.registry), 1000)
             parts, series, compact = st.take_checkpoint(self.ruleset.condition_names, max_log)
             snapshot = StateDelta(st.global_json(), parts, series, compact)
+            m = self.metrics
             while True:
                 try:
                     await asyncio.to_thread(self.store.commit, snapshot, transitions)
                     break
                 except AlarmStoreError as exc:  # store down: hold the acks, retry; the broker keeps the rest
-                    log.error("%s; retrying in 1 s", exc)
+                    if self._store_up:  # log the outage once, not every retry
+                        log.error("%s; retrying every 1 s", exc)
+                    self._store_up = False
+                    m.store_up.set(0)
                     await asyncio.sleep(1.0)
+            if not self._store_up:
+                log.info("rule store back: committed")
+                self._store_up = True
+                m.store_up.set(1)
         if self._fault_delay_s and items:
             await asyncio.sleep(self._fault_delay_s)
         source = self._source
@@ -243,6 +270,7 @@ class RuleRunner:
             for it in items:
                 source.ack(it)
         self.steps += 1
+        self._observe(t0, transitions)
         settle_heap()  # what this step kept is long-lived: no full collection pass re-traverses it
         if transitions:
             for tr in transitions:
@@ -254,17 +282,40 @@ class RuleRunner:
         """Decode and evaluate one chunk of messages (an empty one is a tick); the state changes in place."""
         now = self.clock()
         inputs: list[Input] = []
+        bad = 0
         for it in items:
             try:
                 inputs.extend(decode_inputs(it.topic, it.payload, now, self.cfg.max_payload_bytes, self.cfg.gateways,
                                             shard=self.cfg.shard_spec))
             except (PayloadError, ContractError) as exc:
+                bad += 1
                 reason = getattr(exc, "reason", type(exc).__name__)
                 if reason not in self._bad_logged:  # log the first of each kind, not every repeat
                     self._bad_logged.add(reason)
                     log.warning("ignoring undecodable message on %s: %s", it.topic, exc)
         self.state, transitions = evaluate(self.ruleset, self.state, inputs, now)
+        m = self.metrics
+        if bad:
+            m.messages.labels("undecodable").inc(bad)
+        if len(items) > bad:
+            m.messages.labels("evaluated").inc(len(items) - bad)
+        readings = [i.ts for i in inputs if type(i) is Reading]
+        if readings:
+            m.readings.inc(len(readings))
+            newest = max(readings)
+            self._newest_t = newest if self._newest_t is None else max(newest, self._newest_t)
         return transitions
+
+    def _observe(self, t0: float, transitions: list[AlarmTransition]) -> None:
+        """Per-step figures for /metrics (once per step, not per reading)."""
+        m = self.metrics
+        m.step_seconds.observe(time.perf_counter() - t0)
+        for tr in transitions:
+            m.transitions.labels(tr.kind.value).inc()
+        if self._newest_t is not None:
+            m.lag.set(self.clock() - self._newest_t)
+        m.devices.set(len(self.state.registry))
+        m.active_alarms.set(len(self.state.alarms))
 
     async def _publish(self, stop: asyncio.Event) -> None:
         assert self._pub_wake is not None

@@ -110,3 +110,56 @@ async def test_runner_end_to_end(broker, tmp_path: Path) -> None:  # type: ignor
         col.close()
         pub.loop_stop()
         store.close()
+
+
+async def test_runner_serves_metrics(broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """/metrics counts what was evaluated, what was refused and what was raised, and how far behind it commits."""
+    import httpx
+
+    store = open_alarm_store(f"sqlite:///{tmp_path}/rules.db")
+    cfg = RulesSettings(files=["x"], store_url=f"sqlite:///{tmp_path}/rules.db", client_id="rules-metrics",
+                        tick_s=0.2, metrics_port=0)
+    runner = RuleRunner(MqttSettings(url=broker.url), cfg, parse_rules(RULES, "t.yaml"), store)
+    col = Collector(broker.host, broker.port)
+    pub = publisher(broker.host, broker.port)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        runner.ready_event = runner.ready_event or asyncio.Event()
+        await _until(lambda: runner.ready_event is not None and runner.ready_event.is_set())
+        assert runner.metrics_port
+        devs = [DeviceInfo(f"wl-{i:04d}", "radar", "water_gauge", interval_s=60.0) for i in range(3)]
+        pub.publish(topics.status("gw-m"), encode_status(Status("online", "b1", "0.1", devs)), qos=1, retain=True)
+        now = time.time()
+        readings = [Reading(d.id, "depth", now - 2 + i, 0.05, "m") for d in devs for i in range(2)]
+        readings.append(Reading("wl-0000", "depth", now, 0.5, "m"))  # one breach: raised critical
+        pub.publish(topics.telemetry("gw-m"), encode_telemetry("gw-m", "b1", 1, readings), qos=1)
+        pub.publish(topics.telemetry("gw-m"), b"{not json", qos=1)
+        await _until(lambda: len(col.snapshot()) >= 1)
+        await _until(lambda: store.unpublished() == [])
+
+        async def scrape(path: str = "/metrics") -> dict[str, float]:
+            async with httpx.AsyncClient() as http:
+                resp = await http.get(f"http://127.0.0.1:{runner.metrics_port}{path}", timeout=5)
+            if resp.status_code != 200:
+                return {"status": float(resp.status_code)}
+            return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                    for ln in resp.text.splitlines() if ln and not ln.startswith("#")}
+
+        deadline = time.monotonic() + 15
+        while (m := await scrape()).get('citywatch_rules_messages_total{kind="undecodable"}') != 1.0:
+            assert time.monotonic() < deadline, m
+            await asyncio.sleep(0.1)
+        assert m["citywatch_rules_readings_total"] == 7.0
+        assert m['citywatch_rules_transitions_total{kind="raised"}'] == 1.0
+        assert m["citywatch_rules_devices"] == 3.0 and m["citywatch_rules_active_alarms"] == 1.0
+        assert m["citywatch_rules_store_up"] == 1.0
+        assert 0.0 <= m["citywatch_rules_lag_seconds"] < 60.0
+        assert m["citywatch_rules_step_seconds_count"] >= 2.0
+        assert await scrape("/other") == {"status": 404.0}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        col.close()
+        pub.loop_stop()
+        store.close()
