@@ -170,17 +170,41 @@ def _q1(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return None
 
 
-def _metric(port: int, sample: str) -> float | None:
-    """One sample of the ingester's /metrics (its own counters: independent of table locks)."""
+def _metrics(port: int) -> dict[str, float]:
+    """Every sample of a service's /metrics (its own counters: independent of table locks); {} if down."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split()[1])
-    return None
+        return {}
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+            if ln and not ln.startswith("#")}
+
+
+def _metric(port: int, sample: str) -> float | None:
+    return _metrics(port).get(sample)
+
+
+def _rules_window(m0: dict[str, float], m1: dict[str, float], window_s: float) -> dict[str, Any]:
+    """The rule runner's own figures over the window: readings evaluated/s and its step times.
+
+    Step p99 is the upper bound of the histogram bucket holding it (the runner exports buckets)."""
+    if not m0 or not m1:
+        return {"scraped": False}
+    name = "citywatch_rules_step_seconds"
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), m1[k] - m0.get(k, 0.0))
+                     for k in m1 if k.startswith(name + "_bucket"))
+    steps = m1.get(name + "_count", 0.0) - m0.get(name + "_count", 0.0)
+    p99 = next((le for le, n in buckets if steps and n >= 0.99 * steps), None)
+    return {
+        "readings_evaluated_per_s": round((m1.get("citywatch_rules_readings_total", 0.0)
+                                          - m0.get("citywatch_rules_readings_total", 0.0)) / window_s),
+        "steps": int(steps),
+        "step_mean_s": round((m1.get(name + "_sum", 0.0) - m0.get(name + "_sum", 0.0)) / steps, 3) if steps else None,
+        "step_p99_le_s": p99,
+        "lag_s_end": round(m1.get("citywatch_rules_lag_seconds", float("nan")), 3),
+        "devices": int(m1.get("citywatch_rules_devices", 0.0)),
+    }
 
 
 @contextlib.contextmanager
@@ -205,13 +229,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _databases(3) as (ing_dsn, rules_dsn, cases_dsn), contextlib.ExitStack() as stops:
             stops.callback(_stop_all, procs)  # before the databases are dropped
             mqtt = {"url": broker.url, "keepalive_s": 30}
-            metrics_port, console_port = free_port(), free_port()
+            metrics_port, console_port, rules_port = free_port(), free_port(), free_port()
             docs = {
                 "ingest": {"mqtt": mqtt, "ingest": {"store_url": ing_dsn, "client_id": "city-ingest",
                                                     "writers": 2, "linger_ms": 50, "metrics_port": metrics_port,
                                                     "receive_maximum": 1000}},
                 "rules": {"mqtt": mqtt, "rules": {"files": [str(bench_rules(tmp))], "store_url": rules_dsn,
-                                                  "client_id": "city-rules"}},
+                                                  "client_id": "city-rules", "metrics_port": rules_port}},
                 "cases": {"mqtt": mqtt, "cases": {"store_url": cases_dsn, "client_id": "city-cases",
                                                   "categories_file": str(ROOT / "configs" / "categories.yaml"),
                                                   "units_file": str(ROOT / "configs" / "units.yaml")}},
@@ -228,6 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                stdout=log, stderr=subprocess.STDOUT)
             wait_port("127.0.0.1", console_port, 60)
             wait_port("127.0.0.1", metrics_port, 60)
+            wait_port("127.0.0.1", rules_port, 60)
             time.sleep(2.0)  # rules / cases subscribe before the first birth
             storm_start = args.warmup_s + 5.0
             n_gw = [gateways // args.loadgen_procs + (i < gateways % args.loadgen_procs)
@@ -263,6 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise SystemExit(f"{dead} exited during warm-up; logs in {tmp}")
             rows0 = _q1(ing_dsn, "SELECT count(*) FROM readings")
             ins0 = _metric(metrics_port, 'citywatch_ingest_readings_total{result="inserted"}')
+            rules0 = _metrics(rules_port)
             w0_wall = time.time()
             sampler.start()
             health: list[float] = []
@@ -284,6 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
             window_s = time.monotonic() - t_w0
             ins1 = _metric(metrics_port, 'citywatch_ingest_readings_total{result="inserted"}')
+            rules_fig = _rules_window(rules0, _metrics(rules_port), window_s)
             w1_wall = time.time()
             rows1 = _q1(ing_dsn, "SELECT count(*) FROM readings")
             # rows whose sample time lies in the window: throughput without warm-up backlog or lag
@@ -348,6 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "storm_cases_opened": len(case_rows), "cases_opened_all": int(cases_all),
             "sample_to_case": summary(to_case), "sample_to_alarm_at_bridge": summary(to_bridge),
             "ingest_lag_s_end": ingest_lag,
+            "rules": rules_fig,
             "console_healthz": {**summary(health), "errors": health_errors},
             "processes": procs_cpu, "alive_at_end": alive,
             "wall_s": round(time.monotonic() - t_run, 1),
@@ -395,6 +423,11 @@ def main() -> int:
     print(f"storm: {res['storm_devices']} gauges; road-water-depth alarms {res['storm_alarms_raised']} "
           f"({res['storm_alarm_devices']} devices); cases {res['storm_cases_opened']}; all alarms "
           f"{res['alarms_raised_all_rules']}, all cases {res['cases_opened_all']}")
+    rf = res["rules"]
+    if rf.get("scraped", True):
+        print(f"rules: {rf['readings_evaluated_per_s']}/s evaluated over {rf['devices']:,} devices; "
+              f"{rf['steps']} steps, mean {rf['step_mean_s']} s, p99 <= {rf['step_p99_le_s']} s; "
+              f"lag behind the newest sample {rf['lag_s_end']} s")
     for name in ("sample_to_alarm_at_bridge", "sample_to_case", "console_healthz"):
         r = res[name]
         print(f"  {name:<26} n={r['n']:<6} p50 {r['p50_s']:.3f} s  p95 {r['p95_s']:.3f} s  p99 {r['p99_s']:.3f} s"
