@@ -287,13 +287,17 @@ Chunk = tuple[int, int, bytes]
 
 @dataclass(frozen=True, slots=True)
 class _KindWire:
-    """A kind's SenML records with holes for the values: the bytes between them, and every value's bytes."""
+    """A kind's SenML records after the device's ``bn``/``bt``, for each of the 1 000 noise hashes.
 
-    pieces: tuple[bytes, ...]  # before each metric's value: its n/u keys (and the record break before it)
-    values: tuple[tuple[bytes, ...], ...]  # per metric, the 1 000 possible values as orjson writes them
-    storm: tuple[tuple[bytes, ...] | None, ...]
-    keys: tuple[int, ...]
-    size: int  # budget bytes of the kind's readings of one device, minus len(device) per reading
+    Metric ``m``'s value depends on ``(h + m * 1299709) % 1000`` with ``h`` the device-and-tick part of
+    the hash, so the whole run of records depends only on ``h % 1000``: 1 000 byte strings per kind
+    (and 1 000 for a flooded gauge) hold every record run the kind can send.
+    """
+
+    bodies: tuple[bytes, ...]
+    storm_bodies: tuple[bytes, ...]
+    n: int  # readings per device sample
+    size: int  # their outbox budget bytes, minus len(device) per reading
 
 
 def _wire(rows: tuple[_MetricRow, ...]) -> _KindWire:
@@ -303,11 +307,16 @@ def _wire(rows: tuple[_MetricRow, ...]) -> _KindWire:
         lead = b',"n":' if m == 0 else b'},{"t":0.0,"n":'
         unit = b',"u":' + orjson.dumps(row.unit) if row.unit else b""
         pieces.append(lead + orjson.dumps(row.name) + unit + b',"v":')
-    return _KindWire(
-        tuple(pieces), tuple(tuple(orjson.dumps(v) for v in row.values) for row in rows),
-        tuple(None if row.storm_values is None else tuple(orjson.dumps(v) for v in row.storm_values) for row in rows),
-        tuple(row.key for row in rows), sum(row.size for row in rows),
-    )
+
+    def body(h: int, storm: bool) -> bytes:
+        parts = []
+        for piece, row in zip(pieces, rows, strict=True):
+            table = row.storm_values if storm and row.storm_values is not None else row.values
+            parts += [piece, orjson.dumps(table[(h + row.key) % 1000])]
+        return b"".join(parts) + b"}"
+
+    return _KindWire(tuple(body(h, False) for h in range(1000)), tuple(body(h, True) for h in range(1000)),
+                     len(rows), sum(row.size for row in rows))
 
 
 _WIRE: dict[str, _KindWire] = {k: _wire(rows) for k, rows in _ROWS.items()}
@@ -316,8 +325,8 @@ _WIRE: dict[str, _KindWire] = {k: _wire(rows) for k, rows in _ROWS.items()}
 def chunks_at(plan: LoadPlan, gp: GatewayPlan, tick: int, ts: float) -> tuple[list[Chunk], int]:
     """:func:`readings_at` already encoded, one :data:`Chunk` per due device, and the number of readings.
 
-    The generator's hot path: no ``Reading`` objects, no per-record dicts; per device one join of
-    pre-encoded bytes. Same values, same order, same bytes as encoding :func:`readings_at`.
+    The generator's hot path: no ``Reading`` objects, no per-record dicts; per device one table
+    lookup and one format. Same values, same order, same bytes as encoding :func:`readings_at`.
     """
     storm = gp.storm if plan.storm_active(tick) else frozenset()
     tk = tick * 104729
@@ -330,48 +339,30 @@ def chunks_at(plan: LoadPlan, gp: GatewayPlan, tick: int, ts: float) -> tuple[li
     for i in gp.due(tick):
         dev = devices[i]
         w = _WIRE[kinds[i]]
-        h = i * 7919 + tk
-        parts = [b'{"bn":', dumps(dev + "/"), b',"bt":', ts_b]
-        flooded = i in storm
-        for piece, values, storm_values, key in zip(w.pieces, w.values, w.storm, w.keys, strict=True):
-            table = storm_values if flooded and storm_values is not None else values
-            parts.append(piece)
-            parts.append(table[(h + key) % 1000])
-        parts.append(b"}")
-        n = len(w.pieces)
-        add((n, n * len(dev) + w.size, b"".join(parts)))
-        total += n
+        body = (w.storm_bodies if i in storm else w.bodies)[(i * 7919 + tk) % 1000]
+        add((w.n, w.n * len(dev) + w.size, b'{"bn":%b,"bt":%b%b' % (dumps(dev + "/"), ts_b, body)))
+        total += w.n
     return out, total
 
 
 def readings_at(plan: LoadPlan, gp: GatewayPlan, tick: int, ts: float) -> list[Reading]:
-    """The readings of ``gp``'s devices due at ``tick``, stamped with sample time ``ts``."""
-    return render_tick(plan, gp, tick, ts)[0]
+    """The readings of ``gp``'s devices due at ``tick``, stamped with sample time ``ts``.
 
-
-def render_tick(plan: LoadPlan, gp: GatewayPlan, tick: int, ts: float) -> tuple[list[Reading], list[int]]:
-    """:func:`readings_at` and each reading's outbox budget size, with no per-reading arithmetic but a hash.
-
-    Value of metric ``m`` of device ``i`` at ``tick``: ``base + jitter * _noise(i, tick, m)`` rounded
-    to 4 places (a storm gauge's depth: ``STORM_DEPTH_M + 0.01 * _noise``), looked up in the kind's
-    table by the noise hash. The generator runs this for every reading, so it is kept lean.
+    Value of metric ``m`` of device ``i``: ``base + jitter * _noise(i, tick, m)`` rounded to 4 places
+    (a flooded gauge's depth: ``STORM_DEPTH_M + 0.01 * _noise``), looked up by the noise hash in
+    the kind's table. The generator sends :func:`chunks_at`, the same readings pre-encoded.
     """
     storm = gp.storm if plan.storm_active(tick) else frozenset()
     tk = tick * 104729
     out: list[Reading] = []
-    sizes: list[int] = []
-    add, add_size = out.append, sizes.append
-    kinds, devices = gp.kinds, gp.devices
     for i in gp.due(tick):
-        dev = devices[i]
+        dev = gp.devices[i]
         h = i * 7919 + tk
         flooded = i in storm
-        n_dev = len(dev)
-        for row in _ROWS[kinds[i]]:
+        for row in _ROWS[gp.kinds[i]]:
             table = row.storm_values if flooded and row.storm_values is not None else row.values
-            add(Reading(dev, row.name, ts, table[(h + row.key) % 1000], row.unit))
-            add_size(n_dev + row.size)
-    return out, sizes
+            out.append(Reading(dev, row.name, ts, table[(h + row.key) % 1000], row.unit))
+    return out
 
 
 def device_infos(plan: LoadPlan, gp: GatewayPlan, gw_index: int = 0) -> list[DeviceInfo]:
