@@ -45,12 +45,13 @@ _ANY_GW = "gw-loadbox"
 
 
 def chunks_of(readings: Sequence[Reading]) -> list[Chunk]:
-    """Encode readings as chunks, one per run of the same device (what :func:`loadplan.chunks_at` makes)."""
+    """Encode readings as chunks, one per device sample (a run of one device's readings with one sample
+    time), as :func:`citywatch.loadplan.chunks_at` makes them."""
     out: list[Chunk] = []
     i = 0
     while i < len(readings):
         j = i + 1
-        while j < len(readings) and readings[j].device == readings[i].device:
+        while j < len(readings) and readings[j].device == readings[i].device and readings[j].ts == readings[i].ts:
             j += 1
         run = readings[i:j]
         raw = payloads.encode_telemetry(_ANY_GW, "0" * 12, 1, run)
