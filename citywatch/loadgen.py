@@ -1,11 +1,14 @@
 """``citywatch loadgen``: many synthetic gateways with the edge's own discipline, bounded.
 
-Each gateway is a real :class:`edge_agent.outbox.Outbox` (its own boot id, seq numbers) and a real
-:class:`edge_agent.uplink.Uplink`: every reading is appended to the on-disk outbox first, batched
-like the agent (``publish.batch_max_readings``), published with QoS 1 and deleted only when the
-cloud's retained ack watermark covers its batch; unacked batches are resent. So the load is
-counted exactly like the agents' samples (generated = outbox ledger). What each device reports and
-when is the pure plan of :mod:`citywatch.loadplan`; this module only runs it on a clock.
+Each gateway has its own outbox (own boot id, seq numbers) and a real :class:`edge_agent.uplink.Uplink`:
+every reading is appended to the outbox first, batched like the agent (``publish.batch_max_readings``),
+published with QoS 1 and deleted only when the cloud's retained ack watermark covers its batch;
+unacked batches are resent. So the load is counted exactly like the agents' samples (generated =
+outbox ledger). The outbox is in memory by default (:class:`citywatch.loadbox.MemOutbox`, readings
+pre-encoded by :func:`citywatch.loadplan.chunks_at`: the generator must cost little per reading to
+drive a million devices) or, with ``--outbox-dir``, the agent's on-disk SQLite outbox. What each
+device reports and when is the pure plan of :mod:`citywatch.loadplan`; this module only runs it on
+a clock.
 
 Bounded: production stops after ``--duration-s`` (required, at most 24 h), then the generator waits
 at most ``--drain-timeout-s`` for the outboxes to be acked and exits (0: all acked, 1: some left).
@@ -198,6 +201,7 @@ async def run_load(
         pending = _pending(boxes)
         cpu_run = time.process_time() - cpu1
     finally:
+        gc.unfreeze()  # back to the collector's care (an in-process caller may run again)
         for b in boxes:
             b.close()
     return LoadReport(len(plan.gateways), plan.n_devices, plan.rate_per_s, generated, ticks, late, t_prod,
