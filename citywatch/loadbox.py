@@ -3,13 +3,16 @@
 The agent's :class:`edge_agent.outbox.Outbox` commits every append to SQLite with an fsync, so a
 sample survives a crash of the gateway. A load generator has nothing to survive: if it dies, the
 run is void. What it must keep is what the cloud sees and what the ledger counts, and that is
-the same here: rows in append order, batches of the oldest unbatched rows of one class with the
-next seq of the boot, a batch's rows and (boot, seq) fixed until the cloud's retained ack watermark
-covers it (a resend is byte-identical), deletion only by that watermark, the byte budget with the
-policy ``drop_oldest_telemetry_first`` (counted), and the ledger ``appended = present + acked +
-dropped`` per class. The real :class:`edge_agent.uplink.Uplink` drives it unchanged, so resends,
-ack timeouts and the window are the edge's own code. What it saves per reading is the disk: no
-SQL insert, no fsync per gateway per tick, no re-read and re-built ``Reading`` per batch.
+the same here: records in append order, batches of the oldest unbatched records of one class with
+the next seq of the boot, a batch's records and (boot, seq) fixed until the cloud's retained ack
+watermark covers it (a resend is byte-identical), deletion only by that watermark, the byte
+budget with the policy ``drop_oldest_telemetry_first`` (counted), and the ledger ``appended =
+present + acked + dropped`` per class. The real :class:`edge_agent.uplink.Uplink` drives it
+(:class:`LoadUplink` only takes a batch's message from here instead of re-encoding it), so
+window, linger, resends, ack timeouts and relabelling are the edge's own code.
+
+Readings are held already encoded, as :data:`citywatch.loadplan.Chunk` s (one device's sample),
+so a reading costs neither a ``Reading`` object, an SQL row, nor a dict in the encoder.
 """
 
 from __future__ import annotations
