@@ -7,7 +7,7 @@ ingest, rules, cases; the console's audit log is its SQLite file), ``citywatch i
 rules`` (configs/rules/default.yaml, with ``road-water-depth``'s hold times set to 0 so the latency
 is pipeline time, not a rule's hold), ``citywatch cases``, ``citywatch console`` (live feed on, its
 /healthz polled once a second), and ``--loadgen-procs`` ``citywatch loadgen`` processes that
-together simulate ``--devices`` devices (1 000 per gateway; edge discipline: outbox, boot/seq,
+together simulate ``--devices`` devices (1 000 per gateway; edge discipline: in-memory outbox, boot/seq,
 resend until acked). A storm floods ``--storm-fraction`` of the water gauges from 5 s into the
 steady state to its end.
 
@@ -265,8 +265,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     [sys.executable, "-m", "citywatch", "loadgen", "--gateways", str(g), "--devices-per-gateway",
                      str(per_gw), "--rate", str(share), "--duration-s", str(load_s), "--drain-timeout-s", "10",
                      "--storm-fraction", str(args.storm_fraction), "--storm-start-s", str(storm_start),
-                     "--broker", broker.url, "--outbox-dir", str(tmp / "outbox"),
-                     "--gateway-prefix", f"gw-c{i}-", "--seed", str(i + 1), "--json"],
+                     "--broker", broker.url,  # in-memory outboxes: the edge discipline without its fsyncs
+                     "--gateway-prefix", f"gw-c{i}-", "--seed", str(i + 1), "--json",
+                     *(["--linger-s", str(args.loadgen_linger_s)] if args.loadgen_linger_s is not None else [])],
                     cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
             for n in [n for n in procs if n.startswith("loadgen-")]:
                 out = procs[n].stdout
@@ -407,6 +408,8 @@ def main() -> int:
     ap.add_argument("--warmup-s", type=float, default=60.0, help="load before the window (births, first batches)")
     ap.add_argument("--storm-fraction", type=float, default=0.005, help="fraction of water gauges flooded")
     ap.add_argument("--loadgen-procs", type=int, default=2, help="citywatch loadgen processes sharing the gateways")
+    ap.add_argument("--loadgen-linger-s", type=float, default=None,
+                    help="the generators' publish linger (default: loadgen's 0.2 s; longer = fewer, bigger batches)")
     ap.add_argument("--ceiling-readings", type=int, default=200_000, help="readings of the ingest-only ceiling run")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (configs, logs)")
     args = ap.parse_args()

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import orjson
 
@@ -154,6 +154,31 @@ def event_body(e: Event) -> str:
 
 def event_nbytes(e: Event, body: str) -> int:
     return len(e.device) + len(e.kind) + len(e.id) + len(body) + ROW_OVERHEAD_BYTES
+
+
+class OutboxPort(Protocol):
+    """What the :class:`edge_agent.uplink.Uplink` needs of an outbox: batches, ledger, acks.
+
+    :class:`Outbox` is the agent's (durable, on disk); ``citywatch.loadbox.MemOutbox`` is the load
+    generator's (the same discipline in memory, where a crash may lose what it generated).
+    """
+
+    budget_bytes: int
+    disk_full_cap: int | None
+    policy: OverflowPolicy
+
+    def append(self, readings: Sequence[Reading] = (), events: Sequence[Event] = ()) -> AppendResult: ...
+    def unbatched(self, cls: RecordClass) -> int: ...
+    def unacked(self) -> list[BatchHeader]: ...
+    @property
+    def unacked_count(self) -> int: ...
+    def form_batch(self, cls: RecordClass, max_records: int, max_bytes: int) -> BatchHeader | None: ...
+    def load_readings(self, h: BatchHeader) -> Sequence[Reading]: ...
+    def load_events(self, h: BatchHeader) -> Sequence[Event]: ...
+    def relabel(self, batch_ids: Sequence[int]) -> list[BatchHeader]: ...
+    def ack(self, acked: dict[str, int]) -> int: ...
+    def ledger(self) -> Ledger: ...
+    def close(self) -> None: ...
 
 
 class _ClassState:

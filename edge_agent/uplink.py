@@ -25,10 +25,10 @@ from typing import Any
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import PayloadError
-from edge_agent.batching import BatchLimits, ack_timed_out, encode_batch, linger_deadline, should_form
+from edge_agent.batching import BatchLimits, Outgoing, ack_timed_out, encode_batch, linger_deadline, should_form
 from edge_agent.config import PublishConfig
 from edge_agent.errors import OutboxError
-from edge_agent.outbox import BatchHeader, Outbox, RecordClass
+from edge_agent.outbox import BatchHeader, OutboxPort, RecordClass
 from mqttlink.aio import MqttLink, open_link
 from mqttlink.backoff import backoff_delay
 from mqttlink.errors import LinkError
@@ -65,7 +65,7 @@ class Uplink:
         boot: str,
         mqtt: MqttSettings,
         publish: PublishConfig,
-        outbox: Outbox,
+        outbox: OutboxPort,
         *,
         status: StatusProvider,
         commands: CommandHandler | None = None,
@@ -331,11 +331,14 @@ class Uplink:
             if not formed or link.closed.is_set():
                 return
 
-    def _send(self, link: MqttLink, h: BatchHeader) -> None:
+    def _encode(self, h: BatchHeader) -> Outgoing:
+        """The batch as it goes on the wire, from its rows (the same bytes on every resend)."""
         if h.cls is RecordClass.TELEMETRY:
-            out = encode_batch(self.gw, h, self.outbox.load_readings(h), ())
-        else:
-            out = encode_batch(self.gw, h, (), self.outbox.load_events(h))
+            return encode_batch(self.gw, h, self.outbox.load_readings(h), ())
+        return encode_batch(self.gw, h, (), self.outbox.load_events(h))
+
+    def _send(self, link: MqttLink, h: BatchHeader) -> None:
+        out = self._encode(h)
         mid = link.publish(out.topic, out.payload, qos=1)
         self._inflight[mid] = h
         self._sent_at[h.id] = time.monotonic()
