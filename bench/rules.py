@@ -10,12 +10,16 @@ Live with persistence: the same readings again from a fresh state, checkpointing
 messages to a temporary SQLite store, or with ``--db postgresql://...`` to a throwaway PostgreSQL database (created
 and dropped); ratio against evaluation alone in the same pass (goal: keep up with it), and the design before the
 state log (one row per changed device at every commit) in the same run.
+Like the runner's step, the live passes run without automatic garbage collection (a full pass over the state
+stalls for seconds); a pass with a store settles the heap at every checkpoint as the runner does after each step
+(``rules.runner.settle_heap``), and that counts as persistence.
 Loopback only; finishes in about two minutes on a quiet box. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -38,6 +42,7 @@ from contracts.reading import DeviceInfo, Event, Quality, Reading
 from rules.backtest import History, Series, backtest
 from rules.config import RulesSettings
 from rules.evaluate import LOG_ENTRIES_PER_DEVICE, EngineState, GatewayStatus, RuleSet, evaluate
+from rules.runner import settle_heap
 from rules.specs import Rule, load_rules
 from rules.store import AlarmStore, SqliteAlarmStore, StateDelta, open_alarm_store
 
@@ -121,6 +126,20 @@ def live_run(
     rs = RuleSet(rules)
     st, _ = evaluate(rs, EngineState(checkpoints=store is not None), births, T0)  # alone: no log entries built
     st.take_dirty()
+    settle_heap(full=True)
+    gc.disable()  # as in RuleRunner.step
+    try:
+        return _live_loop(rs, st, batches, store, every, max_log_entries)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
+
+def _live_loop(
+    rs: RuleSet, st: EngineState, batches: list[list[Reading]], store: AlarmStore | None, every: int,
+    max_log_entries: int,
+) -> Persisted:
     n_tr = parts_n = series_n = compactions = 0
     eval_s = persist_s = 0.0
     pending: list[AlarmTransition] = []
@@ -134,6 +153,7 @@ def live_run(
             t0 = time.perf_counter()
             parts, series, compact = st.take_checkpoint(rs.condition_names, max_log_entries)
             store.commit(StateDelta(st.global_json(), parts, series, compact), pending)
+            settle_heap()  # the runner's step ends so
             persist_s += time.perf_counter() - t0
             parts_n += len(parts)
             series_n += len(series)
