@@ -13,7 +13,9 @@ state log (one row per changed device at every commit) in the same run.
 Like the runner's step, the live passes run without automatic garbage collection (a full pass over the state
 stalls for seconds); a pass with a store settles the heap at every checkpoint as the runner does after each step
 (``rules.runner.settle_heap``), and that counts as persistence.
-Loopback only; finishes in about two minutes on a quiet box. The last line is one JSON object.
+Each live figure is also given by this process's CPU time (less moved by other load on a shared box; it
+leaves out a PostgreSQL server's work). Loopback only; finishes in about two minutes on a quiet box. The last
+line is one JSON object.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Persisted(NamedTuple):
     device_parts: int  # whole device parts serialised (log records and compactions)
     series_entries: int  # small per-series entries logged
     compactions: int
+    cpu_s: float  # this process's CPU time over the timed parts (SQLite's work included, a PostgreSQL server's not)
 
 
 def live_run(
@@ -141,9 +144,10 @@ def _live_loop(
     max_log_entries: int,
 ) -> Persisted:
     n_tr = parts_n = series_n = compactions = 0
-    eval_s = persist_s = 0.0
+    eval_s = persist_s = cpu_s = 0.0
     pending: list[AlarmTransition] = []
     for i, b in enumerate(batches):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         st, trs = evaluate(rs, st, b, b[-1].ts)
         eval_s += time.perf_counter() - t0
@@ -159,7 +163,8 @@ def _live_loop(
             series_n += len(series)
             compactions += compact
             pending = []
-    return Persisted(n_tr, eval_s, persist_s, parts_n, series_n, compactions)
+        cpu_s += time.process_time() - c0
+    return Persisted(n_tr, eval_s, persist_s, parts_n, series_n, compactions, cpu_s)
 
 
 @contextmanager
@@ -264,9 +269,11 @@ def main() -> None:
     # checkpoint only. A pass with a store builds the log entries as it evaluates: that counts as persistence.
     max_log = LOG_ENTRIES_PER_DEVICE * max(len(reg), 1000)
     persisted: dict[tuple[str, int], tuple[Persisted, float]] = {}
+    alone_cpu_s: dict[tuple[str, int], float] = {}  # a shared box's load moves CPU time less than wall time
     passes = [*(("log", e, max_log) for e in CHECKPOINT_BATCHES), ("rows", CHECKPOINT_BATCHES[0], 0)]
     for design, every, limit in passes:
-        alone_s = live_run(rules, births, batches, None, 0).eval_s
+        alone = live_run(rules, births, batches, None, 0)
+        alone_s, alone_cpu_s[(design, every * 500)] = alone.eval_s, alone.cpu_s
         with bench_store(args.db, f"{design}{every}") as store:
             persisted[(design, every * 500)] = (live_run(rules, births, batches, store, every, limit), alone_s)
     backend = "SQLite" if args.db is None else "PostgreSQL"
@@ -296,7 +303,8 @@ def main() -> None:
           f"({raised} alarms raised); live evaluator replaying history: {base_bt_rate:,.0f} readings/s; "
           f"ratio {bt_rate / base_bt_rate:.1f}x")
     print(f"live: {len(live):,} readings in {len(batches)} batches in {live_s:.2f} s = {live_rate:,.0f} readings/s "
-          f"({n_tr} transitions); decoding the same from v1 payloads: {decode_rate:,.0f} readings/s; "
+          f"({len(live) / live_pass.cpu_s:,.0f} by CPU time; {n_tr} transitions); "
+          f"decoding the same from v1 payloads: {decode_rate:,.0f} readings/s; "
           f"evaluation/decoding speed ratio {live_rate / decode_rate:.2f}")
     for (design, n), pa in persisted.items():
         p = pa[0]
@@ -304,7 +312,9 @@ def main() -> None:
         print(f"live with state committed to {backend} every {n:,} readings (at most), {what}: "
               f"{rate(pa):,.0f} readings/s ({p.device_parts:,} device parts + {p.series_entries:,} series entries, "
               f"{p.compactions} compactions); evaluation alone just before: {len(live) / pa[1]:,.0f} readings/s; "
-              f"ratio {ratio(pa):.2f}; persisting costs {overhead(pa):.2f}x the evaluation time")
+              f"ratio {ratio(pa):.2f}; persisting costs {overhead(pa):.2f}x the evaluation time; "
+              f"by this process's CPU time {len(live) / p.cpu_s:,.0f} vs {len(live) / alone_cpu_s[(design, n)]:,.0f} "
+              f"readings/s, ratio {alone_cpu_s[(design, n)] / p.cpu_s:.2f}")
     print(f"every {CHECKPOINT_BATCHES[0] * 500:,} readings, persisting costs {overhead(with_state):.2f}x the "
           f"evaluation time with the state log vs {overhead(before):.2f}x with one row per changed device "
           f"({overhead(before) / overhead(with_state):.1f}x less); readings/s {rate(with_state) / rate(before):.2f}x "
@@ -320,6 +330,7 @@ def main() -> None:
         "backtest_alarms_raised": raised,
         "live_readings": len(live),
         "live_readings_per_s": round(live_rate),
+        "live_cpu_readings_per_s": round(len(live) / live_pass.cpu_s),
         "live_baseline_decode_readings_per_s": round(decode_rate),
         "live_vs_decode_ratio": round(live_rate / decode_rate, 3),
         "store": backend,
@@ -335,6 +346,9 @@ def main() -> None:
                 "ratio_to_evaluation": round(ratio(pa), 3), "persist_over_eval": round(overhead(pa), 3),
                 "device_parts": pa[0].device_parts, "series_entries": pa[0].series_entries,
                 "compactions": pa[0].compactions,
+                "cpu_readings_per_s": round(len(live) / pa[0].cpu_s),
+                "cpu_evaluation_alone_readings_per_s": round(len(live) / alone_cpu_s[(design, n)]),
+                "cpu_ratio_to_evaluation": round(alone_cpu_s[(design, n)] / pa[0].cpu_s, 3),
             }
             for (design, n), pa in persisted.items()
         },

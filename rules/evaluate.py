@@ -815,7 +815,11 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     dev_latest = st.latest.get(device)
     if dev_latest is None:
         dev_latest = st.latest[device] = {}
-    dev_latest[metric] = [t, value, good]
+    cur = dev_latest.get(metric)
+    if cur is None:
+        dev_latest[metric] = [t, value, good]
+    else:  # in place: one container fewer per reading to allocate and for the step's young collection to walk
+        cur[0], cur[1], cur[2] = t, value, good
     for stale in plan.staleness:  # a device that speaks again is no longer silent
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
