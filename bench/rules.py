@@ -157,11 +157,12 @@ def _live_loop(
             t0 = time.perf_counter()
             parts, series, compact = st.take_checkpoint(rs.condition_names, max_log_entries)
             store.commit(StateDelta(st.global_json(), parts, series, compact), pending)
-            settle_heap()  # the runner's step ends so
-            persist_s += time.perf_counter() - t0
             parts_n += len(parts)
             series_n += len(series)
             compactions += compact
+            del parts, series  # committed: garbage (the runner drops them too)
+            settle_heap()  # the runner's step ends so
+            persist_s += time.perf_counter() - t0
             pending = []
         cpu_s += time.process_time() - c0
     return Persisted(n_tr, eval_s, persist_s, parts_n, series_n, compactions, cpu_s)

@@ -236,6 +236,9 @@ class RuleRunner:
                 except AlarmStoreError as exc:  # store down: hold the acks, retry; the broker keeps the rest
                     log.error("%s; retrying in 1 s", exc)
                     await asyncio.sleep(1.0)
+            # committed: garbage now, so settle_heap neither walks nor freezes them (a compaction's parts are
+            # hundreds of thousands of containers)
+            del parts, series, snapshot
         if self._fault_delay_s and items:
             await asyncio.sleep(self._fault_delay_s)
         source = self._source
