@@ -10,12 +10,18 @@ Live with persistence: the same readings again from a fresh state, checkpointing
 messages to a temporary SQLite store, or with ``--db postgresql://...`` to a throwaway PostgreSQL database (created
 and dropped); ratio against evaluation alone in the same pass (goal: keep up with it), and the design before the
 state log (one row per changed device at every commit) in the same run.
-Loopback only; finishes in about two minutes on a quiet box. The last line is one JSON object.
+Like the runner's step, the live passes run without automatic garbage collection (a full pass over the state
+stalls for seconds); a pass with a store settles the heap at every checkpoint as the runner does after each step
+(``rules.runner.settle_heap``), and that counts as persistence.
+Each live figure is also given by this process's CPU time (less moved by other load on a shared box; it
+leaves out a PostgreSQL server's work). Loopback only; finishes in about two minutes on a quiet box. The last
+line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -38,6 +44,7 @@ from contracts.reading import DeviceInfo, Event, Quality, Reading
 from rules.backtest import History, Series, backtest
 from rules.config import RulesSettings
 from rules.evaluate import LOG_ENTRIES_PER_DEVICE, EngineState, GatewayStatus, RuleSet, evaluate
+from rules.runner import settle_heap
 from rules.specs import Rule, load_rules
 from rules.store import AlarmStore, SqliteAlarmStore, StateDelta, open_alarm_store
 
@@ -109,6 +116,7 @@ class Persisted(NamedTuple):
     device_parts: int  # whole device parts serialised (log records and compactions)
     series_entries: int  # small per-series entries logged
     compactions: int
+    cpu_s: float  # this process's CPU time over the timed parts (SQLite's work included, a PostgreSQL server's not)
 
 
 def live_run(
@@ -121,10 +129,25 @@ def live_run(
     rs = RuleSet(rules)
     st, _ = evaluate(rs, EngineState(checkpoints=store is not None), births, T0)  # alone: no log entries built
     st.take_dirty()
+    settle_heap(full=True)
+    gc.disable()  # as in RuleRunner.step
+    try:
+        return _live_loop(rs, st, batches, store, every, max_log_entries)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
+
+def _live_loop(
+    rs: RuleSet, st: EngineState, batches: list[list[Reading]], store: AlarmStore | None, every: int,
+    max_log_entries: int,
+) -> Persisted:
     n_tr = parts_n = series_n = compactions = 0
-    eval_s = persist_s = 0.0
+    eval_s = persist_s = cpu_s = 0.0
     pending: list[AlarmTransition] = []
     for i, b in enumerate(batches):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         st, trs = evaluate(rs, st, b, b[-1].ts)
         eval_s += time.perf_counter() - t0
@@ -134,12 +157,15 @@ def live_run(
             t0 = time.perf_counter()
             parts, series, compact = st.take_checkpoint(rs.condition_names, max_log_entries)
             store.commit(StateDelta(st.global_json(), parts, series, compact), pending)
-            persist_s += time.perf_counter() - t0
             parts_n += len(parts)
             series_n += len(series)
             compactions += compact
+            del parts, series  # committed: garbage (the runner drops them too)
+            settle_heap()  # the runner's step ends so
+            persist_s += time.perf_counter() - t0
             pending = []
-    return Persisted(n_tr, eval_s, persist_s, parts_n, series_n, compactions)
+        cpu_s += time.process_time() - c0
+    return Persisted(n_tr, eval_s, persist_s, parts_n, series_n, compactions, cpu_s)
 
 
 @contextmanager
@@ -244,9 +270,11 @@ def main() -> None:
     # checkpoint only. A pass with a store builds the log entries as it evaluates: that counts as persistence.
     max_log = LOG_ENTRIES_PER_DEVICE * max(len(reg), 1000)
     persisted: dict[tuple[str, int], tuple[Persisted, float]] = {}
+    alone_cpu_s: dict[tuple[str, int], float] = {}  # a shared box's load moves CPU time less than wall time
     passes = [*(("log", e, max_log) for e in CHECKPOINT_BATCHES), ("rows", CHECKPOINT_BATCHES[0], 0)]
     for design, every, limit in passes:
-        alone_s = live_run(rules, births, batches, None, 0).eval_s
+        alone = live_run(rules, births, batches, None, 0)
+        alone_s, alone_cpu_s[(design, every * 500)] = alone.eval_s, alone.cpu_s
         with bench_store(args.db, f"{design}{every}") as store:
             persisted[(design, every * 500)] = (live_run(rules, births, batches, store, every, limit), alone_s)
     backend = "SQLite" if args.db is None else "PostgreSQL"
@@ -276,7 +304,8 @@ def main() -> None:
           f"({raised} alarms raised); live evaluator replaying history: {base_bt_rate:,.0f} readings/s; "
           f"ratio {bt_rate / base_bt_rate:.1f}x")
     print(f"live: {len(live):,} readings in {len(batches)} batches in {live_s:.2f} s = {live_rate:,.0f} readings/s "
-          f"({n_tr} transitions); decoding the same from v1 payloads: {decode_rate:,.0f} readings/s; "
+          f"({len(live) / live_pass.cpu_s:,.0f} by CPU time; {n_tr} transitions); "
+          f"decoding the same from v1 payloads: {decode_rate:,.0f} readings/s; "
           f"evaluation/decoding speed ratio {live_rate / decode_rate:.2f}")
     for (design, n), pa in persisted.items():
         p = pa[0]
@@ -284,7 +313,9 @@ def main() -> None:
         print(f"live with state committed to {backend} every {n:,} readings (at most), {what}: "
               f"{rate(pa):,.0f} readings/s ({p.device_parts:,} device parts + {p.series_entries:,} series entries, "
               f"{p.compactions} compactions); evaluation alone just before: {len(live) / pa[1]:,.0f} readings/s; "
-              f"ratio {ratio(pa):.2f}; persisting costs {overhead(pa):.2f}x the evaluation time")
+              f"ratio {ratio(pa):.2f}; persisting costs {overhead(pa):.2f}x the evaluation time; "
+              f"by this process's CPU time {len(live) / p.cpu_s:,.0f} vs {len(live) / alone_cpu_s[(design, n)]:,.0f} "
+              f"readings/s, ratio {alone_cpu_s[(design, n)] / p.cpu_s:.2f}")
     print(f"every {CHECKPOINT_BATCHES[0] * 500:,} readings, persisting costs {overhead(with_state):.2f}x the "
           f"evaluation time with the state log vs {overhead(before):.2f}x with one row per changed device "
           f"({overhead(before) / overhead(with_state):.1f}x less); readings/s {rate(with_state) / rate(before):.2f}x "
@@ -300,6 +331,7 @@ def main() -> None:
         "backtest_alarms_raised": raised,
         "live_readings": len(live),
         "live_readings_per_s": round(live_rate),
+        "live_cpu_readings_per_s": round(len(live) / live_pass.cpu_s),
         "live_baseline_decode_readings_per_s": round(decode_rate),
         "live_vs_decode_ratio": round(live_rate / decode_rate, 3),
         "store": backend,
@@ -315,6 +347,9 @@ def main() -> None:
                 "ratio_to_evaluation": round(ratio(pa), 3), "persist_over_eval": round(overhead(pa), 3),
                 "device_parts": pa[0].device_parts, "series_entries": pa[0].series_entries,
                 "compactions": pa[0].compactions,
+                "cpu_readings_per_s": round(len(live) / pa[0].cpu_s),
+                "cpu_evaluation_alone_readings_per_s": round(len(live) / alone_cpu_s[(design, n)]),
+                "cpu_ratio_to_evaluation": round(alone_cpu_s[(design, n)] / pa[0].cpu_s, 3),
             }
             for (design, n), pa in persisted.items()
         },

@@ -31,7 +31,6 @@ from rules.lifecycle import (
     alarm_id_for,
     latched_severity,
     step_alarm,
-    step_latch,
 )
 from rules.robust import theil_sen_slope
 from rules.specs import (
@@ -363,19 +362,24 @@ class EngineState:
         scratch by reference, so the entry serialises their values at commit time.
         """
         out = [device, metric, self.latest[device][metric], 0]
-        lt = self.latches
+        lt, sc = self.latches, self.scratch
         n = 0
+        tail: list[Any] | None = None  # scratch pairs, after the latches (one pass over the rules)
         for c in comps:
-            latch = lt.get(c.key)
+            k = c.key
+            latch = lt.get(k)
             if latch is not None:
-                out += (c.key, latch.on, latch.since)
+                out += (k, latch.on, latch.since)
                 n += 1
-        out[3] = n
-        sc = self.scratch
-        for c in comps:
-            v = sc.get(c.key)
+            v = sc.get(k)
             if v is not None:
-                out += (c.key, v)
+                if tail is None:
+                    tail = [k, v]
+                else:
+                    tail += (k, v)
+        out[3] = n
+        if tail is not None:
+            out += tail
         return out
 
     def take_checkpoint(
@@ -561,26 +565,41 @@ def _set_condition(st: EngineState, c: Compiled, device: str, ch: Change, out: l
         del st.raises[c.key]
 
 
-def _latch(st: EngineState, c: Compiled) -> LatchState:
-    latch = st.latches.get(c.key)
-    if latch is None or len(latch.on) != len(c.severities):
-        latch = st.latches[c.key] = LatchState.fresh(len(c.severities))
-    return latch
-
-
 def _levels_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransition]) -> None:
     device, metric, t, raw = r.device, r.metric, r.ts, r.value
     value = raw + c.offset
-    latch = _latch(st, c)
-    for i, lv in enumerate(c.levels):
-        ra, ca = lv.raise_after_s, lv.clear_after_s
-        if c.above:
-            step_latch(latch, i, value >= lv.raise_at, value < lv.clear_at, t=t, raise_after_s=ra, clear_after_s=ca)
+    latch = st.latches.get(c.key)
+    if latch is None or len(latch.on) != len(c.severities):
+        latch = st.latches[c.key] = LatchState.fresh(len(c.severities))
+    on, since = latch.on, latch.since
+    above = c.above
+    for i, lv in enumerate(c.levels):  # step_latch inlined (the hot loop: one pass per level per reading)
+        if above:
+            raise_c, clear_c = value >= lv.raise_at, value < lv.clear_at
         else:
-            step_latch(latch, i, value <= lv.raise_at, value > lv.clear_at, t=t, raise_after_s=ra, clear_after_s=ca)
+            raise_c, clear_c = value <= lv.raise_at, value > lv.clear_at
+        if not on[i]:
+            if raise_c:
+                s = since[i]
+                if s is None:
+                    s = since[i] = t
+                if t - s >= lv.raise_after_s:
+                    on[i] = True
+                    since[i] = None
+            else:
+                since[i] = None
+        elif clear_c:
+            s = since[i]
+            if s is None:
+                s = since[i] = t
+            if t - s >= lv.clear_after_s:
+                on[i] = False
+                since[i] = None
+        else:
+            since[i] = None
+    if True not in on and c.key not in st.active:
+        return  # nothing latched, no alarm to clear: no evidence to build
     target = latched_severity(latch, c.severities)
-    if target is None and c.key not in st.active:
-        return
     ev: dict[str, Any] = {"metric": metric, "value": value}
     if c.offset:
         ev["raw"] = raw
@@ -589,34 +608,68 @@ def _levels_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransi
         ev["threshold"] = lv.raise_at
     # the condition that clears the alarm (every level released), for the case's verification evidence
     clears = [x.clear_at for x in c.levels]
-    ev["clear_at"] = min(clears) if c.above else max(clears)
-    ev["direction"] = "above" if c.above else "below"
+    ev["clear_at"] = min(clears) if above else max(clears)
+    ev["direction"] = "above" if above else "below"
     _set_condition(st, c, device, Change(target, t, value, ev), out)
 
 
+def _step_one(
+    st: EngineState, c: Compiled, t: float, raise_c: bool, clear_c: bool, *, raise_after_s: float, clear_after_s: float
+) -> list[bool] | None:
+    """Step a single-level latch (``step_latch`` inlined); its levels when the alarm must be set, else None.
+
+    The alarm is set when the level is latched or an alarm is active (so it may clear): only then does the
+    caller build the evidence, which most readings never need.
+    """
+    key = c.key
+    latch = st.latches.get(key)
+    if latch is None or len(latch.on) != len(c.severities):
+        latch = st.latches[key] = LatchState.fresh(len(c.severities))
+    on, since = latch.on, latch.since
+    if not on[0]:
+        if raise_c:
+            s = since[0]
+            if s is None:
+                s = since[0] = t
+            if t - s >= raise_after_s:
+                on[0] = True
+                since[0] = None
+        else:
+            since[0] = None
+    elif clear_c:
+        s = since[0]
+        if s is None:
+            s = since[0] = t
+        if t - s >= clear_after_s:
+            on[0] = False
+            since[0] = None
+    else:
+        since[0] = None
+    return on if on[0] or key in st.active else None
+
+
 def _single_step(st: EngineState, c: Compiled, device: str, sm: Sample, out: list[AlarmTransition]) -> None:
-    latch = _latch(st, c)
-    step_latch(latch, 0, sm.raise_c, sm.clear_c, t=sm.t, raise_after_s=sm.raise_after_s, clear_after_s=sm.clear_after_s)
-    target = c.severities[0] if latch.on[0] else None
-    if target is None and c.key not in st.active:
-        return
-    _set_condition(st, c, device, Change(target, sm.t, sm.value, sm.evidence), out)
+    on = _step_one(st, c, sm.t, sm.raise_c, sm.clear_c, raise_after_s=sm.raise_after_s, clear_after_s=sm.clear_after_s)
+    if on is not None:
+        _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, sm.t, sm.value, sm.evidence), out)
 
 
 def _rate_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransition]) -> None:
     device, metric, t, raw = r.device, r.metric, r.ts, r.value
     rule = c.rule
     assert isinstance(rule, RateRule)
-    sc = st.scratch.setdefault(c.key, {"t": [], "v": [], "e": None})
+    sc = st.scratch.get(c.key)
+    if sc is None:
+        sc = st.scratch[c.key] = {"t": [], "v": [], "e": None}
     ts: list[float] = sc["t"]
     vs: list[float] = sc["v"]
     ts.append(t)
     vs.append(raw + c.offset)
     cutoff = t - rule.window_s
-    drop = 0
-    while drop < len(ts) and ts[drop] < cutoff:
-        drop += 1
-    if drop:
+    if ts[0] < cutoff:
+        drop = 1
+        while drop < len(ts) and ts[drop] < cutoff:
+            drop += 1
         del ts[:drop]
         del vs[:drop]
     last_eval = sc["e"]
@@ -631,93 +684,130 @@ def _rate_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransiti
     signed = slope_h if c.above else -slope_h
     raise_c = signed >= rule.rate_per_h
     clear_c = signed < rule.rate_per_h - rule.hysteresis_per_h
-    ev = {"metric": metric, "rate_per_h": round(slope_h, 6), "threshold_per_h": rule.rate_per_h, "points": len(ts)}
-    _single_step(st, c, device, Sample(t, raise_c, clear_c, rule.raise_after_s, rule.clear_after_s, slope_h, ev), out)
+    on = _step_one(st, c, t, raise_c, clear_c, raise_after_s=rule.raise_after_s, clear_after_s=rule.clear_after_s)
+    if on is not None:
+        ev = {"metric": metric, "rate_per_h": round(slope_h, 6), "threshold_per_h": rule.rate_per_h, "points": len(ts)}
+        _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, t, slope_h, ev), out)
+
+
+def _fault_scratch() -> dict[str, Any]:
+    return {"bad": 0, "ok": 0, "fs": None, "fmin": 0.0, "fmax": 0.0, "fn": 0}
 
 
 def _fault_step(st: EngineState, c: Compiled, r: Reading, good: bool, out: list[AlarmTransition]) -> None:
-    device, metric, t, raw = r.device, r.metric, r.ts, r.value
-    flagged = r.quality is not Quality.GOOD
+    t, raw = r.ts, r.value
     rule = c.rule
     assert isinstance(rule, SensorFaultRule)
-    sc = st.scratch.setdefault(c.key, {"bad": 0, "ok": 0, "fs": None, "fmin": 0.0, "fmax": 0.0, "fn": 0})
+    sc = st.scratch.get(c.key)
+    if sc is None:
+        sc = st.scratch[c.key] = _fault_scratch()
+    window_s = rule.flatline_window_s
     if good:
         sc["ok"] += 1
         sc["bad"] = 0
-        if rule.flatline_window_s is not None:
-            if sc["fs"] is not None and max(sc["fmax"], raw) - min(sc["fmin"], raw) <= rule.flatline_epsilon:
-                sc["fmin"] = min(sc["fmin"], raw)
-                sc["fmax"] = max(sc["fmax"], raw)
+        if window_s is not None:
+            fmin, fmax = sc["fmin"], sc["fmax"]
+            if sc["fs"] is not None and max(fmax, raw) - min(fmin, raw) <= rule.flatline_epsilon:
+                sc["fmin"] = min(fmin, raw)
+                sc["fmax"] = max(fmax, raw)
                 sc["fn"] += 1
             else:
                 sc["fs"], sc["fmin"], sc["fmax"], sc["fn"] = t, raw, raw, 1
     else:
         sc["bad"] += 1
         sc["ok"] = 0
-    flat = (
-        rule.flatline_window_s is not None
-        and sc["fs"] is not None
-        and sc["fn"] >= rule.flatline_min_readings
-        and t - sc["fs"] >= rule.flatline_window_s
-    )
+    fs = sc["fs"]
+    flat = window_s is not None and fs is not None and sc["fn"] >= rule.flatline_min_readings and t - fs >= window_s
     raise_c = sc["bad"] >= rule.bad_count or flat
     clear_c = sc["ok"] >= rule.good_count and not flat
-    reason = "flatline" if flat else ("flagged_bad" if flagged else "out_of_range")
-    ev = {"metric": metric, "value": raw, "reason": reason}
-    _single_step(st, c, device, Sample(t, raise_c, clear_c, 0.0, 0.0, raw, ev), out)
+    on = _step_one(st, c, t, raise_c, clear_c, raise_after_s=0.0, clear_after_s=0.0)
+    if on is not None:
+        flagged = r.quality is not Quality.GOOD
+        reason = "flatline" if flat else ("flagged_bad" if flagged else "out_of_range")
+        ev = {"metric": r.metric, "value": raw, "reason": reason}
+        _set_condition(st, c, r.device, Change(c.severities[0] if on[0] else None, t, raw, ev), out)
 
 
-def _lamp_step(st: EngineState, c: Compiled, device: str, t: float, out: list[AlarmTransition]) -> None:
-    rule = c.rule
+def _lamp_inputs(st: EngineState, device: str) -> list[Any]:
+    """``[relay on, current in A, margin, sun up]``: the device's latest good relay and current (None: unknown),
+    then a memo of the last :func:`sun_is_up` (margin None: none yet), alike for every lamp rule of a reading."""
     latest = st.latest.get(device, {})
     relay = latest.get("relay")
     current = latest.get("current")
     relay_on = None if relay is None or not relay[2] else relay[1] >= 0.5
     amps = None if current is None or not current[2] else float(current[1])
-    if isinstance(rule, LampFailureRule):
+    return [relay_on, amps, None, None]
+
+
+def _lamp_step(st: EngineState, c: Compiled, r: Reading, lamp: list[Any], out: list[AlarmTransition]) -> None:
+    """One lamp rule on the lamp's relay and current (``lamp``: :func:`_lamp_inputs`, alike for a reading's rules)."""
+    device, t = r.device, r.ts
+    relay_on: bool | None = lamp[0]
+    amps: float | None = lamp[1]
+    rule = c.rule
+    kind = c.kind
+    if kind == "lamp_failure":
+        assert isinstance(rule, LampFailureRule)
         if relay_on is None or amps is None:
             return
         fail = relay_on and amps < rule.min_current_a
-        ev = {"fault": "lampFailure", "relay": relay_on, "current_a": amps}
-        _single_step(st, c, device, Sample(t, fail, not fail, rule.raise_after_s, rule.clear_after_s, amps, ev), out)
+        on = _step_one(st, c, t, fail, not fail, raise_after_s=rule.raise_after_s, clear_after_s=rule.clear_after_s)
+        if on is not None:
+            ev = {"fault": "lampFailure", "relay": relay_on, "current_a": amps}
+            _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, t, amps, ev), out)
         return
     assert isinstance(rule, LampDayBurningRule | LampDarkRule)
     info = st.registry.get(device)
     if info is None or info.lat is None or info.lon is None:
         return
-    if isinstance(rule, LampDayBurningRule):  # burning = current flows (or the relay is on when current is unknown)
+    if kind == "lamp_unexpected_on":  # burning = current flows (or the relay is on when current is unknown)
+        assert isinstance(rule, LampDayBurningRule)
         lit = amps >= rule.on_current_a if amps is not None else relay_on
     else:  # dark = the controller has it switched off (a lit relay without current is lampFailure)
         lit = relay_on if relay_on is not None else (None if amps is None else amps >= rule.on_current_a)
     if lit is None:
         return
-    sun = sun_is_up(info.lat, info.lon, t, rule.margin_s)
+    margin_s = rule.margin_s
+    if lamp[2] == margin_s:
+        sun = lamp[3]
+    else:
+        sun = lamp[3] = sun_is_up(info.lat, info.lon, t, margin_s)
+        lamp[2] = margin_s
     if sun is None:  # twilight: neither raise nor clear
         return
-    if isinstance(rule, LampDayBurningRule):
+    if kind == "lamp_unexpected_on":
         bad, fault = lit and sun, "lampUnexpectedOn"
     else:
         bad, fault = (not lit) and not sun, "lampDarkAtNight"
-    ev = {"fault": fault, "lit": lit, "sun_up": sun}
-    _single_step(st, c, device, Sample(t, bad, not bad, rule.raise_after_s, rule.clear_after_s, amps, ev), out)
+    on = _step_one(st, c, t, bad, not bad, raise_after_s=rule.raise_after_s, clear_after_s=rule.clear_after_s)
+    if on is not None:
+        ev = {"fault": fault, "lit": lit, "sun_up": sun}
+        _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, t, amps, ev), out)
+
+
+_NO_COMPS: tuple[Compiled, ...] = ()
+_GOOD = Quality.GOOD
+_isfinite = math.isfinite
 
 
 def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition]) -> None:
     device, metric, t = r.device, r.metric, r.ts
     skey = f"{device}|{metric}"
-    last = st.last_ts.get(skey)
+    last_ts = st.last_ts
+    last = last_ts.get(skey)
     if last is not None and t <= last:
         return  # duplicate or late: never re-evaluated, never raises anew
-    st.last_ts[skey] = t
+    last_ts[skey] = t
     seen = st.last_seen.get(device)
     if seen is None or t > seen:
         st.last_seen[device] = t
-    plan = _plan(rs, st, device)
+    plan = st.plans.get(device)
+    if plan is None:
+        plan = _plan(rs, st, device)
     comps = plan.by_metric.get(metric)
     value = r.value
-    flagged = r.quality is not Quality.GOOD
-    good = not flagged and math.isfinite(value)
-    if good:
+    good = r.quality is _GOOD and _isfinite(value)
+    if good and plan.ranges:
         for lo, hi in plan.ranges.get(metric, ()):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 good = False
@@ -725,7 +815,11 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     dev_latest = st.latest.get(device)
     if dev_latest is None:
         dev_latest = st.latest[device] = {}
-    dev_latest[metric] = [t, value, good]
+    cur = dev_latest.get(metric)
+    if cur is None:
+        dev_latest[metric] = [t, value, good]
+    else:  # in place: one container fewer per reading to allocate and for the step's young collection to walk
+        cur[0], cur[1], cur[2] = t, value, good
     for stale in plan.staleness:  # a device that speaks again is no longer silent
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
@@ -733,13 +827,15 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     if comps:
         _conditions(st, comps, r, good, out)
     # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
-    # series replaces it); _set_condition marks the whole device when an alarm changes
-    st.series_dirty[skey] = st.series_entry(device, metric, comps or ()) if st.checkpoints else [device]
+    # series replaces it; building it at the checkpoint instead costs 5-10x more: the state is out of cache);
+    # _set_condition marks the whole device when an alarm changes
+    st.series_dirty[skey] = st.series_entry(device, metric, comps or _NO_COMPS) if st.checkpoints else [device]
 
 
 def _conditions(st: EngineState, comps: list[Compiled], r: Reading, good: bool, out: list[AlarmTransition]) -> None:
     """Step the rules on one reading's metric."""
     device, metric, t, value = r.device, r.metric, r.ts, r.value
+    lamp: list[Any] | None = None  # relay on, current: alike for every lamp rule (_lamp_inputs)
     for c in comps:
         kind = c.kind
         if kind == "sensor_fault":
@@ -755,20 +851,26 @@ def _conditions(st: EngineState, comps: list[Compiled], r: Reading, good: bool, 
             assert isinstance(rule, SupplyVoltageRule)
             low, high = value < rule.min_v, value > rule.max_v
             inside = rule.min_v + rule.hysteresis_v <= value <= rule.max_v - rule.hysteresis_v
-            fault = "supplyVoltageTooLow" if low else "supplyVoltageTooHigh" if high else None
-            ev: dict[str, Any] = {"metric": metric, "value": value}
-            if fault:
-                ev["fault"] = fault
-            sm = Sample(t, low or high, inside, rule.raise_after_s, rule.clear_after_s, value, ev)
-            _single_step(st, c, device, sm, out)
+            on = _step_one(st, c, t, low or high, inside, raise_after_s=rule.raise_after_s,
+                           clear_after_s=rule.clear_after_s)
+            if on is not None:
+                fault = "supplyVoltageTooLow" if low else "supplyVoltageTooHigh" if high else None
+                ev: dict[str, Any] = {"metric": metric, "value": value}
+                if fault:
+                    ev["fault"] = fault
+                _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, t, value, ev), out)
         elif kind == "cover_open":
             rule = c.rule
             assert isinstance(rule, CoverOpenRule)
             is_open = value >= 0.5
-            ev = {"metric": metric, "value": value}
-            _single_step(st, c, device, Sample(t, is_open, not is_open, 0.0, rule.clear_after_s, value, ev), out)
+            on = _step_one(st, c, t, is_open, not is_open, raise_after_s=0.0, clear_after_s=rule.clear_after_s)
+            if on is not None:
+                ev = {"metric": metric, "value": value}
+                _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, t, value, ev), out)
         elif kind in ("lamp_failure", "lamp_unexpected_on", "lamp_dark"):
-            _lamp_step(st, c, device, t, out)
+            if lamp is None:
+                lamp = _lamp_inputs(st, device)
+            _lamp_step(st, c, r, lamp, out)
 
 
 def _wim(st: EngineState, c: Compiled, ev: Event, out: list[AlarmTransition]) -> None:

@@ -32,9 +32,14 @@ def theil_sen_slope(ts: Sequence[float] | np.ndarray, vs: Sequence[float] | np.n
         # with the same arithmetic, so live and vectorised backtest agree to the bit
         tl = [float(x) for x in ts]
         vl = [float(x) for x in vs]
-        sl = sorted(
-            (vl[j] - vl[i]) / (tl[j] - tl[i]) for i in range(n) for j in range(i + 1, n) if tl[j] - tl[i] > 0
-        )
+        sl: list[float] = []
+        for a in range(n - 1):  # pairs in the order numpy's triu_indices gives them
+            ta, va = tl[a], vl[a]
+            for b in range(a + 1, n):
+                dt = tl[b] - ta
+                if dt > 0:
+                    sl.append((vl[b] - va) / dt)
+        sl.sort()
         m = len(sl)
         if m == 0:
             return float("nan")

@@ -263,6 +263,9 @@ class RuleRunner:
                 log.info("rule store back: committed")
                 self._store_up = True
                 m.store_up.set(1)
+            # committed: garbage now, so settle_heap neither walks nor freezes them (a compaction's parts are
+            # hundreds of thousands of containers)
+            del parts, series, snapshot
         if self._fault_delay_s and items:
             await asyncio.sleep(self._fault_delay_s)
         source = self._source
