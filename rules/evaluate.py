@@ -14,6 +14,7 @@ batch after a crash, or splitting a stream into different batches, gives the sam
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,10 @@ class RuleSet:
                 names.append(r.axle_rule)
         #: every condition name an alarm can carry (the per-device state is keyed by these)
         self.condition_names: tuple[str, ...] = tuple(dict.fromkeys(names))
+        stale = [r.min_silence_s for r in self.rules if isinstance(r, StalenessRule)]
+        #: no device is silent for any staleness rule before this much silence (None: no staleness rule);
+        #: schedules a device's silence check without compiling its plan
+        self.stale_floor_s: float | None = min(stale) if stale else None
 
     def plan(self, info: DeviceInfo) -> DevicePlan:
         plan = DevicePlan({}, {}, [], [], {})
@@ -238,6 +243,14 @@ class EngineState:
     registry_json: dict[str, tuple[DeviceInfo, dict[str, Any]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # not persisted: the silence schedule (see tick), rebuilt from the registry at the first tick after a load.
+    # stale_heap holds (lower bound of the device's silence deadline, device), possibly with superseded entries;
+    # stale_due is each device's live entry; gw_members is gw_of inverted
+    stale_ready: bool = field(default=False, compare=False, repr=False)
+    stale_heap: list[tuple[float, str]] = field(default_factory=list, compare=False, repr=False)
+    stale_due: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    gw_members: dict[str, set[str]] = field(default_factory=dict, compare=False, repr=False)
+    registry_pos: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def device_json(
         self, device: str, condition_names: Sequence[str], alarms: dict[str, list[Alarm]] | None = None
@@ -729,7 +742,7 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     for stale in plan.staleness:  # a device that speaks again is no longer silent
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
-            st.next_stale_t = min(st.next_stale_t, t)  # it has a deadline again
+            _stale_push(st, device, t + (rs.stale_floor_s or 0.0))  # it has a deadline again
     if comps:
         _conditions(st, comps, r, good, out)
     # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
@@ -840,24 +853,80 @@ def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) 
 
 
 def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTransition]) -> None:
+    """A birth or last will. Only devices whose registry entry, gateway or birth time changes are marked dirty
+    and rescheduled: a re-birth after a reconnect repeats the same 1 000 devices and changes nothing."""
     prev = st.gw_state.get(s.gw)
     st.dirty.add(s.gw)
-    st.dirty.update(info.id for info in s.devices)
-    st.next_stale_t = min(st.next_stale_t, s.t)  # the registry or a gateway changed: rescan silences
+    floor = rs.stale_floor_s
     if s.state == "online":
         for info in s.devices:
-            if st.registry.get(info.id) != info:
-                st.registry[info.id] = info
-                st.plans.pop(info.id, None)
-            st.gw_of[info.id] = s.gw
-            st.born.setdefault(info.id, s.t)
+            dev = info.id
+            changed = False
+            if st.registry.get(dev) != info:
+                st.registry[dev] = info
+                st.plans.pop(dev, None)
+                changed = True
+            old_gw = st.gw_of.get(dev)
+            if old_gw != s.gw:
+                st.gw_of[dev] = s.gw
+                if st.stale_ready:
+                    if old_gw is not None:
+                        st.gw_members.get(old_gw, set()).discard(dev)
+                    st.gw_members.setdefault(s.gw, set()).add(dev)
+                changed = True
+            if dev not in st.born:
+                st.born[dev] = s.t
+                changed = True
+            if changed:
+                st.dirty.add(dev)
+                if floor is not None:
+                    _stale_push(st, dev, _silence_start(st, dev, s.t) + floor)
         if prev is None or prev[0] != "online":
             st.gw_state[s.gw] = ["online", s.t]
+            if floor is not None and st.stale_ready:  # silence counts from the gateway's return
+                for dev in st.gw_members.get(s.gw, ()):
+                    _stale_push(st, dev, _silence_start(st, dev, s.t) + floor)
         for c in _gateway_conditions(rs, s.gw):
             if c.key in st.active:
                 _set_condition(st, c, s.gw, Change(None, s.t, None, {"reason": "gateway online"}), out)
     elif prev is None or prev[0] != "offline":
-        st.gw_state[s.gw] = ["offline", s.t]
+        st.gw_state[s.gw] = ["offline", s.t]  # its devices' checks drop out of the schedule until it returns
+
+
+def _silence_start(st: EngineState, device: str, now: float) -> float:
+    """When the device's current silence began: its newest sample, else its birth, and never before its
+    gateway's last change of state (silence counts from the gateway's return, not across its outage)."""
+    last = st.last_seen.get(device, st.born.get(device, now))
+    dev_gw = st.gw_of.get(device)
+    gws = st.gw_state.get(dev_gw) if dev_gw is not None else None
+    if gws is not None:
+        last = max(last, float(gws[1]))
+    return last
+
+
+def _stale_push(st: EngineState, device: str, key: float) -> None:
+    """Schedule a silence check of ``device`` no later than ``key`` (a lower bound of its deadline)."""
+    if not st.stale_ready:
+        return  # the first tick rebuilds the whole schedule
+    due = st.stale_due.get(device)
+    if due is not None and due <= key:
+        return  # an earlier check is already scheduled; it recomputes the deadline
+    st.stale_due[device] = key
+    heapq.heappush(st.stale_heap, (key, device))
+
+
+def _stale_rebuild(rs: RuleSet, st: EngineState, now: float) -> None:
+    """Derive the silence schedule from the state (at the first tick, e.g. after a load): one entry per device."""
+    members: dict[str, set[str]] = {}
+    for dev, gw in st.gw_of.items():
+        members.setdefault(gw, set()).add(dev)
+    st.gw_members = members
+    floor = rs.stale_floor_s
+    due = {} if floor is None else {dev: _silence_start(st, dev, now) + floor for dev in st.registry}
+    st.stale_due = due
+    st.stale_heap = [(k, dev) for dev, k in due.items()]
+    heapq.heapify(st.stale_heap)
+    st.stale_ready = True
 
 
 def _gateway_conditions(rs: RuleSet, gw: str) -> list[Compiled]:
@@ -875,6 +944,8 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
 
     Public because the vectorised backtest ends a replay with the same tick the live engine runs.
     """
+    if not st.stale_ready:
+        _stale_rebuild(rs, st, now)
     # gateways whose last will has stood long enough
     for gw, (state, since) in st.gw_state.items():
         if state != "offline":
@@ -883,27 +954,38 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
             rule = c.rule
             assert isinstance(rule, StalenessRule)
             if c.key not in st.active and now - since >= rule.gateway_after_s:
-                devices = sorted(d for d, g in st.gw_of.items() if g == gw)
+                devices = sorted(st.gw_members.get(gw, ()))
                 ev = {"reason": "gateway offline (last will)", "offline_since": since, "devices": devices}
                 _set_condition(st, c, gw, Change(rule.gateway_severity, now, None, ev), out)
-    # silent devices: a full scan only when the earliest possible deadline has passed
-    if now < st.next_stale_t:
-        _auto_clear(st, now, out)
-        return
-    soonest = float("inf")
-    for device in st.registry:
-        plan = _plan(rs, st, device)
-        if not plan.staleness:
+    # silent devices: only those whose scheduled check is due (cost follows the deadlines that pass, not the
+    # registry). A check recomputes the deadline from the state: raise if passed, else schedule it again. A
+    # device is dropped while its gateway is offline or its silence alarm is active; its gateway's return, a
+    # reading that clears the alarm, or a changed registry entry schedules it again.
+    heap, due = st.stale_heap, st.stale_due
+    again: list[tuple[float, str]] = []
+    silent: list[tuple[str, Compiled, dict[str, Any]]] = []
+    floor = rs.stale_floor_s or 0.0
+    while heap and heap[0][0] <= now:
+        key, device = heapq.heappop(heap)
+        if due.get(device) != key:
+            continue  # superseded by an earlier entry
+        del due[device]
+        info = st.registry.get(device)
+        if info is None:
             continue
         dev_gw = st.gw_of.get(device)
         gws = st.gw_state.get(dev_gw) if dev_gw is not None else None
-        gw_down = gws is not None and gws[0] == "offline"
-        info = st.registry[device]
-        last = st.last_seen.get(device, st.born.get(device, now))
-        if gws is not None:
-            last = max(last, float(gws[1]))  # silence counts from the gateway's return, not across its outage
+        if gws is not None and gws[0] == "offline":
+            continue
+        last = _silence_start(st, device, now)
+        plan = st.plans.get(device)
+        if plan is None and now - last <= floor:  # not silent for any rule yet: no need to compile its plan
+            again.append((last + floor, device))
+            continue
+        plan = _plan(rs, st, device)
+        soonest = float("inf")
         for c in plan.staleness:
-            if c.key in st.active or gw_down:
+            if c.key in st.active:
                 continue
             rule = c.rule
             assert isinstance(rule, StalenessRule)
@@ -911,10 +993,23 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
             limit = max(rule.factor * interval, rule.min_silence_s)
             if now - last > limit:
                 ev = {"reason": "silent", "last_seen": last, "expected_interval_s": interval, "silence_s": now - last}
-                _set_condition(st, c, device, Change(rule.severity, now, None, ev), out)
+                silent.append((device, c, ev))
             else:
                 soonest = min(soonest, last + limit)
-    st.next_stale_t = soonest
+        if soonest < float("inf"):
+            again.append((soonest, device))
+    if len(silent) > 1:  # raise in registry order, as a scan of the registry did
+        pos = st.registry_pos
+        if len(pos) != len(st.registry):
+            pos = st.registry_pos = {d: i for i, d in enumerate(st.registry)}
+        silent.sort(key=lambda x: pos.get(x[0], -1))
+    for device, c, ev in silent:
+        rule = c.rule
+        assert isinstance(rule, StalenessRule)
+        _set_condition(st, c, device, Change(rule.severity, now, None, ev), out)
+    for key, device in again:
+        _stale_push(st, device, key)
+    st.next_stale_t = heap[0][0] if heap else float("inf")
     _auto_clear(st, now, out)
 
 
