@@ -34,11 +34,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from citywatch.loadplan import LoadPlan, device_infos, make_plan, readings_at
 from contracts import topics
 from contracts.alarms import AlarmTransition, TransitionKind
 from contracts.payloads import Status, encode_status
-from contracts.reading import Reading
-from citywatch.loadplan import LoadPlan, device_infos, make_plan, readings_at
 from rules.evaluate import LOG_ENTRIES_PER_DEVICE, EngineState, Input, RuleSet, evaluate
 from rules.runner import decode_inputs, settle_heap
 from rules.specs import parse_rules
