@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from contracts.alarms import AlarmTransition
 from contracts.reading import DeviceInfo, Reading
 from rules.evaluate import EngineState, GatewayStatus, Input, RuleSet, evaluate
-from tests.unit.rules.rules_helpers import T0, rules_from
+from rules.specs import load_rules
+from tests.unit.rules.rules_helpers import DEFAULT_RULES, T0, rules_from
 
 RULES = rules_from("""
 rules:
@@ -162,3 +163,14 @@ def test_an_identical_rebirth_marks_no_device_dirty() -> None:
     changed = (DeviceInfo(dev_id(0), "radar", "water_gauge", interval_s=4.0), *devs[1:])
     state, _ = evaluate(rs, state, [GatewayStatus("gw-a", "online", T0 + 4, changed)], T0 + 4)
     assert state.dirty - {"gw-a"} == {dev_id(0)}
+
+
+def test_shared_plans_equal_compiled_plans() -> None:
+    """Plans copied from a (kind, tags) template equal plans compiled for the device, overrides included."""
+    rs = RuleSet(load_rules([DEFAULT_RULES]))
+    named = sorted(rs._named)
+    infos = [DeviceInfo(f"d-{i}", "p", kind, tags=tags) for i, (kind, tags) in enumerate(
+        [(k, t) for k in ("water_gauge", "manhole", "lamp", "wim", "other") for t in ((), ("a",), ("b", "c"))])]
+    infos += [DeviceInfo(d, "p", k) for d in named for k in ("water_gauge", "manhole", "lamp")]
+    for info in [*infos, *infos]:  # the second time from the templates
+        assert rs.plan(info) == rs.compile_plan(info)
