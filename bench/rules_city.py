@@ -106,14 +106,14 @@ class City:
             inputs.extend(decode_inputs(topic, payload, now, MAX_BYTES))
         st, out = evaluate(self.rs, self.st, inputs, now)
         max_log = LOG_ENTRIES_PER_DEVICE * max(len(st.registry), 1000)
-        parts, series, compact = st.take_checkpoint(self.rs.condition_names, max_log)
-        self.store.commit(StateDelta(st.global_json(), parts, series, compact), out)
+        parts, series, drop = st.take_checkpoint_sliced(self.rs.condition_names, max_log)
+        self.store.commit(StateDelta(st.global_json(), parts, series, compact=False, drop_log_through=drop), out)
         settle_heap()
         gc.enable()
         self.step_wall.append(time.perf_counter() - t0)
         self.parts += len(parts)
         self.entries += len(series)
-        self.compactions += compact
+        self.compactions += drop > 0
         for tr in out:
             if tr.kind is TransitionKind.RAISED:
                 self.raised[tr.rule] += 1

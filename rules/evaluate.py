@@ -57,6 +57,8 @@ TICK_S = 1.0  # staleness and self-clearing alarms are checked at most once per 
 #: that much log, and a compaction (one row per device logged since the last) is amortised over as many
 #: readings
 LOG_ENTRIES_PER_DEVICE = 8
+#: whole parts a sliced compaction logs per step (take_checkpoint_sliced): ~60 ms of device_json, not a stall
+COMPACT_SLICE_DEVICES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,11 @@ class EngineState:
     checkpoints: bool = True  # build state-log entries as readings are evaluated; False: never persisted
     uncompacted: set[str] = field(default_factory=set)  # devices with entries in the state log
     log_entries: int = 0  # entries in the state log since the last compaction
+    # take_checkpoint_sliced: records appended to the log since it was last emptied (the store numbers them alike),
+    # devices whose whole part the running compaction has still to log, and the record it began with
+    log_records: int = 0
+    slice_todo: list[str] = field(default_factory=list, compare=False, repr=False)
+    slice_from: int = 0
     # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
     part_keys: dict[str, tuple[DevicePlan | None, Sequence[str], tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -356,19 +363,24 @@ class EngineState:
         """The "rule|device" keys ``device_json`` looks up, memoised per (device plan, condition names).
 
         Only the device's current plan creates condition state, so with a plan the keys are its rules'
-        plus any left from an earlier plan; a gateway (or an unplanned device) gets every name.
+        plus any left from an earlier plan; a gateway gets every name; a device without a plan only the keys
+        it has state under (not memoised).
         """
         plan = self.plans.get(device)
         memo = self.part_keys.get(device)
         if memo is not None and memo[0] is plan and memo[1] is condition_names:
             return memo[2]
         keys = [f"{n}|{device}" for n in condition_names]
+        lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
+        if plan is None and device not in self.gw_state:
+            # a device without a plan yet (announced, never read) has no condition state: nothing to memoise
+            # (a memo of every name would hold ~1 KB per device of a million announced at once)
+            return tuple(k for k in keys if k in lt or k in sc or k in ac or k in ra)
         if plan is not None and device not in self.gw_state:
             comps = [*plan.staleness, *plan.wim]
             for group in (*plan.by_metric.values(), *plan.cover_events.values()):
                 comps += group
             own = {c.key for c in comps}
-            lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
             keys = [k for k in keys if k in own or k in lt or k in sc or k in ac or k in ra]
         out = tuple(keys)
         self.part_keys[device] = (plan, condition_names, out)
@@ -453,6 +465,7 @@ class EngineState:
             devices.update(e[0] for e in series_dirty.values())
             self.uncompacted = set()
             self.log_entries = 0
+            self.log_records = 0
             return {d: self.device_json(d, condition_names, by_device) for d in devices}, [], True
         parts = {d: self.device_json(d, condition_names, by_device) for d in full}
         series = [e for e in series_dirty.values() if e[0] not in full]
@@ -460,6 +473,49 @@ class EngineState:
         self.uncompacted.update(e[0] for e in series)
         self.log_entries += len(parts) + len(series)
         return parts, series, False
+
+    def take_checkpoint_sliced(
+        self, condition_names: Sequence[str], max_log_entries: int, slice_devices: int = COMPACT_SLICE_DEVICES
+    ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], int]:
+        """Like :meth:`take_checkpoint`, but a compaction is spread over steps: ``(parts, series, drop_through)``.
+
+        Why: a compaction writes the whole part of every device logged since the last one, and at a million
+        devices that is ~1 M parts in one step (a stall of tens of seconds). Here, once ``max_log_entries``
+        are logged, the devices logged so far are logged again as whole parts, ``slice_devices`` per call,
+        in the normal log records; a whole part replaces everything logged before it for its device, so once
+        the last slice is logged every record before the compaction began is superseded: ``drop_through`` is
+        then that record's number (the store deletes log records 1..n, numbered from the last time the log
+        was emptied), else 0. Nothing is written to the device rows until a load folds the log.
+        """
+        if not self.checkpoints:
+            raise ValueError("take_checkpoint_sliced on an EngineState built with checkpoints=False")
+        full, self.dirty = self.dirty, set()
+        series_dirty, self.series_dirty = self.series_dirty, {}
+        if not self.slice_todo and self.log_entries + len(full) + len(series_dirty) >= max_log_entries:
+            todo = self.uncompacted | full
+            todo.update(e[0] for e in series_dirty.values())
+            self.slice_todo = sorted(todo)
+            self.slice_from = self.log_records + 1  # this call's record: it logs the first slice
+            self.uncompacted = set()
+            self.log_entries = 0
+        drop = 0
+        if self.slice_todo:
+            full.update(self.slice_todo[-slice_devices:])
+            del self.slice_todo[-slice_devices:]
+            if not self.slice_todo:
+                drop = self.slice_from - 1
+        by_device: dict[str, list[Alarm]] = {}
+        if full:
+            for al in self.alarms.values():
+                by_device.setdefault(al.device, []).append(al)
+        parts = {d: self.device_json(d, condition_names, by_device) for d in full}
+        series = [e for e in series_dirty.values() if e[0] not in full]
+        self.uncompacted |= full
+        self.uncompacted.update(e[0] for e in series)
+        self.log_entries += len(parts) + len(series)
+        if parts or series:
+            self.log_records += 1
+        return parts, series, drop
 
     def take_dirty_parts(self, condition_names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The state parts of every device changed since the last call (what a step persists)."""
