@@ -267,7 +267,7 @@ class EngineState:
     born: dict[str, float] = field(default_factory=dict)  # device -> when it was first announced
     open_cases: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> rule -> case id
     next_tick_t: float = 0.0
-    next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
+    next_stale_t: float = 0.0  # earliest scheduled silence check (informational: the schedule is rebuilt on load)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
     # not persisted: checkpoint bookkeeping (see take_checkpoint)
