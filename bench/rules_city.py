@@ -88,6 +88,7 @@ class City:
         self.st = EngineState()
         self.store = SqliteAlarmStore(store_path)
         self.step_wall: list[float] = []
+        self.slowest: list[tuple[float, dict[str, Any]]] = []  # the 3 slowest steps, by phase
         self.parts = 0
         self.entries = 0
         self.compactions = 0
@@ -102,15 +103,27 @@ class City:
         """One runner step: decode, evaluate, checkpoint, commit; GC as rules.runner does."""
         gc.disable()
         t0 = time.perf_counter()
+        n_in = len(inputs)
         for topic, payload in messages:
             inputs.extend(decode_inputs(topic, payload, now, MAX_BYTES))
+        t1 = time.perf_counter()
         st, out = evaluate(self.rs, self.st, inputs, now)
+        t2 = time.perf_counter()
         max_log = LOG_ENTRIES_PER_DEVICE * max(len(st.registry), 1000)
         parts, series, drop = st.take_checkpoint_sliced(self.rs.condition_names, max_log)
+        t3 = time.perf_counter()
         self.store.commit(StateDelta(st.global_json(), parts, series, compact=False, drop_log_through=drop), out)
+        t4 = time.perf_counter()
         settle_heap()
         gc.enable()
-        self.step_wall.append(time.perf_counter() - t0)
+        t5 = time.perf_counter()
+        self.step_wall.append(t5 - t0)
+        self.slowest.append((round(t5 - t0, 3), {
+            "decode": round(t1 - t0, 3), "evaluate": round(t2 - t1, 3), "checkpoint": round(t3 - t2, 3),
+            "commit": round(t4 - t3, 3), "settle_heap": round(t5 - t4, 3), "readings": n_in,
+            "status_msgs": len(messages), "transitions": len(out), "parts": len(parts), "entries": len(series)}))
+        self.slowest.sort(key=lambda x: -x[0])
+        del self.slowest[3:]
         self.parts += len(parts)
         self.entries += len(series)
         self.compactions += drop > 0
@@ -130,6 +143,7 @@ class City:
         wall = time.perf_counter() - t0
         steps = self.step_wall
         self.step_wall = []
+        self.slowest = []
         return {"births_s": wall, "birth_steps": len(steps), "birth_step_max_s": max(steps), "births_end_t": now}
 
     def steady(self, start_t: float, steady_s: float, quiet_gw: int | None) -> dict[str, Any]:
@@ -160,6 +174,7 @@ class City:
             "steady_sim_s": ticks * plan.tick_s, "readings": readings, "steady_wall_s": wall,
             "step_p50_s": pct(steps, 0.50), "step_p99_s": pct(steps, 0.99), "step_max_s": max(steps),
             "us_per_reading": sum(steps) / max(readings, 1) * 1e6, "rss_mb_along": [round(x) for x in rss],
+            "slowest_steps": self.slowest,
         }
 
 
@@ -212,6 +227,8 @@ def main() -> None:
           f"wall: step p50 {res['step_p50_s'] * 1e3:.0f} ms, p99 {res['step_p99_s'] * 1e3:.0f} ms, max "
           f"{res['step_max_s'] * 1e3:.0f} ms; {res['us_per_reading']:.1f} us/reading "
           f"(ratio {res['us_per_reading'] / base['us_per_reading']:.2f} vs the 1 000-device city)")
+    for wall, parts in res["slowest_steps"]:
+        print(f"  slow step {wall:.3f} s: {parts}")
     print(f"checkpoints: {res['parts']} whole parts, {res['entries']} series entries, {res['compactions']} "
           f"compactions")
     print(f"RSS MB: plan {res['rss_mb_plan']}, after births {res['rss_mb_births']} "
