@@ -380,8 +380,8 @@ class EngineState:
             comps = [*plan.staleness, *plan.wim]
             for group in (*plan.by_metric.values(), *plan.cover_events.values()):
                 comps += group
-            own = {c.key for c in comps}
-            keys = [k for k in keys if k in own or k in lt or k in sc or k in ac or k in ra]
+            own = {c.key: c.key for c in comps}  # the plan's own key strings: the memo shares them
+            keys = [own.get(k, k) for k in keys if k in own or k in lt or k in sc or k in ac or k in ra]
         out = tuple(keys)
         self.part_keys[device] = (plan, condition_names, out)
         return out
