@@ -181,11 +181,9 @@ class RuleSet:
                 names.append(r.axle_rule)
         #: every condition name an alarm can carry (the per-device state is keyed by these)
         self.condition_names: tuple[str, ...] = tuple(dict.fromkeys(names))
-        stale = [r.min_silence_s for r in self.rules if isinstance(r, StalenessRule)]
-        #: no device is silent for any staleness rule before this much silence (None: no staleness rule);
-        #: schedules a device's silence check without compiling its plan
-        self.stale_floor_s: float | None = min(stale) if stale else None
-
+        self._stale_rules = [r for r in self.rules if isinstance(r, StalenessRule)]
+        #: whether any staleness rule is loaded (no silence schedule without one)
+        self.has_staleness = bool(self._stale_rules)
         # devices a rule names (selector, exclusion, override) are compiled one by one; every other device's
         # plan depends on its kind and tags alone: compiled once per (kind, tags), then copied with its own keys
         named: set[str] = set()
@@ -193,6 +191,17 @@ class RuleSet:
             named.update(r.applies_to.devices, r.applies_to.exclude, getattr(r, "overrides", None) or ())
         self._named = frozenset(named)
         self._templates: dict[tuple[str, tuple[str, ...]], DevicePlan] = {}
+
+    def silence_floor(self, info: DeviceInfo | None) -> float:
+        """A lower bound of the silence after which any staleness rule could call ``info``'s device silent.
+
+        The least of every staleness rule's limit for this device, whether it applies or not: a silence check can
+        be scheduled from the registry entry alone, without compiling the plan, and devices with different
+        intervals are not all checked in the same tick after a mass birth.
+        """
+        interval = info.interval_s if info is not None else None
+        return min((max(r.factor * (interval or r.default_interval_s), r.min_silence_s) for r in self._stale_rules),
+                   default=0.0)
 
     def plan(self, info: DeviceInfo) -> DevicePlan:
         """The device's compiled rules: what ``compile_plan`` gives, ~10x cheaper for a device no rule names."""
@@ -837,7 +846,7 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     for stale in plan.staleness:  # a device that speaks again is no longer silent
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
-            _stale_push(st, device, t + (rs.stale_floor_s or 0.0))  # it has a deadline again
+            _stale_push(st, device, t + rs.silence_floor(st.registry.get(device)))  # it has a deadline again
     if comps:
         _conditions(st, comps, r, good, out)
     # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
@@ -952,7 +961,7 @@ def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTrans
     and rescheduled: a re-birth after a reconnect repeats the same 1 000 devices and changes nothing."""
     prev = st.gw_state.get(s.gw)
     st.dirty.add(s.gw)
-    floor = rs.stale_floor_s
+    stale = rs.has_staleness
     if s.state == "online":
         for info in s.devices:
             dev = info.id
@@ -974,13 +983,13 @@ def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTrans
                 changed = True
             if changed:
                 st.dirty.add(dev)
-                if floor is not None:
-                    _stale_push(st, dev, _silence_start(st, dev, s.t) + floor)
+                if stale:
+                    _stale_push(st, dev, _silence_start(st, dev, s.t) + rs.silence_floor(info))
         if prev is None or prev[0] != "online":
             st.gw_state[s.gw] = ["online", s.t]
-            if floor is not None and st.stale_ready:  # silence counts from the gateway's return
+            if stale and st.stale_ready:  # silence counts from the gateway's return
                 for dev in st.gw_members.get(s.gw, ()):
-                    _stale_push(st, dev, _silence_start(st, dev, s.t) + floor)
+                    _stale_push(st, dev, _silence_start(st, dev, s.t) + rs.silence_floor(st.registry.get(dev)))
         for c in _gateway_conditions(rs, s.gw):
             if c.key in st.active:
                 _set_condition(st, c, s.gw, Change(None, s.t, None, {"reason": "gateway online"}), out)
@@ -1016,8 +1025,9 @@ def _stale_rebuild(rs: RuleSet, st: EngineState, now: float) -> None:
     for dev, gw in st.gw_of.items():
         members.setdefault(gw, set()).add(dev)
     st.gw_members = members
-    floor = rs.stale_floor_s
-    due = {} if floor is None else {dev: _silence_start(st, dev, now) + floor for dev in st.registry}
+    due = {}
+    if rs.has_staleness:
+        due = {dev: _silence_start(st, dev, now) + rs.silence_floor(info) for dev, info in st.registry.items()}
     st.stale_due = due
     st.stale_heap = [(k, dev) for dev, k in due.items()]
     heapq.heapify(st.stale_heap)
@@ -1059,7 +1069,6 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
     heap, due = st.stale_heap, st.stale_due
     again: list[tuple[float, str]] = []
     silent: list[tuple[str, Compiled, dict[str, Any]]] = []
-    floor = rs.stale_floor_s or 0.0
     while heap and heap[0][0] <= now:
         key, device = heapq.heappop(heap)
         if due.get(device) != key:
@@ -1074,6 +1083,7 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
             continue
         last = _silence_start(st, device, now)
         plan = st.plans.get(device)
+        floor = rs.silence_floor(info)
         if plan is None and now - last <= floor:  # not silent for any rule yet: no need to compile its plan
             again.append((last + floor, device))
             continue

@@ -28,6 +28,13 @@ rules:
     min_silence_s: 5
     default_interval_s: 2
     flapping: null
+  - name: stale-tagged  # applies to no device here, but lowers the schedule's floor for every device
+    kind: staleness
+    applies_to: {tags: [never]}
+    factor: 1
+    min_silence_s: 2
+    gateway_rule: null
+    flapping: null
 """)
 INTERVALS = (None, 1.0, 4.0)
 GWS = ("gw-a", "gw-b", "gw-c")
