@@ -200,8 +200,11 @@ class RuleSet:
         intervals are not all checked in the same tick after a mass birth.
         """
         interval = info.interval_s if info is not None else None
-        return min((max(r.factor * (interval or r.default_interval_s), r.min_silence_s) for r in self._stale_rules),
-                   default=0.0)
+        out = math.inf
+        for r in self._stale_rules:
+            limit = max(r.factor * (interval or r.default_interval_s), r.min_silence_s)
+            out = min(out, limit)
+        return out if self._stale_rules else 0.0
 
     def plan(self, info: DeviceInfo) -> DevicePlan:
         """The device's compiled rules: what ``compile_plan`` gives, ~10x cheaper for a device no rule names."""
@@ -1067,6 +1070,7 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
     # device is dropped while its gateway is offline or its silence alarm is active; its gateway's return, a
     # reading that clears the alarm, or a changed registry entry schedules it again.
     heap, due = st.stale_heap, st.stale_due
+    registry, gw_of, gw_state, last_seen, born = st.registry, st.gw_of, st.gw_state, st.last_seen, st.born
     again: list[tuple[float, str]] = []
     silent: list[tuple[str, Compiled, dict[str, Any]]] = []
     while heap and heap[0][0] <= now:
@@ -1074,17 +1078,18 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
         if due.get(device) != key:
             continue  # superseded by an earlier entry
         del due[device]
-        info = st.registry.get(device)
+        info = registry.get(device)
         if info is None:
             continue
-        dev_gw = st.gw_of.get(device)
-        gws = st.gw_state.get(dev_gw) if dev_gw is not None else None
-        if gws is not None and gws[0] == "offline":
-            continue
-        last = _silence_start(st, device, now)
-        plan = st.plans.get(device)
+        dev_gw = gw_of.get(device)
+        gws = gw_state.get(dev_gw) if dev_gw is not None else None
+        last = last_seen.get(device, born.get(device, now))  # _silence_start, inlined: a mass birth's first
+        if gws is not None:  # checks all come due in a few ticks
+            if gws[0] == "offline":
+                continue
+            last = max(last, float(gws[1]))
         floor = rs.silence_floor(info)
-        if plan is None and now - last <= floor:  # not silent for any rule yet: no need to compile its plan
+        if now - last <= floor:  # not silent for any rule yet (the usual case): the plan is not needed
             again.append((last + floor, device))
             continue
         plan = _plan(rs, st, device)
