@@ -181,3 +181,25 @@ def test_shared_plans_equal_compiled_plans() -> None:
     infos += [DeviceInfo(d, "p", k) for d in named for k in ("water_gauge", "manhole", "lamp")]
     for info in [*infos, *infos]:  # the second time from the templates
         assert rs.plan(info) == rs.compile_plan(info)
+
+
+def test_silence_counts_again_from_the_gateways_return() -> None:
+    """Checks dropped while the last will stood come back with the gateway (the same scenario as the reference)."""
+    rs = RuleSet(RULES)
+    devs = tuple(DeviceInfo(dev_id(i), "radar", "water_gauge", interval_s=1.0) for i in range(2))
+    ref = Reference()
+    state = EngineState()
+    script: list[tuple[float, list[Input]]] = [
+        (T0, [GatewayStatus("gw-a", "online", T0, devs)]),
+        (T0 + 2, [GatewayStatus("gw-a", "offline", T0 + 2)]),
+        *[(T0 + k, []) for k in range(3, 20)],  # the devices' checks come due while the gateway is down
+        (T0 + 20, [GatewayStatus("gw-a", "online", T0 + 20, devs)]),  # an identical re-birth: the return
+        *[(T0 + k, []) for k in range(21, 30)],
+    ]
+    seen: list[tuple[Any, ...]] = []
+    for now, inputs in script:
+        state, trs = evaluate(rs, state, inputs, now)
+        got = observed(trs)
+        assert got == ref.apply(inputs, now)
+        seen += got
+    assert [(d, k, t) for d, k, t, _ in seen] == [(dev_id(0), "raised", T0 + 26), (dev_id(1), "raised", T0 + 26)]
