@@ -14,6 +14,7 @@ batch after a crash, or splitting a stream into different batches, gives the sam
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ TICK_S = 1.0  # staleness and self-clearing alarms are checked at most once per 
 #: that much log, and a compaction (one row per device logged since the last) is amortised over as many
 #: readings
 LOG_ENTRIES_PER_DEVICE = 8
+#: whole parts a sliced compaction logs per step (take_checkpoint_sliced): ~60 ms of device_json, not a stall
+COMPACT_SLICE_DEVICES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +180,43 @@ class RuleSet:
                 names.append(r.axle_rule)
         #: every condition name an alarm can carry (the per-device state is keyed by these)
         self.condition_names: tuple[str, ...] = tuple(dict.fromkeys(names))
+        self._stale_rules = [r for r in self.rules if isinstance(r, StalenessRule)]
+        #: whether any staleness rule is loaded (no silence schedule without one)
+        self.has_staleness = bool(self._stale_rules)
+        # devices a rule names (selector, exclusion, override) are compiled one by one; every other device's
+        # plan depends on its kind and tags alone: compiled once per (kind, tags), then copied with its own keys
+        named: set[str] = set()
+        for r in self.rules:
+            named.update(r.applies_to.devices, r.applies_to.exclude, getattr(r, "overrides", None) or ())
+        self._named = frozenset(named)
+        self._templates: dict[tuple[str, tuple[str, ...]], DevicePlan] = {}
+
+    def silence_floor(self, info: DeviceInfo | None) -> float:
+        """A lower bound of the silence after which any staleness rule could call ``info``'s device silent.
+
+        The least of every staleness rule's limit for this device, whether it applies or not: a silence check can
+        be scheduled from the registry entry alone, without compiling the plan, and devices with different
+        intervals are not all checked in the same tick after a mass birth.
+        """
+        interval = info.interval_s if info is not None else None
+        out = math.inf
+        for r in self._stale_rules:
+            limit = max(r.factor * (interval or r.default_interval_s), r.min_silence_s)
+            out = min(out, limit)
+        return out if self._stale_rules else 0.0
 
     def plan(self, info: DeviceInfo) -> DevicePlan:
+        """The device's compiled rules: what ``compile_plan`` gives, ~10x cheaper for a device no rule names."""
+        if info.id in self._named:
+            return self.compile_plan(info)
+        shape = (info.kind, tuple(info.tags))
+        tpl = self._templates.get(shape)
+        if tpl is None:
+            tpl = self._templates[shape] = self.compile_plan(info)
+        return _rebind(tpl, info.id)
+
+    def compile_plan(self, info: DeviceInfo) -> DevicePlan:
+        """Compile every rule that applies to ``info`` (the reference :meth:`plan` agrees with)."""
         plan = DevicePlan({}, {}, [], [], {})
         for rule in self.rules:
             if not rule.applies_to.matches(info):
@@ -202,6 +240,26 @@ class RuleSet:
         return plan
 
 
+def _rebind(tpl: DevicePlan, device: str) -> DevicePlan:
+    """A template plan bound to ``device`` (new keys; a rule on two metrics stays one object; ranges shared)."""
+    memo: dict[int, Compiled] = {}
+
+    def bind(cs: list[Compiled]) -> list[Compiled]:
+        out = []
+        for c in cs:
+            n = memo.get(id(c))
+            if n is None:
+                n = memo[id(c)] = Compiled(c.rule, c.name, f"{c.name}|{device}", c.kind, c.levels, c.severities,
+                                           c.above, c.offset, c.flap)
+            out.append(n)
+        return out
+
+    return DevicePlan(
+        {m: bind(cs) for m, cs in tpl.by_metric.items()}, tpl.ranges, bind(tpl.staleness), bind(tpl.wim),
+        {k: bind(cs) for k, cs in tpl.cover_events.items()},
+    )
+
+
 @dataclass(slots=True)
 class EngineState:
     """Everything the engine remembers; JSON-able so a restart resumes exactly."""
@@ -220,7 +278,7 @@ class EngineState:
     born: dict[str, float] = field(default_factory=dict)  # device -> when it was first announced
     open_cases: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> rule -> case id
     next_tick_t: float = 0.0
-    next_stale_t: float = 0.0  # no device can be stale before this (a lower bound; rescanned then)
+    next_stale_t: float = 0.0  # earliest scheduled silence check (informational: the schedule is rebuilt on load)
     plans: dict[str, DevicePlan] = field(default_factory=dict)  # not persisted: derived
     dirty: set[str] = field(default_factory=set)  # devices (and gateways) whose state changed: persist these
     # not persisted: checkpoint bookkeeping (see take_checkpoint)
@@ -230,6 +288,11 @@ class EngineState:
     checkpoints: bool = True  # build state-log entries as readings are evaluated; False: never persisted
     uncompacted: set[str] = field(default_factory=set)  # devices with entries in the state log
     log_entries: int = 0  # entries in the state log since the last compaction
+    # take_checkpoint_sliced: records appended to the log since it was last emptied (the store numbers them alike),
+    # devices whose whole part the running compaction has still to log, and the record it began with
+    log_records: int = 0
+    slice_todo: list[str] = field(default_factory=list, compare=False, repr=False)
+    slice_from: int = 0
     # not persisted: per-device memos that keep device_json cheap (it runs for every dirty device per commit)
     part_keys: dict[str, tuple[DevicePlan | None, Sequence[str], tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -237,6 +300,14 @@ class EngineState:
     registry_json: dict[str, tuple[DeviceInfo, dict[str, Any]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # not persisted: the silence schedule (see tick), rebuilt from the registry at the first tick after a load.
+    # stale_heap holds (lower bound of the device's silence deadline, device), possibly with superseded entries;
+    # stale_due is each device's live entry; gw_members is gw_of inverted
+    stale_ready: bool = field(default=False, compare=False, repr=False)
+    stale_heap: list[tuple[float, str]] = field(default_factory=list, compare=False, repr=False)
+    stale_due: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    gw_members: dict[str, set[str]] = field(default_factory=dict, compare=False, repr=False)
+    registry_pos: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def device_json(
         self, device: str, condition_names: Sequence[str], alarms: dict[str, list[Alarm]] | None = None
@@ -303,20 +374,25 @@ class EngineState:
         """The "rule|device" keys ``device_json`` looks up, memoised per (device plan, condition names).
 
         Only the device's current plan creates condition state, so with a plan the keys are its rules'
-        plus any left from an earlier plan; a gateway (or an unplanned device) gets every name.
+        plus any left from an earlier plan; a gateway gets every name; a device without a plan only the keys
+        it has state under (not memoised).
         """
         plan = self.plans.get(device)
         memo = self.part_keys.get(device)
         if memo is not None and memo[0] is plan and memo[1] is condition_names:
             return memo[2]
         keys = [f"{n}|{device}" for n in condition_names]
+        lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
+        if plan is None and device not in self.gw_state:
+            # a device without a plan yet (announced, never read) has no condition state: nothing to memoise
+            # (a memo of every name would hold ~1 KB per device of a million announced at once)
+            return tuple(k for k in keys if k in lt or k in sc or k in ac or k in ra)
         if plan is not None and device not in self.gw_state:
             comps = [*plan.staleness, *plan.wim]
             for group in (*plan.by_metric.values(), *plan.cover_events.values()):
                 comps += group
-            own = {c.key for c in comps}
-            lt, sc, ac, ra = self.latches, self.scratch, self.active, self.raises
-            keys = [k for k in keys if k in own or k in lt or k in sc or k in ac or k in ra]
+            own = {c.key: c.key for c in comps}  # the plan's own key strings: the memo shares them
+            keys = [own.get(k, k) for k in keys if k in own or k in lt or k in sc or k in ac or k in ra]
         out = tuple(keys)
         self.part_keys[device] = (plan, condition_names, out)
         return out
@@ -405,6 +481,7 @@ class EngineState:
             devices.update(e[0] for e in series_dirty.values())
             self.uncompacted = set()
             self.log_entries = 0
+            self.log_records = 0
             return {d: self.device_json(d, condition_names, by_device) for d in devices}, [], True
         parts = {d: self.device_json(d, condition_names, by_device) for d in full}
         series = [e for e in series_dirty.values() if e[0] not in full]
@@ -412,6 +489,49 @@ class EngineState:
         self.uncompacted.update(e[0] for e in series)
         self.log_entries += len(parts) + len(series)
         return parts, series, False
+
+    def take_checkpoint_sliced(
+        self, condition_names: Sequence[str], max_log_entries: int, slice_devices: int = COMPACT_SLICE_DEVICES
+    ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], int]:
+        """Like :meth:`take_checkpoint`, but a compaction is spread over steps: ``(parts, series, drop_through)``.
+
+        Why: a compaction writes the whole part of every device logged since the last one, and at a million
+        devices that is ~1 M parts in one step (a stall of tens of seconds). Here, once ``max_log_entries``
+        are logged, the devices logged so far are logged again as whole parts, ``slice_devices`` per call,
+        in the normal log records; a whole part replaces everything logged before it for its device, so once
+        the last slice is logged every record before the compaction began is superseded: ``drop_through`` is
+        then that record's number (the store deletes log records 1..n, numbered from the last time the log
+        was emptied), else 0. Nothing is written to the device rows until a load folds the log.
+        """
+        if not self.checkpoints:
+            raise ValueError("take_checkpoint_sliced on an EngineState built with checkpoints=False")
+        full, self.dirty = self.dirty, set()
+        series_dirty, self.series_dirty = self.series_dirty, {}
+        if not self.slice_todo and self.log_entries + len(full) + len(series_dirty) >= max_log_entries:
+            todo = self.uncompacted | full
+            todo.update(e[0] for e in series_dirty.values())
+            self.slice_todo = sorted(todo)
+            self.slice_from = self.log_records + 1  # this call's record: it logs the first slice
+            self.uncompacted = set()
+            self.log_entries = 0
+        drop = 0
+        if self.slice_todo:
+            full.update(self.slice_todo[-slice_devices:])
+            del self.slice_todo[-slice_devices:]
+            if not self.slice_todo:
+                drop = self.slice_from - 1
+        by_device: dict[str, list[Alarm]] = {}
+        if full:
+            for al in self.alarms.values():
+                by_device.setdefault(al.device, []).append(al)
+        parts = {d: self.device_json(d, condition_names, by_device) for d in full}
+        series = [e for e in series_dirty.values() if e[0] not in full]
+        self.uncompacted |= full
+        self.uncompacted.update(e[0] for e in series)
+        self.log_entries += len(parts) + len(series)
+        if parts or series:
+            self.log_records += 1
+        return parts, series, drop
 
     def take_dirty_parts(self, condition_names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The state parts of every device changed since the last call (what a step persists)."""
@@ -823,7 +943,7 @@ def _reading(rs: RuleSet, st: EngineState, r: Reading, out: list[AlarmTransition
     for stale in plan.staleness:  # a device that speaks again is no longer silent
         if stale.key in st.active:
             _set_condition(st, stale, device, Change(None, t, None, {"reason": "reading"}), out)
-            st.next_stale_t = min(st.next_stale_t, t)  # it has a deadline again
+            _stale_push(st, device, t + rs.silence_floor(st.registry.get(device)))  # it has a deadline again
     if comps:
         _conditions(st, comps, r, good, out)
     # what the next checkpoint logs for this series, built while its state is at hand (a later reading of the
@@ -942,24 +1062,81 @@ def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) 
 
 
 def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTransition]) -> None:
+    """A birth or last will. Only devices whose registry entry, gateway or birth time changes are marked dirty
+    and rescheduled: a re-birth after a reconnect repeats the same 1 000 devices and changes nothing."""
     prev = st.gw_state.get(s.gw)
     st.dirty.add(s.gw)
-    st.dirty.update(info.id for info in s.devices)
-    st.next_stale_t = min(st.next_stale_t, s.t)  # the registry or a gateway changed: rescan silences
+    stale = rs.has_staleness
     if s.state == "online":
         for info in s.devices:
-            if st.registry.get(info.id) != info:
-                st.registry[info.id] = info
-                st.plans.pop(info.id, None)
-            st.gw_of[info.id] = s.gw
-            st.born.setdefault(info.id, s.t)
+            dev = info.id
+            changed = False
+            if st.registry.get(dev) != info:
+                st.registry[dev] = info
+                st.plans.pop(dev, None)
+                changed = True
+            old_gw = st.gw_of.get(dev)
+            if old_gw != s.gw:
+                st.gw_of[dev] = s.gw
+                if st.stale_ready:
+                    if old_gw is not None:
+                        st.gw_members.get(old_gw, set()).discard(dev)
+                    st.gw_members.setdefault(s.gw, set()).add(dev)
+                changed = True
+            if dev not in st.born:
+                st.born[dev] = s.t
+                changed = True
+            if changed:
+                st.dirty.add(dev)
+                if stale:
+                    _stale_push(st, dev, _silence_start(st, dev, s.t) + rs.silence_floor(info))
         if prev is None or prev[0] != "online":
             st.gw_state[s.gw] = ["online", s.t]
+            if stale and st.stale_ready:  # silence counts from the gateway's return
+                for dev in st.gw_members.get(s.gw, ()):
+                    _stale_push(st, dev, _silence_start(st, dev, s.t) + rs.silence_floor(st.registry.get(dev)))
         for c in _gateway_conditions(rs, s.gw):
             if c.key in st.active:
                 _set_condition(st, c, s.gw, Change(None, s.t, None, {"reason": "gateway online"}), out)
     elif prev is None or prev[0] != "offline":
-        st.gw_state[s.gw] = ["offline", s.t]
+        st.gw_state[s.gw] = ["offline", s.t]  # its devices' checks drop out of the schedule until it returns
+
+
+def _silence_start(st: EngineState, device: str, now: float) -> float:
+    """When the device's current silence began: its newest sample, else its birth, and never before its
+    gateway's last change of state (silence counts from the gateway's return, not across its outage)."""
+    last = st.last_seen.get(device, st.born.get(device, now))
+    dev_gw = st.gw_of.get(device)
+    gws = st.gw_state.get(dev_gw) if dev_gw is not None else None
+    if gws is not None:
+        last = max(last, float(gws[1]))
+    return last
+
+
+def _stale_push(st: EngineState, device: str, key: float) -> None:
+    """Schedule a silence check of ``device`` no later than ``key`` (a lower bound of its deadline)."""
+    if not st.stale_ready:
+        return  # the first tick rebuilds the whole schedule
+    due = st.stale_due.get(device)
+    if due is not None and due <= key:
+        return  # an earlier check is already scheduled; it recomputes the deadline
+    st.stale_due[device] = key
+    heapq.heappush(st.stale_heap, (key, device))
+
+
+def _stale_rebuild(rs: RuleSet, st: EngineState, now: float) -> None:
+    """Derive the silence schedule from the state (at the first tick, e.g. after a load): one entry per device."""
+    members: dict[str, set[str]] = {}
+    for dev, gw in st.gw_of.items():
+        members.setdefault(gw, set()).add(dev)
+    st.gw_members = members
+    due = {}
+    if rs.has_staleness:
+        due = {dev: _silence_start(st, dev, now) + rs.silence_floor(info) for dev, info in st.registry.items()}
+    st.stale_due = due
+    st.stale_heap = [(k, dev) for dev, k in due.items()]
+    heapq.heapify(st.stale_heap)
+    st.stale_ready = True
 
 
 def _gateway_conditions(rs: RuleSet, gw: str) -> list[Compiled]:
@@ -977,6 +1154,8 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
 
     Public because the vectorised backtest ends a replay with the same tick the live engine runs.
     """
+    if not st.stale_ready:
+        _stale_rebuild(rs, st, now)
     # gateways whose last will has stood long enough
     for gw, (state, since) in st.gw_state.items():
         if state != "offline":
@@ -985,27 +1164,40 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
             rule = c.rule
             assert isinstance(rule, StalenessRule)
             if c.key not in st.active and now - since >= rule.gateway_after_s:
-                devices = sorted(d for d, g in st.gw_of.items() if g == gw)
+                devices = sorted(st.gw_members.get(gw, ()))
                 ev = {"reason": "gateway offline (last will)", "offline_since": since, "devices": devices}
                 _set_condition(st, c, gw, Change(rule.gateway_severity, now, None, ev), out)
-    # silent devices: a full scan only when the earliest possible deadline has passed
-    if now < st.next_stale_t:
-        _auto_clear(st, now, out)
-        return
-    soonest = float("inf")
-    for device in st.registry:
-        plan = _plan(rs, st, device)
-        if not plan.staleness:
+    # silent devices: only those whose scheduled check is due (cost follows the deadlines that pass, not the
+    # registry). A check recomputes the deadline from the state: raise if passed, else schedule it again. A
+    # device is dropped while its gateway is offline or its silence alarm is active; its gateway's return, a
+    # reading that clears the alarm, or a changed registry entry schedules it again.
+    heap, due = st.stale_heap, st.stale_due
+    registry, gw_of, gw_state, last_seen, born = st.registry, st.gw_of, st.gw_state, st.last_seen, st.born
+    again: list[tuple[float, str]] = []
+    silent: list[tuple[str, Compiled, dict[str, Any]]] = []
+    while heap and heap[0][0] <= now:
+        key, device = heapq.heappop(heap)
+        if due.get(device) != key:
+            continue  # superseded by an earlier entry
+        del due[device]
+        info = registry.get(device)
+        if info is None:
             continue
-        dev_gw = st.gw_of.get(device)
-        gws = st.gw_state.get(dev_gw) if dev_gw is not None else None
-        gw_down = gws is not None and gws[0] == "offline"
-        info = st.registry[device]
-        last = st.last_seen.get(device, st.born.get(device, now))
-        if gws is not None:
-            last = max(last, float(gws[1]))  # silence counts from the gateway's return, not across its outage
+        dev_gw = gw_of.get(device)
+        gws = gw_state.get(dev_gw) if dev_gw is not None else None
+        last = last_seen.get(device, born.get(device, now))  # _silence_start, inlined: a mass birth's first
+        if gws is not None:  # checks all come due in a few ticks
+            if gws[0] == "offline":
+                continue
+            last = max(last, float(gws[1]))
+        floor = rs.silence_floor(info)
+        if now - last <= floor:  # not silent for any rule yet (the usual case): the plan is not needed
+            again.append((last + floor, device))
+            continue
+        plan = _plan(rs, st, device)
+        soonest = float("inf")
         for c in plan.staleness:
-            if c.key in st.active or gw_down:
+            if c.key in st.active:
                 continue
             rule = c.rule
             assert isinstance(rule, StalenessRule)
@@ -1013,10 +1205,23 @@ def tick(rs: RuleSet, st: EngineState, now: float, out: list[AlarmTransition]) -
             limit = max(rule.factor * interval, rule.min_silence_s)
             if now - last > limit:
                 ev = {"reason": "silent", "last_seen": last, "expected_interval_s": interval, "silence_s": now - last}
-                _set_condition(st, c, device, Change(rule.severity, now, None, ev), out)
+                silent.append((device, c, ev))
             else:
                 soonest = min(soonest, last + limit)
-    st.next_stale_t = soonest
+        if soonest < float("inf"):
+            again.append((soonest, device))
+    if len(silent) > 1:  # raise in registry order, as a scan of the registry did
+        pos = st.registry_pos
+        if len(pos) != len(st.registry):
+            pos = st.registry_pos = {d: i for i, d in enumerate(st.registry)}
+        silent.sort(key=lambda x: pos.get(x[0], -1))
+    for device, c, ev in silent:
+        rule = c.rule
+        assert isinstance(rule, StalenessRule)
+        _set_condition(st, c, device, Change(rule.severity, now, None, ev), out)
+    for key, device in again:
+        _stale_push(st, device, key)
+    st.next_stale_t = heap[0][0] if heap else float("inf")
     _auto_clear(st, now, out)
 
 

@@ -246,8 +246,8 @@ class RuleRunner:
         st = self.state
         if items or transitions or st.dirty or st.series_dirty:
             max_log = LOG_ENTRIES_PER_DEVICE * max(len(st.registry), 1000)
-            parts, series, compact = st.take_checkpoint(self.ruleset.condition_names, max_log)
-            snapshot = StateDelta(st.global_json(), parts, series, compact)
+            parts, series, drop = st.take_checkpoint_sliced(self.ruleset.condition_names, max_log)
+            snapshot = StateDelta(st.global_json(), parts, series, compact=False, drop_log_through=drop)
             m = self.metrics
             while True:
                 try:

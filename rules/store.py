@@ -73,6 +73,9 @@ class StateDelta:
     devices: dict[str, dict[str, Any]]
     series: Sequence[Sequence[Any]] = ()
     compact: bool = True
+    #: after appending this record, delete log records 1..n (n from the last time the log was emptied): a sliced
+    #: compaction logged a whole part for every device they concern (EngineState.take_checkpoint_sliced)
+    drop_log_through: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,9 @@ class _SqlStore:
                         "INSERT INTO rules_state (id, state, updated_t) SELECT MAX(id) + 1, ?, ? FROM rules_state",
                         (record, updated_t),
                     )
+                if not state.compact and state.drop_log_through > 0:  # record n is row id n + 1 (row 1: global)
+                    self._execute(cur, "DELETE FROM rules_state WHERE id > 1 AND id <= ?",
+                                  (state.drop_log_through + 1,))
             self._apply_all(cur, transitions)
 
     def _apply_all(self, cur: Any, transitions: Sequence[AlarmTransition]) -> None:
