@@ -61,9 +61,9 @@ GOAL_P99_S = 1.0
 PER_GATEWAY = 1000
 
 
-def bench_rules(tmp: Path) -> Path:
-    """The shipped rules, with road-water-depth raising on the first breaching sample."""
-    doc = yaml.safe_load((ROOT / "configs" / "rules" / "default.yaml").read_text(encoding="utf-8"))
+def bench_rules_doc() -> dict[str, Any]:
+    """The shipped rules, with road-water-depth raising on the first breaching sample (also bench/rules_city.py)."""
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "rules" / "default.yaml").read_text(encoding="utf-8"))
     for rule in doc["rules"]:
         if rule["name"] == "road-water-depth":
             for level in rule["levels"]:
@@ -71,8 +71,12 @@ def bench_rules(tmp: Path) -> Path:
             for ov in rule.get("overrides", {}).values():
                 for level in ov.get("levels", []):
                     level["raise_after_s"] = 0
+    return doc
+
+
+def bench_rules(tmp: Path) -> Path:
     path = tmp / "rule-set.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.write_text(yaml.safe_dump(bench_rules_doc(), sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
 
 

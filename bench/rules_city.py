@@ -33,6 +33,9 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from city import bench_rules_doc  # bench/city.py
 
 from citywatch.loadplan import LoadPlan, device_infos, make_plan, readings_at
 from contracts import topics
@@ -43,7 +46,6 @@ from rules.runner import decode_inputs, settle_heap
 from rules.specs import parse_rules
 from rules.store import SqliteAlarmStore, StateDelta
 
-ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_764_547_200.0
 PER_GATEWAY = 1000
 REBIRTH_S = 300.0  # citywatch.loadgen Uplink status_interval_s
@@ -58,16 +60,8 @@ def rss_mb() -> float:
 
 
 def bench_rules() -> RuleSet:
-    """The shipped rules, with road-water-depth raising on the first breaching sample (as bench/city.py)."""
-    doc = yaml.safe_load((ROOT / "configs" / "rules" / "default.yaml").read_text(encoding="utf-8"))
-    for rule in doc["rules"]:
-        if rule["name"] == "road-water-depth":
-            for level in rule["levels"]:
-                level["raise_after_s"] = 0
-            for ov in rule.get("overrides", {}).values():
-                for level in ov.get("levels", []):
-                    level["raise_after_s"] = 0
-    return RuleSet(parse_rules(yaml.safe_dump(doc), "bench"))
+    """The rules bench/city.py runs (road-water-depth raising on the first breaching sample)."""
+    return RuleSet(parse_rules(yaml.safe_dump(bench_rules_doc()), "bench"))
 
 
 def pct(xs: list[float], q: float) -> float:
