@@ -13,6 +13,9 @@ import orjson
 from case_bridge.db import PostgresDb, SqliteDb
 from contracts.reading import DeviceInfo
 
+#: devices per upsert statement (3 parameters each: far below SQLite's 32 766 and PostgreSQL's 65 535)
+ROWS_PER_STATEMENT = 500
+
 
 class DeviceRegistry:
     """device -> :class:`DeviceInfo` in the case store's database (``CaseStore.devices``)."""
@@ -21,14 +24,23 @@ class DeviceRegistry:
         self.db = db
 
     def remember(self, devices: Sequence[DeviceInfo], now: float) -> None:
-        """Keep the registry from birth messages (device -> DeviceInfo) across restarts."""
+        """Keep the registry from birth messages (device -> DeviceInfo) across restarts.
+
+        Multi-row upserts of :data:`ROWS_PER_STATEMENT`: a city's cold start is a thousand births of a
+        thousand devices, and one statement per device kept the bridge busy for minutes (1 M devices).
+        A repeated id keeps its last entry, as one upsert after another did (PostgreSQL refuses a
+        statement that updates a row twice).
+        """
+        last = {d.id: d for d in devices}
+        rows = [(d.id, orjson.dumps(d.to_json()).decode(), now) for d in last.values()]
         with self.db.tx() as tx:
-            for d in devices:
-                info = orjson.dumps(d.to_json()).decode()
-                tx.execute(
-                    "INSERT INTO device_registry (device, info, updated_at) VALUES (?, ?, ?) ON CONFLICT (device) "
-                    "DO UPDATE SET info = excluded.info, updated_at = excluded.updated_at",
-                    (d.id, info, now),
+            for i in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[i : i + ROWS_PER_STATEMENT]
+                tx.write(
+                    "INSERT INTO device_registry (device, info, updated_at) VALUES "
+                    + ", ".join(["(?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (device) DO UPDATE SET info = excluded.info, updated_at = excluded.updated_at",
+                    [v for row in chunk for v in row],
                 )
 
     def known(self) -> dict[str, DeviceInfo]:

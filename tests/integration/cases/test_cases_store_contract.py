@@ -11,6 +11,7 @@ from cases_support import COVER_GAS, GAUGE, LAMP_A, LAMP_B, T0, alarm, pg_store,
 from case_bridge.db import migrate
 from case_bridge.errors import CaseConflict, CaseNotFound, IllegalTransition, SensorNotClear, UnknownCategory
 from case_bridge.store import CaseStore
+from contracts.reading import DeviceInfo
 
 pytestmark = pytest.mark.integration
 
@@ -305,6 +306,17 @@ def test_notify_dedup_and_migrate_twice(store: CaseStore) -> None:
     store.devices.remember([GAUGE, COVER_GAS], T0)
     store.devices.remember([GAUGE], T0 + 1)
     assert store.devices.known()["mh-0002"] == COVER_GAS
+
+
+def test_a_thousand_device_birth_with_a_repeated_id(store: CaseStore) -> None:
+    """A city's birth is 1 000 devices in one write; a repeated id keeps its last entry (as it always did)."""
+    devs = [DeviceInfo(f"wl-{i:04d}", "radar", "water_gauge", grid=f"g{i % 7}") for i in range(1000)]
+    moved = DeviceInfo("wl-0007", "radar", "water_gauge", grid="moved")
+    store.devices.remember([*devs, moved], T0)
+    known = store.devices.known()
+    assert len(known) == 1000 and known["wl-0007"] == moved and known["wl-0999"] == devs[999]
+    store.devices.remember([DeviceInfo("wl-0001", "radar", "water_gauge", grid="again")], T0 + 1)
+    assert store.devices.known()["wl-0001"].grid == "again" and len(store.devices.known()) == 1000
 
 
 def test_device_ids_and_date_filters_and_console_roles(store: CaseStore) -> None:
