@@ -175,9 +175,11 @@ def _q1(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
 
 
 def _metrics(port: int) -> dict[str, float]:
-    """Every sample of a service's /metrics (its own counters: independent of table locks); {} if down."""
+    """Every sample of a service's /metrics (its own counters: independent of table locks); {} if down.
+
+    30 s: on a saturated box a scrape can wait behind the service's busy event loop (5 s timed out at 1 M devices)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
             text = r.read().decode()
     except OSError:
         return {}
