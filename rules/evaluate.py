@@ -640,18 +640,6 @@ class Change(NamedTuple):
     evidence: dict[str, Any]
 
 
-class Sample(NamedTuple):
-    """One evaluated sample of a single-level condition."""
-
-    t: float
-    raise_c: bool
-    clear_c: bool
-    raise_after_s: float
-    clear_after_s: float
-    value: float | None
-    evidence: dict[str, Any]
-
-
 def _set_condition(st: EngineState, c: Compiled, device: str, ch: Change, out: list[AlarmTransition]) -> None:
     st.dirty.add(device)
     target, t, value, evidence = ch
@@ -766,12 +754,6 @@ def _step_one(
     else:
         since[0] = None
     return on if on[0] or key in st.active else None
-
-
-def _single_step(st: EngineState, c: Compiled, device: str, sm: Sample, out: list[AlarmTransition]) -> None:
-    on = _step_one(st, c, sm.t, sm.raise_c, sm.clear_c, raise_after_s=sm.raise_after_s, clear_after_s=sm.clear_after_s)
-    if on is not None:
-        _set_condition(st, c, device, Change(c.severities[0] if on[0] else None, sm.t, sm.value, sm.evidence), out)
 
 
 def _rate_step(st: EngineState, c: Compiled, r: Reading, out: list[AlarmTransition]) -> None:
@@ -1057,8 +1039,10 @@ def _event(rs: RuleSet, st: EngineState, ev: Event, out: list[AlarmTransition]) 
     for c in plan.cover_events.get(ev.kind, ()):
         rule = c.rule
         assert isinstance(rule, CoverOpenRule)
-        evidence = {"event": ev.kind, "event_id": ev.id}
-        _single_step(st, c, ev.device, Sample(ev.ts, True, False, 0.0, rule.clear_after_s, 1.0, evidence), out)
+        on = _step_one(st, c, ev.ts, True, False, raise_after_s=0.0, clear_after_s=rule.clear_after_s)
+        if on is not None:
+            evidence = {"event": ev.kind, "event_id": ev.id}
+            _set_condition(st, c, ev.device, Change(c.severities[0] if on[0] else None, ev.ts, 1.0, evidence), out)
 
 
 def _status(rs: RuleSet, st: EngineState, s: GatewayStatus, out: list[AlarmTransition]) -> None:
