@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from case_bridge.errors import StoreConflict, StoreError
-from sqlstore import Migration, Sql, SqlStoreError, pg_placeholders
+from sqlstore import Migration, Sql, SqlStoreError, connect_sqlite, pg_placeholders
 from sqlstore import migrate as migrate_store
 
 Row = tuple[Any, ...]
@@ -72,11 +72,8 @@ class SqliteDb:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={synchronous}")
+            self.conn = connect_sqlite(path, synchronous=synchronous, busy_timeout_ms=30_000)
             self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite case store {path!r}: {exc}") from exc
         self._lock = threading.RLock()  # one connection, callers may come from a thread pool

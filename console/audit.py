@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from console.errors import StoreUnavailable
+from sqlstore import connect_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS console_audit (
@@ -69,8 +70,7 @@ class AuditLog:
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect_sqlite(path, synchronous="FULL", busy_timeout_ms=5_000)
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"audit store {url}: {exc}") from exc

@@ -32,7 +32,7 @@ import orjson
 from contracts.alarms import AlarmTransition, Severity, TransitionKind
 from rules.errors import AlarmStoreError
 from rules.evaluate import fold_state_log
-from sqlstore import Migration, SqlStoreError, migrate, pg_placeholders
+from sqlstore import Migration, SqlStoreError, connect_sqlite, migrate, pg_placeholders
 
 DEFAULT_URL = "sqlite:///data/rules.db"
 
@@ -325,9 +325,7 @@ class SqliteAlarmStore(_SqlStore):
         try:
             if path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = connect_sqlite(path, synchronous="NORMAL", busy_timeout_ms=30_000)
             migrate(self._conn, "rules", MIGRATIONS)
         except (sqlite3.Error, OSError, SqlStoreError) as exc:
             raise AlarmStoreError(f"cannot open alarm store {self.url}: {exc}") from exc

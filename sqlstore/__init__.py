@@ -16,6 +16,7 @@ from sqlstore.migrate import (
     plan,
     resolve,
 )
+from sqlstore.sqlite import connect_sqlite
 
 __all__ = [
     "CREATE_VERSION_TABLE",
@@ -28,6 +29,7 @@ __all__ = [
     "Step",
     "Variant",
     "applied_versions",
+    "connect_sqlite",
     "dialect_of",
     "mark_applied",
     "migrate",

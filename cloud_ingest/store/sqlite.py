@@ -35,7 +35,7 @@ from cloud_ingest.store.schema import MIGRATIONS, sqlite_day_ddl
 from contracts.metrics import METRIC_UNITS
 from contracts.payloads import ts_ms
 from contracts.reading import Event, Quality, Reading
-from sqlstore import Sql, SqlStoreError, migrate
+from sqlstore import Sql, SqlStoreError, connect_sqlite, migrate
 
 T = TypeVar("T")
 
@@ -52,10 +52,7 @@ class SqliteStore(Lifecycle):
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-            self._conn.execute("PRAGMA busy_timeout=10000")
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn = connect_sqlite(path, synchronous="FULL", busy_timeout_ms=10_000)
             migrate(self._conn, "ingest", MIGRATIONS)
         except (sqlite3.Error, SqlStoreError) as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
