@@ -24,7 +24,7 @@ import gc
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from cloud_ingest.metrics import serve_metrics
 from contracts import topics
@@ -69,6 +69,18 @@ def settle_heap(full: bool = False) -> None:
     """
     gc.collect(2 if full else 1)
     gc.freeze()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic cyclic garbage collection inside (see :func:`settle_heap` for why)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def decode_inputs(
@@ -183,10 +195,12 @@ class RuleRunner:
                 where = f"{self.cfg.metrics_host}:{self.cfg.metrics_port}"
                 raise RulesError(f"cannot serve metrics on {where}: {exc}") from exc
             self.metrics_port = server.sockets[0].getsockname()[1]
-        saved = await asyncio.to_thread(self.store.load_state)
-        if saved is not None:
-            self.state = EngineState.from_parts(*saved)
-            log.info("resumed rule state: %d active alarms", len(self.state.alarms))
+        with collector_paused():  # millions of long-lived objects: collections would find nothing (2.4x slower)
+            saved = await asyncio.to_thread(self.store.load_state)
+            if saved is not None:
+                self.state = EngineState.from_parts(*saved)
+                log.info("resumed rule state: %d active alarms", len(self.state.alarms))
+            del saved
         settle_heap(full=True)
         if self._source is None:
             self._source = ThreadedSource(
@@ -226,13 +240,8 @@ class RuleRunner:
         collection runs inside a step (a full pass over a large state stalls it for seconds); the step
         ends with :func:`settle_heap` instead.
         """
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             return await self._step(items)
-        finally:
-            if enabled:
-                gc.enable()
 
     async def _step(self, items: list[Delivery]) -> list[AlarmTransition]:
         t0 = time.perf_counter()
