@@ -14,8 +14,9 @@ Like the runner's step, the live passes run without automatic garbage collection
 stalls for seconds); a pass with a store settles the heap at every checkpoint as the runner does after each step
 (``rules.runner.settle_heap``), and that counts as persistence.
 Each live figure is also given by this process's CPU time (less moved by other load on a shared box; it
-leaves out a PostgreSQL server's work). Loopback only; finishes in about two minutes on a quiet box. The last
-line is one JSON object.
+leaves out a PostgreSQL server's work). Restart: a store whose state log is at its limit (just before a compaction)
+is loaded as a restarted runner loads it; baseline: the same state loaded again once folded. Loopback only; finishes
+in about two minutes on a quiet box. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
 import tempfile
@@ -44,7 +46,7 @@ from contracts.reading import DeviceInfo, Event, Quality, Reading
 from rules.backtest import History, Series, backtest
 from rules.config import RulesSettings
 from rules.evaluate import LOG_ENTRIES_PER_DEVICE, EngineState, GatewayStatus, RuleSet, evaluate
-from rules.runner import settle_heap
+from rules.runner import collector_paused, settle_heap
 from rules.specs import Rule, load_rules
 from rules.store import AlarmStore, SqliteAlarmStore, StateDelta, open_alarm_store
 
@@ -166,6 +168,16 @@ def _live_loop(
             pending = []
         cpu_s += time.process_time() - c0
     return Persisted(n_tr, eval_s, persist_s, parts_n, series_n, compactions, cpu_s)
+
+
+def restart_s(store: AlarmStore) -> float:
+    """What a restarted runner spends loading ``store``'s state (folding its log first), as RuleRunner.run does."""
+    with collector_paused():
+        t0 = time.perf_counter()
+        saved = store.load_state()
+        assert saved is not None
+        EngineState.from_parts(*saved)
+        return time.perf_counter() - t0
 
 
 @contextmanager
@@ -292,6 +304,14 @@ def main() -> None:
 
     with_state = persisted[("log", CHECKPOINT_BATCHES[0] * 500)]
     before = persisted[("rows", CHECKPOINT_BATCHES[0] * 500)]
+    # restart: the state log at its longest (max_log entries, just before a compaction would empty it) folded by a
+    # restarted runner, against loading the same state once folded (the same store opened again)
+    logged_per_batch = (with_state[0].device_parts + with_state[0].series_entries) / len(batches)
+    full_log = batches[: min(len(batches), math.ceil(max_log / logged_per_batch))]
+    with bench_store(args.db, "restart") as store:
+        restart_log = live_run(rules, births, full_log, store, CHECKPOINT_BATCHES[0], 10**12)
+        restart_full_s = restart_s(store)
+        restart_folded_s = restart_s(store)
     # baseline: decoding the same readings from telemetry payloads
     payloads = [encode_telemetry("gw-0001", "b1", i, b) for i, b in enumerate(batches)]
     t0 = time.perf_counter()
@@ -316,6 +336,9 @@ def main() -> None:
               f"ratio {ratio(pa):.2f}; persisting costs {overhead(pa):.2f}x the evaluation time; "
               f"by this process's CPU time {len(live) / p.cpu_s:,.0f} vs {len(live) / alone_cpu_s[(design, n)]:,.0f} "
               f"readings/s, ratio {alone_cpu_s[(design, n)] / p.cpu_s:.2f}")
+    print(f"restart with {restart_log.device_parts + restart_log.series_entries:,} logged entries to fold "
+          f"(the log's limit: {LOG_ENTRIES_PER_DEVICE} per device): {restart_full_s:.2f} s; the same state once "
+          f"folded: {restart_folded_s:.2f} s; ratio {restart_full_s / restart_folded_s:.1f}x")
     print(f"every {CHECKPOINT_BATCHES[0] * 500:,} readings, persisting costs {overhead(with_state):.2f}x the "
           f"evaluation time with the state log vs {overhead(before):.2f}x with one row per changed device "
           f"({overhead(before) / overhead(with_state):.1f}x less); readings/s {rate(with_state) / rate(before):.2f}x "
@@ -341,6 +364,9 @@ def main() -> None:
         "live_with_state_rows_design_readings_per_s": round(rate(before)),
         "rows_design_persist_over_eval": round(overhead(before), 3),
         "persistence_cost_reduction": round(overhead(before) / overhead(with_state), 2),
+        "restart_logged_entries": restart_log.device_parts + restart_log.series_entries,
+        "restart_load_s": round(restart_full_s, 3),
+        "restart_load_folded_s": round(restart_folded_s, 3),
         "live_with_state_by_checkpoint_readings": {
             f"{design}:{n}": {
                 "readings_per_s": round(rate(pa)), "evaluation_alone_readings_per_s": round(len(live) / pa[1]),
