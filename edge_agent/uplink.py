@@ -5,8 +5,9 @@ Per connection: subscribe to ``.../ack`` and ``.../cmd``, publish the retained b
 in order with its original (boot, seq) and contents, then form and send new batches inside the
 window. Deletion happens only when the retained ack says a batch is committed; a PUBACK only
 means the broker has it. A PUBACK reason code >= 0x80 keeps the rows and raises a fault in the
-status message. Batches not acked within ``ack_timeout_s`` (doubling while nothing progresses)
-are resent in order. Reconnects use jittered exponential backoff and rotate through
+status message. Batches not acked within the ack timeout are resent in order; the timeout is
+``ack_timeout_s`` or the measured ack delay if longer, doubling while nothing progresses
+(:class:`~edge_agent.batching.AckTimer`). Reconnects use jittered exponential backoff and rotate through
 ``mqtt.url`` + ``mqtt.failover_urls`` (the nodes of a broker cluster); a refused SUBACK drops
 the connection so the subscription is retried, and the birth is re-published on every connect.
 """
@@ -25,7 +26,16 @@ from typing import Any
 from contracts import payloads, topics
 from contracts.config import MqttSettings
 from contracts.errors import PayloadError
-from edge_agent.batching import BatchLimits, Outgoing, ack_timed_out, encode_batch, linger_deadline, should_form
+from edge_agent.batching import (
+    ACK_TIMEOUT_CAP_S,
+    AckTimer,
+    BatchLimits,
+    Outgoing,
+    ack_timed_out,
+    encode_batch,
+    linger_deadline,
+    should_form,
+)
 from edge_agent.config import PublishConfig
 from edge_agent.errors import OutboxError
 from edge_agent.outbox import BatchHeader, OutboxPort, RecordClass
@@ -35,8 +45,6 @@ from mqttlink.errors import LinkError
 
 log = logging.getLogger(__name__)
 
-#: the longest the ack timeout grows to while the cloud makes no progress
-ACK_TIMEOUT_CAP_S = 600.0
 #: how long a new connection waits for the retained ack before resending unacked batches
 RETAINED_ACK_WAIT_S = 1.0
 
@@ -87,11 +95,13 @@ class Uplink:
         self._link: MqttLink | None = None
         self._inflight: dict[int, BatchHeader] = {}  # mid -> batch, until its PUBACK
         self._sent_at: dict[int, float] = {}  # batch id -> monotonic time of last (re)send
+        self._first_sent_at: dict[int, float] = {}  # batch id -> first send, until acked
+        self._resent: set[int] = set()  # batch ids sent more than once: their acks time nothing (Karn)
         self._unbatched_since: dict[RecordClass, float | None] = {
             c: (0.0 if outbox.unbatched(c) else None) for c in RecordClass
         }
         self._last_progress = time.monotonic()
-        self._ack_timeout_s = publish.ack_timeout_s
+        self._ack_timer = AckTimer(publish.ack_timeout_s, cap_s=max(ACK_TIMEOUT_CAP_S, publish.ack_timeout_s))
         self._status_due = 0.0
         self._cmd_tasks: set[asyncio.Task[None]] = set()
         self._ack_seen = asyncio.Event()
@@ -260,15 +270,16 @@ class Uplink:
                 now = time.monotonic()
                 self._fill_window(link, now)
                 oldest = min(self._sent_at.values(), default=None)
-                if ack_timed_out(oldest, self._last_progress, self._ack_timeout_s, now):
+                if ack_timed_out(oldest, self._last_progress, self._ack_timer.timeout_s, now):
                     self._relabel_forgotten_boots()
                     n = len(self._sent_at)
-                    log.warning("no ack progress for %.0f s; resending %d batches in order", self._ack_timeout_s, n)
+                    log.warning("no ack progress for %.0f s; resending %d batches in order",
+                                self._ack_timer.timeout_s, n)
                     for h in self.outbox.unacked():
                         self._send(link, h)
                     self.resent_batches += n
                     self._last_progress = now
-                    self._ack_timeout_s = min(self._ack_timeout_s * 2, ACK_TIMEOUT_CAP_S)
+                    self._ack_timer.expired()
                 if now >= self._status_due:
                     self._publish_status(link)
                 await self._sleep(link, closed, self._next_deadline(now))
@@ -300,7 +311,7 @@ class Uplink:
                     deadlines.append(d)
         oldest = min(self._sent_at.values(), default=None)
         if oldest is not None:
-            deadlines.append(max(oldest, self._last_progress) + self._ack_timeout_s)
+            deadlines.append(max(oldest, self._last_progress) + self._ack_timer.timeout_s)
         return min(deadlines)
 
     async def _sleep(self, link: MqttLink, closed: asyncio.Future[Any], deadline: float) -> None:
@@ -341,7 +352,12 @@ class Uplink:
         out = self._encode(h)
         mid = link.publish(out.topic, out.payload, qos=1)
         self._inflight[mid] = h
-        self._sent_at[h.id] = time.monotonic()
+        now = time.monotonic()
+        if h.id in self._first_sent_at:
+            self._resent.add(h.id)
+        else:
+            self._first_sent_at[h.id] = now
+        self._sent_at[h.id] = now
         self.sent_batches += 1
 
     def _publish_status(self, link: MqttLink) -> None:
@@ -383,11 +399,17 @@ class Uplink:
             self.raise_fault("outbox", str(exc))
             return
         if deleted:
-            gone = before - {h.id for h in self.outbox.unacked()}
-            for bid in gone:
+            still = {h.id for h in self.outbox.unacked()}
+            now = time.monotonic()
+            delays = [now - t for bid, t in self._first_sent_at.items()
+                      if bid in before and bid not in still and bid not in self._resent]
+            for bid in before - still:
                 self._sent_at.pop(bid, None)
-            self._last_progress = time.monotonic()
-            self._ack_timeout_s = self.cfg.ack_timeout_s
+            # forget every batch no longer unacked (acked now, or dropped by the budget earlier)
+            self._first_sent_at = {bid: t for bid, t in self._first_sent_at.items() if bid in still}
+            self._resent &= still
+            self._last_progress = now
+            self._ack_timer.acked(delays)
             self.last_ack = dict(acked)
             self.last_ack_at = time.time()
             self._wake.set()

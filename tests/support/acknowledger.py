@@ -56,6 +56,7 @@ class Acknowledger:
         self.drop_next = 0
         self.dropped_batches: list[tuple[str, int]] = []
         self.paused = False
+        self.ack_delay_s = 0.0  # a cloud running behind: each ack goes out this long after its batch arrived
         self.boots_kept: int | None = None  # like the ingester: list only the N most recent boots
         self._boot_order: list[str] = []
         self.status: list[payloads.Status] = []
@@ -118,7 +119,13 @@ class Acknowledger:
             ack = self._ack_payload()
             paused = self.paused
         if advanced and not paused:
-            c.publish(topics.ack(self.gw), payloads.encode_ack(ack), qos=1, retain=True)
+            if self.ack_delay_s > 0:
+                timer = threading.Timer(self.ack_delay_s, c.publish, (topics.ack(self.gw), payloads.encode_ack(ack)),
+                                        {"qos": 1, "retain": True})
+                timer.daemon = True
+                timer.start()
+            else:
+                c.publish(topics.ack(self.gw), payloads.encode_ack(ack), qos=1, retain=True)
 
     def _ack_payload(self) -> dict[str, int]:
         boots = self._boot_order if self.boots_kept is None else self._boot_order[-self.boots_kept:]

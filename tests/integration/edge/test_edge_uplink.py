@@ -330,3 +330,28 @@ async def test_batches_of_a_boot_the_cloud_forgot_are_relabelled(
     assert acker.stored() == {("wl-0001", "depth", ts_ms(T0 + i)) for i in range(20)}
     assert not ob.unacked()
     ob.close()
+
+
+async def test_a_cloud_running_behind_is_waited_for_not_flooded_with_resends(
+    tmp_path: Path, broker: Mosquitto, acker: Acknowledger
+) -> None:
+    """Every ack comes 1.5 s after its batch, three times the configured ack timeout: after the first
+    resends the uplink times the cloud's delay and stops resending (before: the whole window again on
+    every cycle, since any progress reset the timeout to 0.5 s)."""
+    acker.ack_delay_s = 1.5
+    ob = Outbox(tmp_path / "o.db", 1 << 24, boot="b1")
+    up = _uplink(ob, broker, batch_max_readings=20, linger_s=0.1, ack_timeout_s=0.5, max_inflight_batches=4)
+    n = 0
+    async with running(up):
+        for _ in range(40):  # 8 s of a steady stream: 20 readings every 0.2 s
+            ob.append(_readings(n, 20))
+            n += 20
+            up.notify_appended()
+            await asyncio.sleep(0.2)
+        assert await wait_until(lambda: ob.ledger().depth == 0, 30)
+        resent_at_end = up.resent_batches
+    assert len(acker.stored()) == n
+    assert up.sent_batches >= 40
+    # the first cycles may resend a window or two before a batch sent once is acked; then nothing
+    assert resent_at_end <= 2 * up.limits.window, (resent_at_end, up.sent_batches)
+    ob.close()

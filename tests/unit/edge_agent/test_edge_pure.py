@@ -12,7 +12,7 @@ from contracts import payloads
 from contracts.errors import ConfigError
 from contracts.reading import Reading
 from edge_agent import commands, storm
-from edge_agent.batching import BatchLimits, ack_timed_out, encode_batch, should_form
+from edge_agent.batching import AckTimer, BatchLimits, ack_timed_out, encode_batch, should_form
 from edge_agent.config import StormConfig, parse_agent_config
 from edge_agent.outbox import BatchHeader, RecordClass
 from mqttlink.backoff import backoff_delay
@@ -210,3 +210,36 @@ async def test_gateway_errors_become_codes() -> None:
     assert r.error == "device_quarantined"
     r = await _run(Failing(NoResponse("x")), {"id": "2", "action": "lamp_on", "device": "lamp-1"})
     assert r.error == "no_response"
+
+
+def test_ack_timer_follows_a_slow_cloud_and_backs_off() -> None:
+    timer = AckTimer(30.0)
+    assert timer.timeout_s == 30.0
+    timer.acked([0.2, 0.3, 0.1])  # a prompt cloud: the configured timeout is the floor
+    assert timer.timeout_s == 30.0
+    timer.expired()
+    timer.expired()
+    assert timer.timeout_s == 120.0  # doubling while nothing progresses
+    timer.acked([])  # progress, but only resent batches were acked: Karn's rule keeps the backed-off wait
+    assert timer.timeout_s == 120.0
+    slow = AckTimer(30.0)
+    for _ in range(20):
+        slow.acked([180.0])  # the ingester runs 3 min behind
+    assert slow.srtt_s is not None and abs(slow.srtt_s - 180.0) < 1e-6
+    assert 180.0 <= slow.timeout_s < 200.0  # waits for it instead of resending every 30 s
+    for _ in range(60):
+        slow.acked([0.5])  # caught up: the wait comes back down to the floor
+    assert slow.timeout_s == 30.0
+    capped = AckTimer(30.0, cap_s=100.0)
+    capped.acked([500.0])
+    assert capped.timeout_s == 100.0
+    for _ in range(5):
+        capped.expired()
+    assert capped.timeout_s == 100.0
+
+
+def test_ack_timer_refuses_a_base_outside_its_cap() -> None:
+    with pytest.raises(ValueError, match="base_s"):
+        AckTimer(0.0)
+    with pytest.raises(ValueError, match="base_s"):
+        AckTimer(700.0)
