@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if dead:
                     raise SystemExit(f"{dead} exited during warm-up; logs in {tmp}")
             rows0 = _q1(ing_dsn, "SELECT count(*) FROM readings")
-            ins0 = _metric(metrics_port, 'citywatch_ingest_readings_total{result="inserted"}')
+            ingest0 = _metrics(metrics_port)
             rules0 = _metrics(rules_port)
             w0_wall = time.time()
             sampler.start()
@@ -316,7 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     next_rss += 5.0
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
             window_s = time.monotonic() - t_w0
-            ins1 = _metric(metrics_port, 'citywatch_ingest_readings_total{result="inserted"}')
+            ingest1 = _metrics(metrics_port)
             rules_fig = _rules_window(rules0, _metrics(rules_port), window_s)
             w1_wall = time.time()
             rows1 = _q1(ing_dsn, "SELECT count(*) FROM readings")
@@ -362,11 +362,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             late_ticks = sum(r["late_ticks"] for r in reports)
             produced_s = max((r["production_s"] for r in reports), default=float("nan"))
             stops.close()
-        committed = (ins1 - ins0) / window_s if ins0 is not None and ins1 is not None else float("nan")
+        def ingest_rate(result: str) -> float:
+            """Readings/s the ingester counted with ``result`` over the window (nan: a scrape failed)."""
+            sample = f'citywatch_ingest_readings_total{{result="{result}"}}'
+            if sample not in ingest0 or sample not in ingest1:
+                return float("nan")
+            return (ingest1[sample] - ingest0[sample]) / window_s
+
+        committed, duplicates = ingest_rate("inserted"), ingest_rate("duplicate")
         return {
             "devices": gateways * per_gw, "gateways": gateways, "offered_readings_per_s": args.rate,
             "warmup_s": args.warmup_s, "window_s": round(window_s, 1),
             "committed_readings_per_s": round(committed) if math.isfinite(committed) else None,
+            "duplicate_readings_per_s": round(duplicates, 1) if math.isfinite(duplicates) else None,
+            "loadgen_sent_batches": sum(r.get("sent_batches", 0) for r in reports),
+            "loadgen_resent_batches": sum(r.get("resent_batches", 0) for r in reports),
             "committed_rows_delta_per_s": round((rows1 - rows0) / window_s)
             if rows0 is not None and rows1 is not None else None,
             "committed_by_sample_time_per_s": round(in_window / window_s) if in_window is not None else None,
@@ -429,6 +439,9 @@ def main() -> int:
           f"{res['loadgen_generated_readings_per_s']}/s; with sample time in the window "
           f"{res['committed_by_sample_time_per_s']}/s, {res['loadgen_late_ticks']} late ticks); ingest-only ceiling "
           f"{res['ingest_ceiling']['readings_per_s']:,}/s -> ratio {res['committed_vs_ceiling']}")
+    print(f"duplicates: {res['duplicate_readings_per_s']} readings/s over the window (resent batches the cloud had "
+          f"already committed); the generators resent {res['loadgen_resent_batches']:,} of "
+          f"{res['loadgen_sent_batches']:,} batches sent over the whole run")
     print(f"storm: {res['storm_devices']} gauges; road-water-depth alarms {res['storm_alarms_raised']} "
           f"({res['storm_alarm_devices']} devices); cases {res['storm_cases_opened']}; all alarms "
           f"{res['alarms_raised_all_rules']}, all cases {res['cases_opened_all']}")

@@ -77,6 +77,8 @@ class LoadReport:
     storm_devices: int
     setup_cpu_s: float = 0.0  # process CPU before the first tick (outboxes, connects, births)
     cpu_s: float = 0.0  # process CPU from the first tick to the end of the drain: what the readings cost
+    sent_batches: int = 0  # every publish of a batch, resends included
+    resent_batches: int = 0  # publishes of a batch already sent (ack timeouts, reconnects)
 
     @property
     def cpu_us_per_reading(self) -> float:
@@ -205,7 +207,8 @@ async def run_load(
         for b in boxes:
             b.close()
     return LoadReport(len(plan.gateways), plan.n_devices, plan.rate_per_s, generated, ticks, late, t_prod,
-                      pending, pending == 0, len(plan.storm_devices()), round(cpu_setup, 3), round(cpu_run, 3))
+                      pending, pending == 0, len(plan.storm_devices()), round(cpu_setup, 3), round(cpu_run, 3),
+                      sum(up.sent_batches for up in uplinks), sum(up.resent_batches for up in uplinks))
 
 
 # ------------------------------------------------------------------ CLI
