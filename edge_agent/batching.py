@@ -72,8 +72,6 @@ def ack_timed_out(oldest_sent_at: float | None, last_ack_progress: float, ack_ti
     return now - max(oldest_sent_at, last_ack_progress) >= ack_timeout_s
 
 
-
-
 @dataclass(slots=True)
 class AckTimer:
     """How long to wait for the cloud's ack before resending: RFC 6298's retransmission timer over batches.
